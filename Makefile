@@ -1,0 +1,35 @@
+# Everything runs from a local virtual environment that the first target creates.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+NPA    := $(VENV)/bin/npa
+STAMP  := $(VENV)/.installed
+
+.PHONY: all demo test build abi bench clean
+
+all: test
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+demo: $(STAMP)
+	$(NPA) build
+	$(NPA) inspect plugins-wasm/ixgbevf.wasm
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+build: $(STAMP)
+	$(NPA) build
+
+abi: $(STAMP)
+	$(PY) -m shell_api.gen
+
+bench: $(STAMP)
+	$(NPA) bench calls
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,21 @@
+"""Errors that reach a user: each is one line saying what and where."""
+
+
+class NpaError(Exception):
+    """Base of every error the CLI prints as one line and exit status 1."""
+
+
+class LoadError(NpaError):
+    """The loader refused an image; `check` names the check that failed."""
+
+    def __init__(self, check: str, message: str):
+        super().__init__(message)
+        self.check = check
+
+
+class PluginFault(NpaError):
+    """A call into a plugin trapped, ran out of fuel, missed its deadline, or misbehaved."""
+
+    def __init__(self, export: str, reason: str, code=None):
+        super().__init__(f"{export}: {reason}")
+        self.export, self.reason, self.code = export, reason, code

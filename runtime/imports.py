@@ -1,0 +1,80 @@
+"""The host side of the Shell API imports (module `shell`) for one VM's plugin.
+
+Each import is a thin, bounds-checked bridge: MMIO to the VF's BAR0, DMA memory from the VM's
+heap, device time, and a rate-limited log. Calls are counted per import so that a test (or the
+conformance suite) can tell a plugin that calls the host per packet from one that calls per burst.
+"""
+from __future__ import annotations
+
+import logging
+from collections import Counter, deque
+from typing import Callable, Protocol
+
+from .fastcall import HostTrap
+from .region import DmaHeap, SharedRegion
+
+log = logging.getLogger("npa.plugin")
+LOG_LEVELS = ("error", "warn", "info", "debug")
+MAX_LOG_LINE = 512
+
+
+class Bar(Protocol):
+    """A VF's BAR0 as the plugin sees it: 32-bit registers at byte offsets."""
+
+    def read32(self, off: int) -> int: ...
+
+    def write32(self, off: int, val: int) -> None: ...
+
+
+class ShellImports:
+    """Implements `shell.*` against one VM's region, DMA heap and VF BAR."""
+
+    def __init__(self, region: SharedRegion, heap: DmaHeap, bar: Bar, *,
+                 device_step: Callable[[int], None] | None = None, log_burst: int = 16):
+        self.region, self.heap, self.bar = region, heap, bar
+        self.device_step = device_step
+        self.calls: Counter[str] = Counter()
+        self.log_burst = log_burst
+        self.log_tokens = log_burst
+        self.logs: deque[tuple[str, str]] = deque(maxlen=256)
+        self.logs_suppressed = 0
+        self.udelay_us = 0
+
+    def mmio_read32(self, off: int) -> int:
+        self.calls["mmio_read32"] += 1
+        return self.bar.read32(off) & 0xFFFFFFFF
+
+    def mmio_write32(self, off: int, val: int) -> None:
+        self.calls["mmio_write32"] += 1
+        self.bar.write32(off, val)
+
+    def dma_alloc(self, size: int, align: int) -> int:
+        self.calls["dma_alloc"] += 1
+        return self.heap.alloc(size, align)
+
+    def dma_free(self, addr: int) -> None:
+        self.calls["dma_free"] += 1
+        self.heap.free(addr)
+
+    def udelay(self, us: int) -> None:
+        self.calls["udelay"] += 1
+        self.udelay_us += us
+        if self.device_step is not None:
+            self.device_step(us)
+
+    def log(self, level: int, ptr: int, length: int) -> None:
+        self.calls["log"] += 1
+        if not self.region.contains(ptr, length):
+            raise HostTrap(f"buffer [0x{ptr:x}, +{length}) is outside memory")
+        if self.log_tokens <= 0:
+            self.logs_suppressed += 1
+            return
+        self.log_tokens -= 1
+        text = self.region.read(ptr, min(length, MAX_LOG_LINE)).decode("utf-8", "replace")
+        name = LOG_LEVELS[level] if level < len(LOG_LEVELS) else f"level{level}"
+        self.logs.append((name, text))
+        log.log({0: 40, 1: 30, 2: 20}.get(level, 10), "plugin: %s", text)
+
+    def refill_log_tokens(self) -> None:
+        """The rate limit: at most `log_burst` lines between two refills (one per host step)."""
+        self.log_tokens = self.log_burst

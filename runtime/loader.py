@@ -1,0 +1,221 @@
+"""The loader: refuses what the Shell API does not allow, places the rest where it is told.
+
+Checks, in this order, each failing with one line that names the cause: valid wasm; manifest
+present and decodable; ABI compatible; imports; exports; position independence (`dylink.0`);
+then, for a given base, that the image and its stack fit the hypervisor's plugin slot.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import wasmtime
+
+from shell_api import ABI_MAJOR, ABI_MINOR, MANIFEST_SECTION, Manifest, ManifestError, abi_compatible
+from shell_api.abi import (EXPORT_PREFIX, EXPORTS, EXPORTS_BY_NAME, IMPORT_MODULE, IMPORTS,
+                           IMPORTS_BY_NAME, OPTIONAL_BY_NAME, OPTIONAL_EXPORTS, PIC_IMPORTS)
+
+from . import wasm
+from .engine import compile_module, deadline_ticks, engine
+from .errors import LoadError
+from .fastcall import signature_of
+from .region import WASM_PAGE
+
+MAX_IMAGE_BYTES = 4 << 20
+TABLE_BASE = 1  # keep table slot 0 empty, so a null function pointer traps
+
+
+@dataclass
+class ImportRow:
+    module: str
+    name: str
+    kind: str
+    allowed: bool
+    note: str = ""
+
+
+@dataclass
+class ExportRow:
+    name: str
+    kind: str
+    role: str  # required | optional | ignored | refused
+    note: str = ""
+
+
+@dataclass
+class ImageReport:
+    """Everything the static checks learned about an image, and the first check it failed."""
+
+    size: int
+    manifest: Manifest | None = None
+    imports: list[ImportRow] = field(default_factory=list)
+    exports: list[ExportRow] = field(default_factory=list)
+    dylink: wasm.DylinkInfo | None = None
+    error: LoadError | None = None
+    module: wasmtime.Module | None = None
+    cached: bool = False
+    compile_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def _kind(t) -> str:
+    if isinstance(t, wasmtime.FuncType):
+        p, r = signature_of(t)
+        return f"func ({', '.join(p)}) -> ({', '.join(r)})"
+    if isinstance(t, wasmtime.GlobalType):
+        return f"global {'mut ' if t.mutable else ''}{t.content}"
+    if isinstance(t, wasmtime.TableType):
+        return f"table {t.element}"
+    if isinstance(t, wasmtime.MemoryType):
+        lim = t.limits
+        return f"memory {lim.min}..{lim.max if lim.max is not None else ''} pages"
+    return type(t).__name__
+
+
+def _func_ok(t, spec) -> bool:
+    return isinstance(t, wasmtime.FuncType) and signature_of(t) == (spec.wasm_params, spec.wasm_results)
+
+
+def _check_import(imp) -> ImportRow:
+    kind = _kind(imp.type)
+    if imp.module == IMPORT_MODULE:
+        spec = IMPORTS_BY_NAME.get(imp.name)
+        if spec is None:
+            return ImportRow(imp.module, imp.name, kind, False, "not in the Shell API")
+        if not _func_ok(imp.type, spec):
+            return ImportRow(imp.module, imp.name, kind, False,
+                             f"wrong signature: the Shell API says func {spec.wasm_signature()}")
+        return ImportRow(imp.module, imp.name, kind, True)
+    if imp.module == "env" and imp.name in PIC_IMPORTS:
+        want = PIC_IMPORTS[imp.name][0]
+        if not kind.startswith(want.split()[0]) or (want.startswith("global") and kind != want):
+            return ImportRow(imp.module, imp.name, kind, False, f"must be {want}")
+        if isinstance(imp.type, wasmtime.MemoryType) and (imp.type.is_64 or imp.type.is_shared):
+            return ImportRow(imp.module, imp.name, kind, False, "must be a 32-bit unshared memory")
+        return ImportRow(imp.module, imp.name, kind, True)
+    if imp.module.startswith("GOT."):
+        return ImportRow(imp.module, imp.name, kind, False,
+                         "symbol resolved through the GOT: build with -fvisibility=hidden")
+    return ImportRow(imp.module, imp.name, kind, False,
+                     f"only module '{IMPORT_MODULE}' (the Shell API) and env PIC imports are allowed")
+
+
+def _check_export(exp) -> ExportRow:
+    kind = _kind(exp.type)
+    spec = EXPORTS_BY_NAME.get(exp.name) or OPTIONAL_BY_NAME.get(exp.name)
+    role = "required" if exp.name in EXPORTS_BY_NAME else "optional"
+    if spec is not None:
+        if not _func_ok(exp.type, spec):
+            return ExportRow(exp.name, kind, "refused",
+                             f"wrong signature: the Shell API says func {spec.wasm_signature()}")
+        return ExportRow(exp.name, kind, role)
+    if exp.name.startswith(EXPORT_PREFIX):
+        return ExportRow(exp.name, kind, "refused", f"unknown {EXPORT_PREFIX}* export in ABI "
+                         f"{ABI_MAJOR}.{ABI_MINOR}")
+    return ExportRow(exp.name, kind, "ignored")
+
+
+def analyse(image: bytes, use_cache: bool = True) -> ImageReport:
+    """Run the static checks; stops at the first failure, recording it in `error`."""
+    rep = ImageReport(size=len(image))
+
+    def fail(check: str, msg: str) -> ImageReport:
+        rep.error = LoadError(check, msg)
+        return rep
+
+    if len(image) > MAX_IMAGE_BYTES:
+        return fail("wasm", f"image is {len(image)} bytes, more than the {MAX_IMAGE_BYTES} allowed")
+    if image[:4] != wasm.MAGIC[:4]:
+        return fail("wasm", "not a wasm module (no \\0asm magic)")
+    try:
+        wasmtime.Module.validate(engine(), image)
+        customs = wasm.custom_sections(image)
+    except (wasmtime.WasmtimeError, wasm.WasmFormatError) as e:
+        return fail("wasm", f"invalid wasm: {_first_line(e)}")
+
+    payload = customs.get(MANIFEST_SECTION)
+    if payload is None:
+        return fail("manifest", f"no {MANIFEST_SECTION} section: not an NPA plugin "
+                    "(images are made by `npa build`)")
+    try:
+        rep.manifest = Manifest.decode(payload)
+    except ManifestError as e:
+        return fail("manifest", str(e))
+    m = rep.manifest
+    if not abi_compatible(m.abi_major, m.abi_minor):
+        return fail("abi", f"built for ABI {m.abi_major}.{m.abi_minor}; this runtime implements "
+                    f"{ABI_MAJOR}.{ABI_MINOR} (major must be {ABI_MAJOR}, minor at most {ABI_MINOR})")
+
+    t0 = time.perf_counter()
+    try:
+        rep.module, rep.cached = compile_module(image, use_cache)
+    except wasmtime.WasmtimeError as e:
+        return fail("wasm", f"does not compile: {_first_line(e)}")
+    rep.compile_s = time.perf_counter() - t0
+
+    rep.imports = [_check_import(i) for i in rep.module.imports]
+    rep.exports = [_check_export(e) for e in rep.module.exports]
+    for row in rep.imports:
+        if not row.allowed:
+            what = "forbidden import" if "wrong signature" not in row.note else "import"
+            return fail("imports", f"{what} {row.module}.{row.name} ({row.kind}): {row.note}")
+    for row in rep.exports:
+        if row.role == "refused":
+            return fail("exports", f"export {row.name} ({row.kind}): {row.note}")
+    present = {e.name for e in rep.exports}
+    for spec in EXPORTS:
+        if spec.name not in present:
+            return fail("exports", f"missing export {spec.name}: func {spec.wasm_signature()}")
+
+    rep.dylink = wasm.dylink_info(image)
+    if rep.dylink is None:
+        return fail("pic", "not position-independent: no dylink.0 section first "
+                    "(build with -fPIC -shared)")
+    if rep.dylink.needed:
+        return fail("pic", f"needs shared libraries {', '.join(rep.dylink.needed)}; "
+                    "a plugin must be self-contained")
+    if any(sid == 5 for sid, _, _ in wasm.sections(image)):
+        return fail("pic", "defines its own memory; a plugin must import env.memory")
+    return rep
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where an image lands: its data, its table slots and its stack."""
+
+    memory_base: int
+    table_base: int
+    table_size: int
+    stack_low: int
+    stack_top: int
+
+
+def place(rep: ImageReport, base: int, slot: int, stack_size: int, region_size: int) -> Placement:
+    """Check that the image fits the plugin slot at `base`; raise LoadError naming why not."""
+    d = rep.dylink
+    assert d is not None and rep.module is not None
+    align = 1 << d.memory_align
+    if base % align:
+        raise LoadError("fit", f"base 0x{base:x} is not aligned to the image's 2^{d.memory_align}")
+    stack_low = (base + d.memory_size + 15) & ~15
+    need = stack_low + stack_size - base
+    if need > slot or base + slot > region_size:
+        raise LoadError("fit", f"image needs {d.memory_size} bytes + {stack_size} stack = "
+                        f"{need} bytes at base 0x{base:x}; the plugin slot holds {slot}")
+    pages = region_size // WASM_PAGE
+    for imp in rep.module.imports:
+        if isinstance(imp.type, wasmtime.MemoryType):
+            lim = imp.type.limits
+            if lim.min > pages or (lim.max is not None and lim.max < pages):
+                raise LoadError("fit", f"env.memory wants {lim.min}..{lim.max} pages; the region "
+                                f"is {pages} pages")
+    return Placement(base, TABLE_BASE, d.table_size, stack_low, stack_low + stack_size)
+
+
+def _first_line(e: Exception) -> str:
+    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+    # wasmtime's errors start with a generic context line; the cause is the last one
+    return lines[-1] if lines else type(e).__name__

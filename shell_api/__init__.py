@@ -1,0 +1,18 @@
+"""The Shell API: the one source of truth for the contract between a shell and a plugin.
+
+Everything a plugin author sees (the C header, the ABI reference) is generated from this package
+by `python -m shell_api.gen`; a test fails when the generated files drift.
+"""
+from .abi import (ABI_MAJOR, ABI_MINOR, EXPORTS, IMPORTS, IMPORT_MODULE, OPTIONAL_EXPORTS,
+                  PIC_IMPORTS, FuncSpec, abi_compatible)
+from .features import Feature
+from .layout import DESC_FLAGS, INIT_CFG, RING_DESC, RING_HDR, CFG_MAGIC, Layout
+from .manifest import MANIFEST_SECTION, Manifest, ManifestError, PluginToml
+from .status import Status
+
+__all__ = [
+    "ABI_MAJOR", "ABI_MINOR", "EXPORTS", "IMPORTS", "IMPORT_MODULE", "OPTIONAL_EXPORTS",
+    "PIC_IMPORTS", "FuncSpec", "abi_compatible", "Feature", "DESC_FLAGS", "INIT_CFG", "RING_DESC",
+    "RING_HDR", "CFG_MAGIC", "Layout", "MANIFEST_SECTION", "Manifest", "ManifestError",
+    "PluginToml", "Status",
+]
