@@ -15,6 +15,7 @@ from pathlib import Path
 import wasmtime
 
 EPOCH_TICK_S = 0.005  # deadline granularity
+EPOCH = [0]  # the engine's epoch as Python sees it: read per call without a C call
 
 
 def _config() -> wasmtime.Config:
@@ -47,6 +48,7 @@ def _tick(eng: wasmtime.Engine) -> None:
     while True:
         time.sleep(EPOCH_TICK_S)
         eng.increment_epoch()
+        EPOCH[0] += 1
 
 
 def deadline_ticks(seconds: float) -> int:

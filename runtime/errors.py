@@ -19,3 +19,9 @@ class PluginFault(NpaError):
     def __init__(self, export: str, reason: str, code=None):
         super().__init__(f"{export}: {reason}")
         self.export, self.reason, self.code = export, reason, code
+
+
+def cause(e: Exception) -> str:
+    """The last line of a wasmtime message: it leads with context and backtraces, ends with why."""
+    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else type(e).__name__

@@ -17,13 +17,23 @@ from wasmtime import _ffi as ffi
 
 from shell_api.abi import FuncSpec
 
-from .errors import PluginFault
+from .errors import PluginFault, cause
 
-_call_unchecked = ffi.dll.wasmtime_func_call_unchecked
-_set_fuel = ffi.dll.wasmtime_context_set_fuel
+# Our own handles on three C functions, typed with plain pointers: passing ints is cheaper than
+# ctypes' checked POINTER arguments, and the arguments are built once per export, not per call.
+_lib = ctypes.CDLL(ffi.dll._name)
+_call_unchecked = _lib.wasmtime_func_call_unchecked
+_call_unchecked.argtypes = [c_void_p, c_void_p, c_void_p, ctypes.c_size_t, c_void_p]
+_call_unchecked.restype = c_void_p
+_set_fuel = _lib.wasmtime_context_set_fuel
+_set_fuel.argtypes = [c_void_p, c_uint64]
+_set_fuel.restype = c_void_p
+_set_deadline = _lib.wasmtime_context_set_epoch_deadline
+_set_deadline.argtypes = [c_void_p, c_uint64]
+_set_deadline.restype = None
 _get_fuel = ffi.dll.wasmtime_context_get_fuel
-_set_deadline = ffi.dll.wasmtime_context_set_epoch_deadline
 _U32 = 0xFFFFFFFF
+_VAL_I32S = ctypes.sizeof(ffi.wasmtime_val_raw_t) // 4  # i32 slots per wasmtime_val_raw_t
 
 
 class HostTrap(Exception):
@@ -43,56 +53,78 @@ def trap_fault(where: str, trap: wasmtime.Trap) -> PluginFault:
     return PluginFault(where, lines[0] if lines else "trap")
 
 
-def signature_of(func_type: wasmtime.FuncType) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    return tuple(str(p) for p in func_type.params), tuple(str(r) for r in func_type.results)
+class StoreClock:
+    """The deadline of one store, re-armed at most once per epoch tick.
+
+    Arming costs a C call; re-arming only when the epoch has moved since the last arm gives
+    every call at least `ticks - 1` ticks, and saves that call on all the others.
+    """
+
+    __slots__ = ("ctx", "ticks", "armed_at")
+
+    def __init__(self, store: wasmtime.Store, ticks: int):
+        self.ctx = cast(store._context(), c_void_p).value
+        self.ticks, self.armed_at = ticks, -1
 
 
 class ExportCall:
     """One export, callable as `call(*u32_args) -> int`, under a fuel budget and a deadline."""
 
-    __slots__ = ("spec", "fuel", "ticks", "_ctx", "_fref", "_buf", "_n", "_trap", "_host",
-                 "_unsigned")
+    __slots__ = ("spec", "fuel", "ticks", "_ctx", "_func", "_fptr", "_buf", "_i32", "_bufptr",
+                 "_n", "_trap", "_trapptr", "_host", "_unsigned", "_clock", "_epoch")
 
     def __init__(self, store: wasmtime.Store, func: wasmtime.Func, spec: FuncSpec, fuel: int,
-                 ticks: int, host: "HostFuncs | None" = None):
-        self.spec, self.fuel, self.ticks, self._host = spec, fuel, ticks, host
-        self._ctx = store._context()
-        self._fref = byref(func._func)
+                 clock: StoreClock, host: "HostFuncs | None" = None):
+        from . import engine
+        self.spec, self.fuel, self.ticks, self._host = spec, fuel, clock.ticks, host
+        self._clock, self._epoch = clock, engine.EPOCH
+        self._ctx = clock.ctx
+        self._func = func  # keeps the wasmtime_func_t alive
+        self._fptr = ctypes.addressof(func._func)
         self._n = max(len(spec.params), len(spec.results), 1)
         self._buf = (ffi.wasmtime_val_raw_t * self._n)()
-        self._trap = POINTER(ffi.wasm_trap_t)()
+        self._i32 = (ctypes.c_int32 * (self._n * _VAL_I32S)).from_buffer(self._buf)
+        self._bufptr = ctypes.addressof(self._buf)
+        self._trap = c_void_p()
+        self._trapptr = ctypes.addressof(self._trap)
         self._unsigned = bool(spec.results) and spec.results[0].startswith("u")
 
     def __call__(self, *args: int) -> int | None:
-        buf = self._buf
-        for i, a in enumerate(args):
-            buf[i].i32 = a
-        ctx = self._ctx
+        i32 = self._i32
+        if args:
+            i32[0] = args[0]
+            if len(args) > 1:
+                for i in range(1, len(args)):
+                    i32[i * _VAL_I32S] = args[i]
+        ctx, clock = self._ctx, self._clock
         _set_fuel(ctx, self.fuel)
-        _set_deadline(ctx, self.ticks)
-        err = _call_unchecked(ctx, self._fref, buf, self._n, byref(self._trap))
-        if err or self._trap:
+        now = self._epoch[0]
+        if clock.armed_at != now:
+            _set_deadline(ctx, clock.ticks)
+            clock.armed_at = now
+        err = _call_unchecked(ctx, self._fptr, self._bufptr, self._n, self._trapptr)
+        if err or self._trap.value:
             self._raise(err)
         if self._host is not None and self._host.pending:
             self._host.reraise()
         if not self.spec.results:
             return None
-        return buf[0].i32 & _U32 if self._unsigned else buf[0].i32
+        return i32[0] & _U32 if self._unsigned else i32[0]
 
     def fuel_used(self) -> int:
         """Fuel the last call consumed (valid until the next call on this store)."""
         left = c_uint64()
-        _get_fuel(self._ctx, byref(left))
+        _get_fuel(cast(self._ctx, POINTER(ffi.wasmtime_context_t)), byref(left))
         return self.fuel - left.value
 
-    def _raise(self, err) -> None:
+    def _raise(self, err: int | None) -> None:
+        trap, self._trap.value = self._trap.value, None
         if self._host is not None and self._host.pending:
-            self._trap = POINTER(ffi.wasm_trap_t)()
             self._host.reraise()
         if err:
-            raise PluginFault(self.spec.name, f"error: {wasmtime.WasmtimeError._from_ptr(err)}")
-        trap, self._trap = self._trap, POINTER(ffi.wasm_trap_t)()
-        raise trap_fault(self.spec.name, wasmtime.Trap._from_ptr(trap))
+            e = wasmtime.WasmtimeError._from_ptr(cast(err, POINTER(ffi.wasmtime_error_t)))
+            raise PluginFault(self.spec.name, cause(e))
+        raise trap_fault(self.spec.name, wasmtime.Trap._from_ptr(cast(trap, POINTER(ffi.wasm_trap_t))))
 
 
 class HostFuncs:

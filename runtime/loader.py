@@ -16,9 +16,8 @@ from shell_api.abi import (EXPORT_PREFIX, EXPORTS, EXPORTS_BY_NAME, IMPORT_MODUL
                            IMPORTS_BY_NAME, OPTIONAL_BY_NAME, OPTIONAL_EXPORTS, PIC_IMPORTS)
 
 from . import wasm
-from .engine import compile_module, deadline_ticks, engine
-from .errors import LoadError
-from .fastcall import signature_of
+from .engine import compile_module, engine
+from .errors import LoadError, cause
 from .region import WASM_PAGE
 
 MAX_IMAGE_BYTES = 4 << 20
@@ -51,6 +50,7 @@ class ImageReport:
     imports: list[ImportRow] = field(default_factory=list)
     exports: list[ExportRow] = field(default_factory=list)
     dylink: wasm.DylinkInfo | None = None
+    memory_import: wasm.Extern | None = None
     error: LoadError | None = None
     module: wasmtime.Module | None = None
     cached: bool = False
@@ -61,39 +61,25 @@ class ImageReport:
         return self.error is None
 
 
-def _kind(t) -> str:
-    if isinstance(t, wasmtime.FuncType):
-        p, r = signature_of(t)
-        return f"func ({', '.join(p)}) -> ({', '.join(r)})"
-    if isinstance(t, wasmtime.GlobalType):
-        return f"global {'mut ' if t.mutable else ''}{t.content}"
-    if isinstance(t, wasmtime.TableType):
-        return f"table {t.element}"
-    if isinstance(t, wasmtime.MemoryType):
-        lim = t.limits
-        return f"memory {lim.min}..{lim.max if lim.max is not None else ''} pages"
-    return type(t).__name__
+def _func_kind(spec) -> str:
+    return f"func ({', '.join(spec.wasm_params)}) -> ({', '.join(spec.wasm_results)})"
 
 
-def _func_ok(t, spec) -> bool:
-    return isinstance(t, wasmtime.FuncType) and signature_of(t) == (spec.wasm_params, spec.wasm_results)
-
-
-def _check_import(imp) -> ImportRow:
-    kind = _kind(imp.type)
+def _check_import(imp: wasm.Extern) -> ImportRow:
+    kind = imp.type
     if imp.module == IMPORT_MODULE:
         spec = IMPORTS_BY_NAME.get(imp.name)
         if spec is None:
             return ImportRow(imp.module, imp.name, kind, False, "not in the Shell API")
-        if not _func_ok(imp.type, spec):
+        if kind != _func_kind(spec):
             return ImportRow(imp.module, imp.name, kind, False,
                              f"wrong signature: the Shell API says func {spec.wasm_signature()}")
         return ImportRow(imp.module, imp.name, kind, True)
     if imp.module == "env" and imp.name in PIC_IMPORTS:
         want = PIC_IMPORTS[imp.name][0]
-        if not kind.startswith(want.split()[0]) or (want.startswith("global") and kind != want):
+        if imp.kind != want.split()[0] or (imp.kind == "global" and kind != want):
             return ImportRow(imp.module, imp.name, kind, False, f"must be {want}")
-        if isinstance(imp.type, wasmtime.MemoryType) and (imp.type.is_64 or imp.type.is_shared):
+        if imp.kind == "memory" and imp.limits[2] & ~1:
             return ImportRow(imp.module, imp.name, kind, False, "must be a 32-bit unshared memory")
         return ImportRow(imp.module, imp.name, kind, True)
     if imp.module.startswith("GOT."):
@@ -103,12 +89,12 @@ def _check_import(imp) -> ImportRow:
                      f"only module '{IMPORT_MODULE}' (the Shell API) and env PIC imports are allowed")
 
 
-def _check_export(exp) -> ExportRow:
-    kind = _kind(exp.type)
+def _check_export(exp: wasm.Extern) -> ExportRow:
+    kind = exp.type
     spec = EXPORTS_BY_NAME.get(exp.name) or OPTIONAL_BY_NAME.get(exp.name)
     role = "required" if exp.name in EXPORTS_BY_NAME else "optional"
     if spec is not None:
-        if not _func_ok(exp.type, spec):
+        if kind != _func_kind(spec):
             return ExportRow(exp.name, kind, "refused",
                              f"wrong signature: the Shell API says func {spec.wasm_signature()}")
         return ExportRow(exp.name, kind, role)
@@ -134,7 +120,7 @@ def analyse(image: bytes, use_cache: bool = True) -> ImageReport:
         wasmtime.Module.validate(engine(), image)
         customs = wasm.custom_sections(image)
     except (wasmtime.WasmtimeError, wasm.WasmFormatError) as e:
-        return fail("wasm", f"invalid wasm: {_first_line(e)}")
+        return fail("wasm", f"invalid wasm: {cause(e)}")
 
     payload = customs.get(MANIFEST_SECTION)
     if payload is None:
@@ -149,15 +135,10 @@ def analyse(image: bytes, use_cache: bool = True) -> ImageReport:
         return fail("abi", f"built for ABI {m.abi_major}.{m.abi_minor}; this runtime implements "
                     f"{ABI_MAJOR}.{ABI_MINOR} (major must be {ABI_MAJOR}, minor at most {ABI_MINOR})")
 
-    t0 = time.perf_counter()
-    try:
-        rep.module, rep.cached = compile_module(image, use_cache)
-    except wasmtime.WasmtimeError as e:
-        return fail("wasm", f"does not compile: {_first_line(e)}")
-    rep.compile_s = time.perf_counter() - t0
-
-    rep.imports = [_check_import(i) for i in rep.module.imports]
-    rep.exports = [_check_export(e) for e in rep.module.exports]
+    imports, exports = wasm.interface(image)
+    rep.memory_import = next((i for i in imports if i.kind == "memory"), None)
+    rep.imports = [_check_import(i) for i in imports]
+    rep.exports = [_check_export(e) for e in exports]
     for row in rep.imports:
         if not row.allowed:
             what = "forbidden import" if "wrong signature" not in row.note else "import"
@@ -179,6 +160,13 @@ def analyse(image: bytes, use_cache: bool = True) -> ImageReport:
                     "a plugin must be self-contained")
     if any(sid == 5 for sid, _, _ in wasm.sections(image)):
         return fail("pic", "defines its own memory; a plugin must import env.memory")
+
+    t0 = time.perf_counter()
+    try:
+        rep.module, rep.cached = compile_module(image, use_cache)
+    except wasmtime.WasmtimeError as e:
+        return fail("wasm", f"does not compile: {cause(e)}")
+    rep.compile_s = time.perf_counter() - t0
     return rep
 
 
@@ -206,16 +194,9 @@ def place(rep: ImageReport, base: int, slot: int, stack_size: int, region_size: 
         raise LoadError("fit", f"image needs {d.memory_size} bytes + {stack_size} stack = "
                         f"{need} bytes at base 0x{base:x}; the plugin slot holds {slot}")
     pages = region_size // WASM_PAGE
-    for imp in rep.module.imports:
-        if isinstance(imp.type, wasmtime.MemoryType):
-            lim = imp.type.limits
-            if lim.min > pages or (lim.max is not None and lim.max < pages):
-                raise LoadError("fit", f"env.memory wants {lim.min}..{lim.max} pages; the region "
-                                f"is {pages} pages")
+    if rep.memory_import is not None:
+        lo, hi, _ = rep.memory_import.limits
+        if lo > pages or (hi is not None and hi < pages):
+            raise LoadError("fit", f"env.memory wants {lo}..{'' if hi is None else hi} pages; "
+                            f"the region is {pages} pages")
     return Placement(base, TABLE_BASE, d.table_size, stack_low, stack_low + stack_size)
-
-
-def _first_line(e: Exception) -> str:
-    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
-    # wasmtime's errors start with a generic context line; the cause is the last one
-    return lines[-1] if lines else type(e).__name__

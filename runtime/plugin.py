@@ -9,10 +9,10 @@ from shell_api import Manifest
 from shell_api.abi import EXPORTS, IMPORT_MODULE, IMPORTS_BY_NAME, OPTIONAL_EXPORTS
 
 from .engine import deadline_ticks
-from .errors import LoadError
-from .fastcall import ExportCall, HostFuncs, trap_fault
+from .errors import LoadError, cause
+from .fastcall import ExportCall, HostFuncs, StoreClock, trap_fault
 from .imports import ShellImports
-from .loader import ImageReport, Placement, analyse, place, _first_line
+from .loader import ImageReport, Placement, analyse, place
 from .region import SharedRegion
 
 
@@ -85,12 +85,13 @@ def load(image: bytes | ImageReport, region: SharedRegion, host: ShellImports, *
     except wasmtime.Trap as t:
         raise trap_fault("start function", t) from None
     except wasmtime.WasmtimeError as e:
-        raise LoadError("instantiate", f"instantiation failed: {_first_line(e)}") from None
+        raise LoadError("instantiate", f"instantiation failed: {cause(e)}") from None
     if funcs.pending:
         funcs.reraise()
 
     exports = instance.exports(store)
-    call = {spec.name: ExportCall(store, exports[spec.name], spec, budgets.fuel, ticks, funcs)
+    clock = StoreClock(store, ticks)
+    call = {spec.name: ExportCall(store, exports[spec.name], spec, budgets.fuel, clock, funcs)
             for spec in (*OPTIONAL_EXPORTS, *EXPORTS) if spec.name in exports}
     for spec in OPTIONAL_EXPORTS:  # relocate data against our base, then run constructors
         if spec.name in call:

@@ -130,3 +130,97 @@ def dylink_section(memory_size: int, memory_align: int = 4, table_size: int = 0,
     """The payload of a `dylink.0` section with one memory-info record (for tooling and tests)."""
     body = b"".join(_encode_leb(v) for v in (memory_size, memory_align, table_size, table_align))
     return bytes([_MEM_INFO]) + _encode_leb(len(body)) + body
+
+
+_VALTYPES = {0x7F: "i32", 0x7E: "i64", 0x7D: "f32", 0x7C: "f64", 0x7B: "v128",
+             0x70: "funcref", 0x6F: "externref"}
+
+
+@dataclass(frozen=True)
+class Extern:
+    """An import or export as the loader checks it: names, kind, and a printable type."""
+
+    module: str  # "" for exports
+    name: str
+    kind: str  # func | table | memory | global
+    type: str  # e.g. "func (i32, i32) -> (i32)", "global mut i32", "memory 1.. pages"
+    limits: tuple[int, int | None, int] = (0, None, 0)  # memory/table: min, max, flags
+
+
+def _limits(data: bytes, pos: int) -> tuple[tuple[int, int | None, int], int]:
+    flags = data[pos]
+    lo, pos = _leb(data, pos + 1)
+    hi = None
+    if flags & 1:
+        hi, pos = _leb(data, pos)
+    return (lo, hi, flags), pos
+
+
+def _functype(data: bytes, pos: int) -> tuple[str, int]:
+    if data[pos] != 0x60:
+        raise WasmFormatError(f"type 0x{data[pos]:02x} is not a function type")
+    pos += 1
+    parts = []
+    for _ in range(2):
+        n, pos = _leb(data, pos)
+        parts.append(", ".join(_VALTYPES.get(b, f"0x{b:02x}") for b in data[pos:pos + n]))
+        pos += n
+    return f"func ({parts[0]}) -> ({parts[1]})", pos
+
+
+def _mem_type(lim: tuple[int, int | None, int]) -> str:
+    lo, hi, flags = lim
+    extra = (" shared" if flags & 2 else "") + (" 64-bit" if flags & 4 else "")
+    return f"memory {lo}..{'' if hi is None else hi} pages{extra}"
+
+
+def interface(data: bytes) -> tuple[list[Extern], list[Extern]]:
+    """The imports and exports of a (validated) module, read from its binary."""
+    types: list[str] = []
+    imports: list[Extern] = []
+    func_types: list[str] = []  # the function index space: imported functions first
+    exports: list[Extern] = []
+    for sid, pos, _end in sections(data):
+        if sid == 1:
+            n, pos = _leb(data, pos)
+            for _ in range(n):
+                t, pos = _functype(data, pos)
+                types.append(t)
+        elif sid == 2:
+            n, pos = _leb(data, pos)
+            for _ in range(n):
+                mod, pos = _name(data, pos)
+                name, pos = _name(data, pos)
+                kind = data[pos]
+                pos += 1
+                if kind == 0:
+                    idx, pos = _leb(data, pos)
+                    imports.append(Extern(mod, name, "func", types[idx]))
+                    func_types.append(types[idx])
+                elif kind == 1:
+                    ref = _VALTYPES.get(data[pos], "?")
+                    lim, pos = _limits(data, pos + 1)
+                    imports.append(Extern(mod, name, "table", f"table {ref}", lim))
+                elif kind == 2:
+                    lim, pos = _limits(data, pos)
+                    imports.append(Extern(mod, name, "memory", _mem_type(lim), lim))
+                elif kind == 3:
+                    vt, mut = _VALTYPES.get(data[pos], "?"), data[pos + 1]
+                    pos += 2
+                    imports.append(Extern(mod, name, "global", f"global {'mut ' if mut else ''}{vt}"))
+                else:
+                    raise WasmFormatError(f"import {mod}.{name} has unsupported kind {kind}")
+        elif sid == 3:
+            n, pos = _leb(data, pos)
+            for _ in range(n):
+                idx, pos = _leb(data, pos)
+                func_types.append(types[idx])
+        elif sid == 7:
+            n, pos = _leb(data, pos)
+            for _ in range(n):
+                name, pos = _name(data, pos)
+                kind = data[pos]
+                idx, pos = _leb(data, pos + 1)
+                kname = ("func", "table", "memory", "global", "tag")[kind] if kind < 5 else "?"
+                exports.append(Extern("", name, kname, func_types[idx] if kind == 0 else kname))
+    return imports, exports

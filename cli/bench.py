@@ -1,0 +1,75 @@
+"""`npa bench`: speed figures, each next to a baseline measured in the same run."""
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(help="Benchmarks (ratios against a same-run baseline).", no_args_is_help=True)
+out = Console(highlight=False)
+DEFAULT_IMAGE = Path(__file__).resolve().parent.parent / "plugins-wasm" / "nullvf.wasm"
+
+
+def _per_call(fn, n: int) -> float:
+    t0 = time.perf_counter()
+    for _ in range(n):
+        fn()
+    return (time.perf_counter() - t0) / n
+
+
+@app.command()
+def calls(
+    image: Path = typer.Option(DEFAULT_IMAGE, help="Plugin image to call into."),
+    n: int = typer.Option(50_000, "--calls", min=100, help="Calls per path."),
+    loads: int = typer.Option(5, min=1, help="Loads per cold/warm measurement."),
+) -> None:
+    """Per-call cost of the fast export path vs wasmtime-py's generic call; cold vs warm load."""
+    from nic_model.null import NullVf
+    from runtime.loader import analyse
+    from runtime.sandbox import Sandbox
+    from runtime import datapath
+
+    data = image.read_bytes()
+    with tempfile.TemporaryDirectory() as cache:
+        os.environ["NPA_CACHE_DIR"] = cache
+        cold = min(_timed(lambda: analyse(data, use_cache=False)) for _ in range(loads))
+        analyse(data)  # fill the cache
+        warm = min(_timed(lambda: analyse(data)) for _ in range(loads))
+
+    box = Sandbox(bar=NullVf())
+    plugin = box.load(data)
+    cfg = datapath.setup(box, plugin.manifest).cfg_addr
+    if (status := plugin.npa_init(cfg)) != 0:
+        raise typer.Exit(f"npa_init returned {status}")
+    generic = plugin.instance.exports(box.store)["npa_poll"]
+    store, fuel, ticks = box.store, plugin.npa_poll.fuel, plugin.npa_poll.ticks
+
+    def generic_call():
+        store.set_fuel(fuel)
+        store.set_epoch_deadline(ticks)
+        return generic(store, 0, 64)
+
+    fast = plugin.npa_poll
+    for _ in range(1000):  # warm both paths up
+        fast(0, 64), generic_call()
+    t_generic = _per_call(generic_call, n)
+    t_fast = _per_call(lambda: fast(0, 64), n)
+
+    t = Table("measure", "baseline", "npa", "ratio", title=f"npa bench calls ({image.name})",
+              title_justify="left")
+    t.add_row("npa_poll call (µs)", f"{t_generic * 1e6:.2f} generic Func.__call__",
+              f"{t_fast * 1e6:.2f} fast path", f"{t_generic / t_fast:.1f}x")
+    t.add_row("load (ms)", f"{cold * 1e3:.2f} cold (compile)", f"{warm * 1e3:.2f} warm (cache)",
+              f"{cold / warm:.1f}x")
+    out.print(t)
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0

@@ -1,0 +1,164 @@
+"""`npa`: build, inspect and benchmark NPA plugins."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from runtime.errors import LoadError, NpaError, PluginFault
+from runtime.loader import ImageReport, analyse
+from runtime.region import RegionPlan
+from runtime.sandbox import Sandbox
+from shell_api import ABI_MAJOR, ABI_MINOR, ManifestError
+
+from . import bench, toolchain
+
+app = typer.Typer(
+    help=f"NPA: sandboxed WebAssembly vNIC plugins (Shell API v{ABI_MAJOR}.{ABI_MINOR}).",
+    no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+app.add_typer(bench.app, name="bench")
+out = Console(highlight=False)
+
+
+def fail(message: str, code: int = 1) -> None:
+    print(f"npa: error: {message}", file=sys.stderr)
+    raise typer.Exit(code)
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text, 0)
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not an integer (decimal or 0x-hex)") from None
+
+
+@app.command()
+def build(
+    plugins: list[str] = typer.Argument(None, help="Plugin directories or names under --src "
+                                        "(default: every plugin in --src)."),
+    src: Path = typer.Option(Path("plugins-src"), help="Where plugin sources live."),
+    out_dir: Path = typer.Option(Path("plugins-wasm"), "--out", help="Where images are written."),
+) -> None:
+    """Compile plugin sources (C + plugin.toml) to position-independent wasm images."""
+    try:
+        dirs = [toolchain.resolve(p, src) for p in plugins] if plugins else toolchain.plugin_dirs(src)
+    except NpaError as e:
+        fail(str(e))
+    if not dirs:
+        fail(f"no plugins under {src} (each is a directory with a {toolchain.MANIFEST_FILE})")
+    failed = 0
+    for d in dirs:
+        try:
+            b = toolchain.build(d, out_dir)
+        except toolchain.BuildError as e:
+            if e.diagnostics:
+                print(e.diagnostics, file=sys.stderr)
+            print(f"npa: error: {e}", file=sys.stderr)
+            failed += 1
+        except (ManifestError, NpaError) as e:
+            print(f"npa: error: {e}", file=sys.stderr)
+            failed += 1
+        else:
+            out.print(f"built {b.path} ({b.size} bytes, {b.manifest.name} {b.manifest.version})")
+    if failed:
+        raise typer.Exit(1)
+
+
+def _trial(report: ImageReport, base: int | None) -> tuple[str | None, dict | None]:
+    """Instantiate at `base` in a fresh sandbox: (error line or None, placement)."""
+    try:
+        plugin = Sandbox(RegionPlan()).load(report, base=base)
+    except (LoadError, PluginFault) as e:
+        return str(e), None
+    p = plugin.placement
+    return None, {"memory_base": p.memory_base, "table_base": p.table_base,
+                  "stack": [p.stack_low, p.stack_top]}
+
+
+def _report_json(path: Path, rep: ImageReport, error: str | None, placement: dict | None) -> dict:
+    m = rep.manifest
+    return {
+        "file": str(path), "size": rep.size, "verdict": "refused" if error else "loadable",
+        "error": error, "check": rep.error.check if rep.error else ("load" if error else None),
+        "manifest": None if m is None else {
+            "name": m.name, "version": m.version, "vendor": m.vendor,
+            "abi": f"{m.abi_major}.{m.abi_minor}", "devices": [str(d) for d in m.devices],
+            "features": m.feature_names()},
+        "imports": [vars(i) for i in rep.imports],
+        "exports": [vars(e) for e in rep.exports],
+        "dylink": None if rep.dylink is None else vars(rep.dylink) | {"needed": list(rep.dylink.needed)},
+        "placement": placement,
+    }
+
+
+@app.command()
+def inspect(
+    image: Path = typer.Argument(..., help="A plugin image (.wasm)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
+    base: Optional[str] = typer.Option(None, help="Trial base address (default: the default "
+                                       "region plan's plugin base)."),
+) -> None:
+    """Show an image's manifest, imports, exports and memory needs, and the loader's verdict."""
+    try:
+        data = image.read_bytes()
+    except OSError as e:
+        fail(f"{image}: {e.strerror}")
+    rep = analyse(data)
+    error = str(rep.error) if rep.error else None
+    placement = None
+    if error is None:
+        error, placement = _trial(rep, _int(base) if base else None)
+    if as_json:
+        print(json.dumps(_report_json(image, rep, error, placement), indent=2))
+    else:
+        _print_report(image, rep, placement)
+    if error:
+        fail(f"{image}: {error}")
+    if not as_json:
+        out.print(f"[green]verdict: loadable[/] at base 0x{placement['memory_base']:x}")
+
+
+def _print_report(path: Path, rep: ImageReport, placement: dict | None) -> None:
+    m = rep.manifest
+    t = Table(title=f"{path} ({rep.size} bytes)", show_header=False, title_justify="left")
+    if m:
+        t.add_row("plugin", f"{m.name} {m.version}" + (f" ({m.vendor})" if m.vendor else ""))
+        t.add_row("ABI", f"{m.abi_major}.{m.abi_minor} (runtime {ABI_MAJOR}.{ABI_MINOR})")
+        t.add_row("devices", ", ".join(str(d) for d in m.devices))
+        t.add_row("features", ", ".join(m.feature_names()) or "-")
+    if rep.dylink:
+        d = rep.dylink
+        t.add_row("memory", f"{d.memory_size} bytes, align 2^{d.memory_align}; table {d.table_size}")
+    if placement:
+        lo, hi = placement["stack"]
+        t.add_row("trial load", f"base 0x{placement['memory_base']:x}, stack 0x{lo:x}-0x{hi:x}")
+    out.print(t)
+    if rep.imports:
+        it = Table("import", "kind", "verdict", title="imports", title_justify="left")
+        for i in rep.imports:
+            it.add_row(f"{i.module}.{i.name}", i.kind,
+                       "[green]allowed[/]" if i.allowed else f"[red]refused[/]: {i.note}")
+        out.print(it)
+    if rep.exports:
+        et = Table("export", "kind", "role", title="exports", title_justify="left")
+        for e in rep.exports:
+            role = f"[red]refused[/]: {e.note}" if e.role == "refused" else e.role
+            et.add_row(e.name, e.kind, role)
+        out.print(et)
+
+
+def main() -> None:
+    try:
+        app()
+    except NpaError as e:  # a last net: every user-facing error is one line
+        print(f"npa: error: {e}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+"""Lays out one VM's data-path memory in its DMA heap: frame pool, shell rings, init config."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from shell_api import ABI_MAJOR, ABI_MINOR, CFG_MAGIC, INIT_CFG, Feature, Manifest
+
+from .rings import ShellRing
+from .sandbox import Sandbox
+
+RING_NAMES = ("tx", "txc", "fill", "rx")
+
+
+@dataclass
+class DataPath:
+    cfg_addr: int
+    pool_base: int
+    frames: int
+    frame_size: int
+    rings: dict[str, ShellRing]
+
+
+def setup(box: Sandbox, manifest: Manifest, *, ring_size: int = 256, frames: int = 1024,
+          frame_size: int = 2048, mtu: int = 1514, offer: Feature = Feature.INTR) -> DataPath:
+    """Allocate the pool, the four shell rings and the init config block; write the block."""
+    pool = box.heap.alloc(frames * frame_size, 4096)
+    rings = {}
+    for name in RING_NAMES:
+        addr = box.heap.alloc(ShellRing.bytes_for(ring_size), 64)
+        rings[name] = ShellRing(box.region, addr, ring_size)
+    cfg = box.heap.alloc(INIT_CFG.size, 64)
+    if not (pool and cfg and all(r.addr for r in rings.values())):
+        raise MemoryError("the region's DMA heap is too small for this data path")
+    box.region.write(cfg, INIT_CFG.pack(
+        magic=CFG_MAGIC, abi_major=ABI_MAJOR, abi_minor=ABI_MINOR, cfg_size=INIT_CFG.size,
+        features=int(offer) & manifest.features, pci_vendor=manifest.devices[0].vendor,
+        pci_device=manifest.devices[0].device, bar0_size=getattr(box.bar, "SIZE", 0),
+        num_queues=1, num_vectors=1, mtu=mtu, frame_size=frame_size, pool_base=pool,
+        pool_frames=frames,
+        **{f"{n}_ring": r.addr for n, r in rings.items()},
+        **{f"{n}_size": r.size for n, r in rings.items()}))
+    return DataPath(cfg, pool, frames, frame_size, rings)

@@ -1,0 +1,87 @@
+"""The shell's side of a shell ring (AF_XDP style, see shell_api/ABI.md "Shell rings").
+
+A ring knows nothing of the plugin or the device: it is a header and descriptors in the shared
+region. Indices are free-running u32s. The shell is producer of `tx`/`fill` and consumer of
+`txc`/`rx`; an index the other side publishes is read once and checked before use.
+"""
+from __future__ import annotations
+
+import struct
+
+from shell_api import RING_DESC, RING_HDR
+
+from .region import SharedRegion
+
+_PROD = RING_HDR.offsets["producer"]
+_CONS = RING_HDR.offsets["consumer"]
+_DESC = struct.Struct("<QIHH")
+assert _DESC.size == RING_DESC.size
+U32 = 0xFFFFFFFF
+
+
+class RingError(ValueError):
+    """The other side published an index that cannot be right."""
+
+
+class ShellRing:
+    def __init__(self, region: SharedRegion, addr: int, size: int):
+        if size <= 0 or size & (size - 1):
+            raise ValueError(f"ring size {size} is not a power of two")
+        self.region, self.addr, self.size, self.mask = region, addr, size, size - 1
+        self.desc_base = addr + RING_HDR.size
+        region.write(addr, bytes(RING_HDR.size))
+
+    @property
+    def nbytes(self) -> int:
+        return RING_HDR.size + self.size * RING_DESC.size
+
+    @staticmethod
+    def bytes_for(size: int) -> int:
+        return RING_HDR.size + size * RING_DESC.size
+
+    def producer(self) -> int:
+        return struct.unpack_from("<I", self.region.mem, self.addr + _PROD)[0]
+
+    def consumer(self) -> int:
+        return struct.unpack_from("<I", self.region.mem, self.addr + _CONS)[0]
+
+    def set_producer(self, v: int) -> None:
+        struct.pack_into("<I", self.region.mem, self.addr + _PROD, v & U32)
+
+    def set_consumer(self, v: int) -> None:
+        struct.pack_into("<I", self.region.mem, self.addr + _CONS, v & U32)
+
+    # -- producer side -------------------------------------------------------------------------
+    def free_slots(self) -> int:
+        return self.size - ((self.producer() - self.consumer()) & U32)
+
+    def produce(self, entries: list[tuple[int, int, int, int]]) -> int:
+        """Write as many (addr, len, flags, vlan) entries as fit, then publish; returns count."""
+        prod, cons = self.producer(), self.consumer()
+        used = (prod - cons) & U32
+        if used > self.size:
+            raise RingError(f"ring 0x{self.addr:x}: consumer index {cons} is ahead of producer {prod}")
+        n = min(len(entries), self.size - used)
+        mem, base, mask = self.region.mem, self.desc_base, self.mask
+        for i in range(n):
+            _DESC.pack_into(mem, base + ((prod + i) & mask) * 16, *entries[i])
+        self.set_producer(prod + n)
+        return n
+
+    # -- consumer side -------------------------------------------------------------------------
+    def available(self) -> int:
+        return (self.producer() - self.consumer()) & U32
+
+    def consume(self, limit: int | None = None) -> list[tuple[int, int, int, int]]:
+        """Read (addr, len, flags, vlan) entries once, then publish the consumer index."""
+        prod, cons = self.producer(), self.consumer()
+        n = (prod - cons) & U32
+        if n > self.size:
+            raise RingError(f"ring 0x{self.addr:x}: producer index {prod} is more than "
+                            f"{self.size} ahead of consumer {cons}")
+        if limit is not None:
+            n = min(n, limit)
+        mem, base, mask = self.region.mem, self.desc_base, self.mask
+        out = [_DESC.unpack_from(mem, base + ((cons + i) & mask) * 16) for i in range(n)]
+        self.set_consumer(cons + n)
+        return out

@@ -1,0 +1,27 @@
+"""One VM's sandbox: its wasmtime store, shared region, DMA heap and the Shell API host side."""
+from __future__ import annotations
+
+import wasmtime
+
+from nic_model.bar import Bar0
+
+from .engine import engine
+from .imports import Bar, ShellImports
+from .loader import ImageReport
+from .plugin import Budgets, Plugin, load
+from .region import DmaHeap, RegionPlan, SharedRegion
+
+
+class Sandbox:
+    def __init__(self, plan: RegionPlan = RegionPlan(), bar: Bar | None = None):
+        self.plan = plan
+        self.bar = bar if bar is not None else Bar0()
+        self.store = wasmtime.Store(engine())
+        self.region = SharedRegion(self.store, plan)
+        self.heap = DmaHeap(plan.dma_start, plan.size)
+        self.host = ShellImports(self.region, self.heap, self.bar,
+                                 device_step=getattr(self.bar, "advance", None))
+
+    def load(self, image: bytes | ImageReport, base: int | None = None,
+             budgets: Budgets = Budgets()) -> Plugin:
+        return load(image, self.region, self.host, base=base, budgets=budgets)
