@@ -17,7 +17,8 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(NPA) build
-	$(NPA) inspect plugins-wasm/ixgbevf.wasm
+	$(NPA) inspect plugins-wasm/nullvf.wasm
+	$(NPA) bench calls
 
 test: $(STAMP)
 	$(PY) -m pytest

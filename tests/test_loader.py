@@ -31,6 +31,7 @@ def test_nullvf_runs_every_export_and_import_at_two_bases_alike():
     assert set(a["calls"]) == {"mmio_read32", "mmio_write32", "dma_alloc", "dma_free", "udelay", "log"}
     assert len(a["txc"]) == 10 and a["sent"] == 10
     assert [d[2] for d in a["rx"]] == [4] * 8  # all posted RX buffers came back EMPTY
+    assert a["logs"] == [("info", "nullvf: data path up"), ("info", "nullvf: data path down")]
     for key in ("statuses", "calls", "txc", "rx", "sent", "logs"):
         assert a[key] == b[key], key
 

@@ -22,12 +22,17 @@ struct state {
     uint32_t nposted, sent, up;
 };
 static struct state st;
-/* Pointers in static data: exercises __wasm_apply_data_relocs at any base. */
 static struct state *const self = &st;
-static const char msg_up[] = "nullvf: data path up";
-static const char *const msg = msg_up;
+/* A table of pointers in static data, indexed at run time: the loader must relocate it
+ * (__wasm_apply_data_relocs) for the messages to come out right at any base. */
+static const char *const state_msg[2] = {"nullvf: data path down", "nullvf: data path up"};
 
-static void say(uint32_t level, const char *s, uint32_t n) { shell_log(level, (uint32_t)(uintptr_t)s, n); }
+static void say_state(void) {
+    const char *s = state_msg[self->up & 1];
+    uint32_t n = 0;
+    while (s[n]) n++;
+    shell_log(NPA_LOG_INFO, (uint32_t)(uintptr_t)s, n);
+}
 
 static int32_t device_reset(void) {
     shell_mmio_write32(REG_CTRL, 1);
@@ -45,6 +50,7 @@ NPA_EXPORT(npa_init) int32_t npa_init(uint32_t cfg_addr) {
     if (shell_mmio_read32(REG_ID) != NULL_ID) return NPA_DEVICE;
     int32_t s = device_reset();
     if (s != NPA_OK) return s;
+    if (self->posted) shell_dma_free((uint32_t)(uintptr_t)self->posted); /* re-init after quiesce */
     uint32_t n = cfg->fill_size < MAX_POSTED ? cfg->fill_size : MAX_POSTED;
     uint32_t a = shell_dma_alloc(n * sizeof(struct npa_desc), 64);
     if (a == 0) return NPA_NOMEM;
@@ -54,7 +60,7 @@ NPA_EXPORT(npa_init) int32_t npa_init(uint32_t cfg_addr) {
     self->up = 1;
     shell_mmio_write32(REG_RXBASE, a);
     shell_mmio_write32(REG_IMS, 1);
-    say(NPA_LOG_INFO, msg, sizeof(msg_up) - 1);
+    say_state();
     return NPA_OK;
 }
 
@@ -103,6 +109,8 @@ NPA_EXPORT(npa_quiesce) int32_t npa_quiesce(void) {
         rx->producer = prod;
     }
     shell_mmio_write32(REG_IMS, 0);
+    self->up = 0;
+    say_state();
     return NPA_OK;
 }
 

@@ -1,0 +1,73 @@
+"""`npa build`: reproducible images, compiler diagnostics, manifest errors."""
+import shutil
+
+from helpers import ROOT, npa
+from cli import toolchain
+
+
+def test_checked_in_images_equal_a_fresh_build(tmp_path):
+    for src in toolchain.plugin_dirs(ROOT / "plugins-src"):
+        built = toolchain.build(src, tmp_path)
+        checked_in = ROOT / "plugins-wasm" / built.path.name
+        assert built.path.read_bytes() == checked_in.read_bytes(), f"rebuild {checked_in}: npa build"
+
+
+def test_building_twice_from_different_places_gives_identical_bytes(tmp_path):
+    a, b = tmp_path / "a" / "nullvf", tmp_path / "deeper" / "b" / "nullvf"
+    shutil.copytree(ROOT / "plugins-src" / "nullvf", a)
+    shutil.copytree(ROOT / "plugins-src" / "nullvf", b)
+    first = toolchain.build(a, tmp_path / "out1").path.read_bytes()
+    second = toolchain.build(b, tmp_path / "out2").path.read_bytes()
+    assert first == second
+
+
+def _vendor_tree(tmp_path, source: str, toml: str | None = None):
+    d = tmp_path / "plugins-src" / "acme"
+    d.mkdir(parents=True)
+    (d / "plugin.toml").write_text(toml or 'name = "acme"\nversion = "1.0.0"\ndevices = ["abcd:0001"]\n')
+    (d / "acme.c").write_text(source)
+    return d
+
+
+GOOD_C = (ROOT / "plugins-src" / "nullvf" / "nullvf.c").read_text()
+
+
+def test_build_in_a_vendor_tree_writes_plugins_wasm_there(tmp_path):
+    _vendor_tree(tmp_path, GOOD_C)
+    r = npa("build", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "plugins-wasm" / "acme.wasm").is_file()
+    r = npa("inspect", "plugins-wasm/acme.wasm", cwd=tmp_path)
+    assert r.returncode == 0 and "abcd:0001" in r.stdout
+
+
+def test_compile_error_shows_the_compilers_diagnostics_and_exits_1(tmp_path):
+    _vendor_tree(tmp_path, GOOD_C.replace("return NPA_OK;\n}", "return NPA_OK\n}", 1))
+    r = npa("build", "acme", cwd=tmp_path)
+    assert r.returncode == 1
+    assert "acme.c:" in r.stderr and "error:" in r.stderr  # clang's own diagnostic
+    assert r.stderr.strip().splitlines()[-1] == "npa: error: plugins-src/acme: compilation failed"
+    assert "Traceback" not in r.stderr
+
+
+def test_bad_manifest_names_the_field(tmp_path):
+    _vendor_tree(tmp_path, GOOD_C, 'name = "acme"\nversion = "1.0.0"\ndevices = ["zz:01"]\n')
+    r = npa("build", cwd=tmp_path)
+    assert r.returncode == 1
+    assert "field 'devices'" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_plugin_calling_libc_fails_to_link_naming_the_symbol(tmp_path):
+    # -nostdlib: there is no libc to call, and the linker says which symbol is missing
+    _vendor_tree(tmp_path, GOOD_C.replace("#include \"npa_shell.h\"",
+                                          "#include \"npa_shell.h\"\nextern int puts(const char *);")
+                 .replace("shell_udelay(10);", "shell_udelay(10); puts(\"x\");"))
+    r = npa("build", cwd=tmp_path)
+    assert r.returncode == 1
+    assert "undefined symbol: puts" in r.stderr
+    assert r.stderr.strip().splitlines()[-1].endswith("plugins-src/acme: compilation failed")
+
+
+def test_unknown_plugin_name(tmp_path):
+    r = npa("build", "nosuch", cwd=tmp_path)
+    assert r.returncode == 1 and "nosuch: no plugin.toml" in r.stderr
