@@ -7,6 +7,8 @@ import time
 from pathlib import Path
 
 import typer
+
+from runtime.errors import NpaError
 from rich.console import Console
 from rich.table import Table
 
@@ -45,7 +47,8 @@ def calls(
     plugin = box.load(data)
     cfg = datapath.setup(box, plugin.manifest).cfg_addr
     if (status := plugin.npa_init(cfg)) != 0:
-        raise typer.Exit(f"npa_init returned {status}")
+        from shell_api import Status
+        raise NpaError(f"{image}: npa_init returned {Status.describe(status)}")
     generic = plugin.instance.exports(box.store)["npa_poll"]
     store, fuel, ticks = box.store, plugin.npa_poll.fuel, plugin.npa_poll.ticks
 

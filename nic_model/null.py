@@ -4,8 +4,8 @@ BAR0 (32-bit registers): 0x00 ID reads 0x4e554c4c ("NULL"); 0x04 CTRL, bit 0 res
 (self-clearing); 0x08 STATUS, bit 0 ready; 0x0C ICR, read to clear; 0x10 IMS, interrupt mask;
 0x14 TXDB, TX doorbell (frames sent so far); 0x18 RXBASE, where the driver keeps posted buffers.
 A reset takes RESET_US microseconds of device time, during which STATUS reads 0: a driver must
-wait for it with `shell.udelay`. Transmitted frames go nowhere; nothing is ever received. It lets the Shell API be exercised end to
-end before a real NIC design is involved.
+wait for it with `shell.udelay`. Transmitted frames go nowhere; nothing is ever received. It lets
+the Shell API be exercised end to end before a real NIC design is involved.
 """
 from __future__ import annotations
 

@@ -12,8 +12,7 @@ from dataclasses import dataclass, field
 import wasmtime
 
 from shell_api import ABI_MAJOR, ABI_MINOR, MANIFEST_SECTION, Manifest, ManifestError, abi_compatible
-from shell_api.abi import (EXPORT_PREFIX, EXPORTS, EXPORTS_BY_NAME, IMPORT_MODULE, IMPORTS,
-                           IMPORTS_BY_NAME, OPTIONAL_BY_NAME, OPTIONAL_EXPORTS, PIC_IMPORTS)
+from shell_api.abi import (EXPORT_PREFIX, EXPORTS, EXPORTS_BY_NAME, IMPORT_MODULE, IMPORTS_BY_NAME, OPTIONAL_BY_NAME, PIC_IMPORTS)
 
 from . import wasm
 from .engine import compile_module, engine
@@ -77,10 +76,12 @@ def _check_import(imp: wasm.Extern) -> ImportRow:
         return ImportRow(imp.module, imp.name, kind, True)
     if imp.module == "env" and imp.name in PIC_IMPORTS:
         want = PIC_IMPORTS[imp.name][0]
-        if imp.kind != want.split()[0] or (imp.kind == "global" and kind != want):
+        if imp.kind == "memory" and want == "memory":
+            if imp.limits[2] & ~1:  # flag bits beyond "has max": shared, 64-bit
+                return ImportRow(imp.module, imp.name, kind, False,
+                                 "must be a 32-bit unshared memory")
+        elif kind != want:
             return ImportRow(imp.module, imp.name, kind, False, f"must be {want}")
-        if imp.kind == "memory" and imp.limits[2] & ~1:
-            return ImportRow(imp.module, imp.name, kind, False, "must be a 32-bit unshared memory")
         return ImportRow(imp.module, imp.name, kind, True)
     if imp.module.startswith("GOT."):
         return ImportRow(imp.module, imp.name, kind, False,
