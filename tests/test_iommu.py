@@ -1,0 +1,50 @@
+"""The IOMMU window: in-window, out-of-window, straddling an edge."""
+import pytest
+
+from nic_model.iommu import Iommu
+
+
+@pytest.fixture
+def iommu():
+    mem = memoryview(bytearray(1 << 16))
+    io = Iommu(mem)
+    io.map(0x1000, 0x1000)
+    io.map(0x2000, 0x800)  # adjacent to the first
+    io.map(0x4000, 0x100)
+    return io
+
+
+def test_in_window_write_and_read(iommu):
+    assert iommu.write(0x1ff0, b"x" * 16)
+    assert iommu.read(0x1ff0, 16) == b"x" * 16
+    assert iommu.faults == 0
+
+
+def test_adjacent_mappings_join(iommu):
+    assert iommu.write(0x1ff8, b"y" * 16)  # crosses 0x2000 into the next mapping
+    assert iommu.faults == 0
+
+
+def test_out_of_window_is_a_fault_and_writes_nothing(iommu):
+    assert not iommu.write(0x0, b"z" * 4)  # the guard page
+    assert iommu.read(0x3000, 4) is None
+    assert iommu.faults == 2 and iommu.last_fault == (0x3000, 4)
+    assert bytes(iommu.mem[0:4]) == bytes(4)
+
+
+def test_straddling_the_edge_is_a_fault_and_writes_nothing(iommu):
+    assert not iommu.write(0x27fc, b"w" * 8)  # last 4 bytes mapped, next 4 not
+    assert not iommu.write(0x3ffc, b"w" * 8)  # first 4 bytes unmapped
+    assert bytes(iommu.mem[0x27fc:0x2804]) == bytes(8)
+    assert bytes(iommu.mem[0x3ffc:0x4004]) == bytes(8)
+    assert iommu.faults == 2
+
+
+def test_unmap_closes_the_window(iommu):
+    assert iommu.unmap(0x4000) and not iommu.unmap(0x4000)
+    assert iommu.read(0x4000, 1) is None
+
+
+def test_overlapping_map_is_refused(iommu):
+    with pytest.raises(ValueError, match="overlaps"):
+        iommu.map(0x1800, 0x1000)
