@@ -17,6 +17,7 @@ from wasmtime import _ffi as ffi
 
 from shell_api.abi import FuncSpec
 
+from .engine import EPOCH
 from .errors import PluginFault, cause
 
 # Our own handles on three C functions, typed with plain pointers: passing ints is cheaper than
@@ -75,9 +76,8 @@ class ExportCall:
 
     def __init__(self, store: wasmtime.Store, func: wasmtime.Func, spec: FuncSpec, fuel: int,
                  clock: StoreClock, host: "HostFuncs | None" = None):
-        from . import engine
         self.spec, self.fuel, self.ticks, self._host = spec, fuel, clock.ticks, host
-        self._clock, self._epoch = clock, engine.EPOCH
+        self._clock, self._epoch = clock, EPOCH
         self._ctx = clock.ctx
         self._func = func  # keeps the wasmtime_func_t alive
         self._fptr = ctypes.addressof(func._func)
