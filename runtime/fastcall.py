@@ -50,8 +50,7 @@ def trap_fault(where: str, trap: wasmtime.Trap) -> PluginFault:
         return PluginFault(where, "deadline exceeded", code)
     if code is not None:
         return PluginFault(where, "trap: " + code.name.lower().replace("_", " "), code)
-    lines = trap.message.strip().splitlines()
-    return PluginFault(where, lines[0] if lines else "trap")
+    return PluginFault(where, cause(trap))
 
 
 class StoreClock:
@@ -91,11 +90,8 @@ class ExportCall:
 
     def __call__(self, *args: int) -> int | None:
         i32 = self._i32
-        if args:
-            i32[0] = args[0]
-            if len(args) > 1:
-                for i in range(1, len(args)):
-                    i32[i * _VAL_I32S] = args[i]
+        for i, a in enumerate(args):
+            i32[i * _VAL_I32S] = a
         ctx, clock = self._ctx, self._clock
         _set_fuel(ctx, self.fuel)
         now = self._epoch[0]
