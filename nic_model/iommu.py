@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import bisect
 
+import numpy as np
+
 
 class Iommu:
-    def __init__(self, mem: memoryview):
-        self.mem = mem
+    def __init__(self, mem):
+        self.mem = np.frombuffer(mem, np.uint8) if not isinstance(mem, np.ndarray) else mem
         self._starts: list[int] = []
         self._ends: list[int] = []
+        self._arrays: tuple[np.ndarray, np.ndarray] | None = None
         self.faults = 0
         self.last_fault: tuple[int, int] | None = None  # (address, length)
 
@@ -26,11 +29,13 @@ class Iommu:
             raise ValueError(f"[0x{iova:x}, +{size}) overlaps a mapping")
         self._starts.insert(i, iova)
         self._ends.insert(i, iova + size)
+        self._arrays = None
 
     def unmap(self, iova: int) -> bool:
         i = bisect.bisect_left(self._starts, iova)
         if i < len(self._starts) and self._starts[i] == iova:
             del self._starts[i], self._ends[i]
+            self._arrays = None
             return True
         return False
 
@@ -47,9 +52,27 @@ class Iommu:
             i += 1
         return False
 
-    def _fault(self, addr: int, length: int) -> None:
-        self.faults += 1
+    def covers_all(self, addrs: np.ndarray, lens: np.ndarray) -> np.ndarray:
+        """`covers` for a burst: a boolean per (addr, len), one mapping lookup for all."""
+        if self._arrays is None:
+            self._arrays = (np.array(self._starts, np.int64), np.array(self._ends, np.int64))
+        starts, ends = self._arrays
+        addrs, lens = addrs.astype(np.int64), lens.astype(np.int64)
+        if not len(starts):
+            return np.zeros(len(addrs), bool)
+        i = np.searchsorted(starts, addrs, side="right") - 1
+        ok = (i >= 0) & (lens >= 0) & (addrs + lens <= ends[np.maximum(i, 0)])
+        for j in np.flatnonzero(~ok):  # rare: a range across adjacent mappings
+            ok[j] = self.covers(int(addrs[j]), int(lens[j]))
+        return ok
+
+    def fault(self, addr: int, length: int, count: int = 1) -> None:
+        """Record `count` refused device accesses, the last at [addr, +length)."""
+        self.faults += count
         self.last_fault = (addr, length)
+
+    def _fault(self, addr: int, length: int) -> None:
+        self.fault(addr, length)
 
     def read(self, addr: int, length: int) -> bytes | None:
         """Device read; None (and a counted fault) outside the window."""
@@ -63,5 +86,5 @@ class Iommu:
         if not self.covers(addr, len(data)):
             self._fault(addr, len(data))
             return False
-        self.mem[addr:addr + len(data)] = data
+        self.mem[addr:addr + len(data)] = np.frombuffer(data, np.uint8)
         return True

@@ -18,9 +18,14 @@ class DataPath:
     frames: int
     frame_size: int
     rings: dict[str, ShellRing]
+    mtu: int = 1514
+
+    def offer(self, box: Sandbox, features: int) -> None:
+        """Rewrite the features the shell offers (the manifest's, intersected) before init."""
+        box.region.set_u32(self.cfg_addr + INIT_CFG.offsets["features"], features)
 
 
-def setup(box: Sandbox, manifest: Manifest, *, ring_size: int = 256, frames: int = 1024,
+def setup(box: Sandbox, manifest: Manifest | None = None, *, ring_size: int = 256, frames: int = 1024,
           frame_size: int = 2048, mtu: int = 1514, offer: Feature = Feature.INTR) -> DataPath:
     """Allocate the pool, the four shell rings and the init config block; write the block."""
     pool = box.heap.alloc(frames * frame_size, 4096)
@@ -31,12 +36,17 @@ def setup(box: Sandbox, manifest: Manifest, *, ring_size: int = 256, frames: int
     cfg = box.heap.alloc(INIT_CFG.size, 64)
     if not (pool and cfg and all(r.addr for r in rings.values())):
         raise MemoryError("the region's DMA heap is too small for this data path")
+    if box.iommu is not None:
+        box.iommu.map(pool, frames * frame_size)  # frames are the only shell memory the VF reaches
+    bar = box.bar
+    vendor = getattr(bar, "PCI_VENDOR", manifest.devices[0].vendor if manifest else 0)
+    device = getattr(bar, "PCI_DEVICE", manifest.devices[0].device if manifest else 0)
     box.region.write(cfg, INIT_CFG.pack(
         magic=CFG_MAGIC, abi_major=ABI_MAJOR, abi_minor=ABI_MINOR, cfg_size=INIT_CFG.size,
-        features=int(offer) & manifest.features, pci_vendor=manifest.devices[0].vendor,
-        pci_device=manifest.devices[0].device, bar0_size=getattr(box.bar, "SIZE", 0),
-        num_queues=1, num_vectors=1, mtu=mtu, frame_size=frame_size, pool_base=pool,
+        features=int(offer) & (manifest.features if manifest else ~0), pci_vendor=vendor, pci_device=device,
+        bar0_size=getattr(bar, "SIZE", 0), num_queues=1,
+        num_vectors=getattr(bar, "NUM_VECTORS", 1), mtu=mtu, frame_size=frame_size, pool_base=pool,
         pool_frames=frames,
         **{f"{n}_ring": r.addr for n, r in rings.items()},
         **{f"{n}_size": r.size for n, r in rings.items()}))
-    return DataPath(cfg, pool, frames, frame_size, rings)
+    return DataPath(cfg, pool, frames, frame_size, rings, mtu)

@@ -10,6 +10,8 @@ import logging
 from collections import Counter, deque
 from typing import Callable, Protocol
 
+from nic_model.iommu import Iommu
+
 from .fastcall import HostTrap
 from .region import DmaHeap, SharedRegion
 
@@ -30,8 +32,9 @@ class ShellImports:
     """Implements `shell.*` against one VM's region, DMA heap and VF BAR."""
 
     def __init__(self, region: SharedRegion, heap: DmaHeap, bar: Bar, *,
-                 device_step: Callable[[int], None] | None = None, log_burst: int = 16):
-        self.region, self.heap, self.bar = region, heap, bar
+                 device_step: Callable[[int], None] | None = None, log_burst: int = 16,
+                 iommu: Iommu | None = None):
+        self.region, self.heap, self.bar, self.iommu = region, heap, bar, iommu
         self.device_step = device_step
         self.calls: Counter[str] = Counter()
         self.log_burst = log_burst
@@ -39,6 +42,7 @@ class ShellImports:
         self.logs: deque[tuple[str, str]] = deque(maxlen=256)
         self.logs_suppressed = 0
         self.udelay_us = 0
+        self.fail_dma_alloc = False  # a test (or the conformance suite) makes dma_alloc fail
 
     def mmio_read32(self, off: int) -> int:
         self.calls["mmio_read32"] += 1
@@ -50,11 +54,17 @@ class ShellImports:
 
     def dma_alloc(self, size: int, align: int) -> int:
         self.calls["dma_alloc"] += 1
-        return self.heap.alloc(size, align)
+        if self.fail_dma_alloc:
+            return 0
+        addr = self.heap.alloc(size, align)
+        if addr and self.iommu is not None:
+            self.iommu.map(addr, size)  # the VF may now reach it
+        return addr
 
     def dma_free(self, addr: int) -> None:
         self.calls["dma_free"] += 1
-        self.heap.free(addr)
+        if self.heap.free(addr) and self.iommu is not None:
+            self.iommu.unmap(addr)
 
     def udelay(self, us: int) -> None:
         self.calls["udelay"] += 1

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import struct
 
+import numpy as np
+
 from shell_api import RING_DESC, RING_HDR
 
 from .region import SharedRegion
@@ -17,6 +19,8 @@ _CONS = RING_HDR.offsets["consumer"]
 _DESC = struct.Struct("<QIHH")
 assert _DESC.size == RING_DESC.size
 U32 = 0xFFFFFFFF
+DESC = np.dtype([("addr", "<u8"), ("len", "<u4"), ("flags", "<u2"), ("vlan", "<u2")])
+assert DESC.itemsize == RING_DESC.size
 
 
 class RingError(ValueError):
@@ -30,6 +34,7 @@ class ShellRing:
         self.region, self.addr, self.size, self.mask = region, addr, size, size - 1
         self.desc_base = addr + RING_HDR.size
         region.write(addr, bytes(RING_HDR.size))
+        self.desc = region.np[self.desc_base:self.desc_base + size * DESC.itemsize].view(DESC)
 
     @property
     def nbytes(self) -> int:
@@ -85,3 +90,39 @@ class ShellRing:
         out = [_DESC.unpack_from(mem, base + ((cons + i) & mask) * 16) for i in range(n)]
         self.set_consumer(cons + n)
         return out
+
+    # -- bursts (numpy): what the shell's data path uses -----------------------------------------
+    def produce_burst(self, addr: np.ndarray, length: np.ndarray, flags: int = 0, vlan: int = 0) -> int:
+        """Write as many entries as fit from parallel arrays, then publish; returns count."""
+        prod, cons = self.producer(), self.consumer()
+        used = (prod - cons) & U32
+        if used > self.size:
+            raise RingError(f"ring 0x{self.addr:x}: consumer index {cons} is ahead of producer {prod}")
+        n = min(len(addr), self.size - used)
+        if n:
+            idx = (prod + np.arange(n)) & self.mask
+            d = self.desc
+            d["addr"][idx] = addr[:n]
+            d["len"][idx] = length[:n]
+            d["flags"][idx] = flags
+            d["vlan"][idx] = vlan
+            self.set_producer(prod + n)
+        return n
+
+    def consume_burst(self, limit: int | None = None) -> np.ndarray:
+        """Copy out the published entries (each read exactly once) and release them."""
+        prod, cons = self.producer(), self.consumer()
+        n = (prod - cons) & U32
+        if n > self.size:
+            raise RingError(f"ring 0x{self.addr:x}: producer index {prod} is more than "
+                            f"{self.size} ahead of consumer {cons}")
+        if limit is not None:
+            n = min(n, limit)
+        out = self.desc[(cons + np.arange(n)) & self.mask]  # fancy index: a copy
+        self.set_consumer(cons + n)
+        return out
+
+    def reset(self) -> None:
+        """Both indices back to 0 (only while nobody else uses the ring)."""
+        self.set_producer(0)
+        self.set_consumer(0)

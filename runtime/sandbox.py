@@ -19,7 +19,9 @@ class Sandbox:
         self.store = wasmtime.Store(engine())
         self.region = SharedRegion(self.store, plan)
         self.heap = DmaHeap(plan.dma_start, plan.size)
-        self.host = ShellImports(self.region, self.heap, self.bar,
+        # A VF model reaches this VM's memory only through the IOMMU window attached here.
+        self.iommu = self.bar.attach(self.region.np) if hasattr(self.bar, "attach") else None
+        self.host = ShellImports(self.region, self.heap, self.bar, iommu=self.iommu,
                                  device_step=getattr(self.bar, "advance", None))
 
     def load(self, image: bytes | ImageReport, base: int | None = None,

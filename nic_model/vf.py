@@ -1,0 +1,124 @@
+"""What every vendor's VF shares: PCI ids, a BAR0, MSI-X vectors, DMA through an IOMMU window,
+a switch port, and device time. A vendor model subclasses `Vf`, declares its registers and
+implements `tx()` and `rx()`: its ring engine, stepped by the NIC, never inside an MMIO write.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+from .bar import Bar0
+from .iommu import Iommu
+from .switch import Port, Switch
+
+
+@dataclass
+class VfStats:
+    tx_frames: int = 0
+    tx_bytes: int = 0
+    rx_frames: int = 0
+    rx_bytes: int = 0
+    tx_errors: int = 0  # malformed TX descriptors, consumed and not sent
+    rx_oversize: int = 0  # frames longer than the posted buffers, dropped
+    dma_faults: int = 0  # accesses outside the IOMMU window, refused
+    resets: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+class Vf(Bar0):
+    PCI_VENDOR = 0
+    PCI_DEVICE = 0
+    NUM_VECTORS = 2  # vector 0: queue 0; vector 1: misc (DMA fault, reset done)
+    RESET_US = 10
+    MISC_VECTOR = 1
+
+    def __init__(self, index: int, port: Port, switch: Switch):
+        super().__init__()
+        self.index, self.port, self.switch = index, port, switch
+        self.stats = VfStats()
+        self.mem: np.ndarray | None = None
+        self.iommu: Iommu | None = None
+        self.eims = 0  # enabled vectors
+        self.eicr = 0  # latched causes, one bit per vector
+        self.msix = 0  # messages sent and not yet taken by the host
+        self.reset_left_us = 0
+        self.mac = 0
+
+    @property
+    def name(self) -> str:
+        return f"vf{self.index}"
+
+    @property
+    def pci_id(self) -> str:
+        return f"{self.PCI_VENDOR:04x}:{self.PCI_DEVICE:04x}"
+
+    # -- assignment (the hypervisor's side) ---------------------------------------------------
+    def attach(self, mem) -> Iommu:
+        """Give the VF a VM's memory; it reaches it only through the returned IOMMU window."""
+        self.iommu = Iommu(mem)
+        self.mem = self.iommu.mem
+        return self.iommu
+
+    @property
+    def resetting(self) -> bool:
+        return self.reset_left_us > 0
+
+    def advance(self, us: int) -> None:
+        """Device time passes (host steps and `shell.udelay`)."""
+        if self.reset_left_us:
+            self.reset_left_us = max(0, self.reset_left_us - us)
+
+    # -- MSI-X ---------------------------------------------------------------------------------
+    def raise_cause(self, bits: int) -> None:
+        """Latch causes; an enabled vector sends its message and masks itself until re-armed."""
+        self.eicr |= bits
+        fire = bits & self.eims
+        self.eims &= ~fire
+        self.msix |= fire
+
+    def enable_vectors(self, bits: int) -> None:
+        self.eims |= bits
+        if self.eicr & bits:  # a cause latched while masked fires on unmask
+            self.raise_cause(self.eicr & bits)
+
+    def disable_vectors(self, bits: int) -> None:
+        self.eims &= ~bits
+
+    def read_causes(self) -> int:
+        causes, self.eicr = self.eicr, 0
+        return causes
+
+    def take_msix(self) -> int:
+        """The vectors that fired since the last call (the host delivers them to the guest)."""
+        fired, self.msix = self.msix, 0
+        return fired
+
+    # -- DMA -----------------------------------------------------------------------------------
+    def dma_fault(self, addr: int, length: int, count: int = 1) -> None:
+        self.iommu.fault(addr, length, count)
+        self.stats.dma_faults += count
+        self.raise_cause(1 << self.MISC_VECTOR)
+
+    def dma_view(self, addr: int, nbytes: int, dtype: np.dtype) -> np.ndarray | None:
+        """A typed view of [addr, +nbytes) if the window covers it, else a fault and None."""
+        if self.iommu is None or not self.iommu.covers(addr, nbytes):
+            if self.iommu is not None:
+                self.dma_fault(addr, nbytes)
+            return None
+        return self.mem[addr:addr + nbytes].view(dtype)
+
+    # -- the vendor's ring engine --------------------------------------------------------------
+    def reset(self) -> None:
+        """Function-level reset: registers back to defaults, vectors masked, takes RESET_US."""
+        self.stats.resets += 1
+        self.eims = self.eicr = self.msix = 0
+        self.reset_left_us = self.RESET_US
+
+    def tx(self) -> None:
+        raise NotImplementedError
+
+    def rx(self) -> None:
+        raise NotImplementedError

@@ -1,0 +1,168 @@
+"""A minimal guest stack: a traffic generator and a sink that checks what arrives.
+
+Frame format (Ethernet II, ethertype 0x88B5, IEEE "local experimental"):
+    0  dst MAC     6  src MAC     12 ethertype (BE)     14 flow id u16 (BE)     16 seq u64 (BE)
+    24 payload: byte at frame offset i is (seq * 31 + i) & 0xFF
+A frame's length is a function of its flow's size schedule and its sequence number, so the sink
+checks length, header and every payload byte, and tells apart loss, duplication, reordering and
+corruption, each counted.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from nic_model.frames import Frames
+
+ETHERTYPE = 0x88B5
+HEADER = 24
+MIN_FRAME, MAX_FRAME = 60, 1514
+IMIX = (60, 60, 60, 60, 60, 60, 60, 590, 590, 590, 590, 1514)  # 7:4:1, sizes without FCS
+
+
+def size_schedule(spec: str | int, seed: int = 1) -> np.ndarray:
+    """Frame sizes cycled by sequence number: a fixed size, `imix`, or `mixed` (60..1514)."""
+    if isinstance(spec, int) or str(spec).isdigit():
+        size = int(spec)
+        if not MIN_FRAME <= size <= MAX_FRAME:
+            raise ValueError(f"frame size {size}: use {MIN_FRAME} to {MAX_FRAME} bytes")
+        return np.array([size], np.int64)
+    if spec == "imix":
+        return np.array(IMIX, np.int64)
+    if spec == "mixed":
+        return np.random.default_rng(seed).integers(MIN_FRAME, MAX_FRAME + 1, 4093).astype(np.int64)
+    raise ValueError(f"frame size {spec!r}: use a number of bytes, imix or mixed")
+
+
+def _payload(seq: np.ndarray, width: int) -> np.ndarray:
+    return ((seq[:, None].astype(np.int64) * 31 + np.arange(width)) & 0xFF).astype(np.uint8)
+
+
+def _mac_bytes(mac: int) -> np.ndarray:
+    return np.frombuffer(mac.to_bytes(6, "big"), np.uint8)
+
+
+@dataclass
+class Flow:
+    """One direction of traffic: `count` frames from `src` to `dst`."""
+
+    id: int
+    src: int
+    dst: int
+    count: int
+    sizes: np.ndarray
+    sent: int = 0  # frames the shell accepted
+
+
+class TrafficGen:
+    def __init__(self, flows: list[Flow], burst: int = 256):
+        self.flows, self.burst = flows, burst
+        self._turn = 0
+
+    @property
+    def done(self) -> bool:
+        return all(f.sent == f.count for f in self.flows)
+
+    def next_burst(self, limit: int, window: dict[int, int] | None = None) -> tuple[Flow, Frames] | None:
+        """The next frames of one flow (round-robin), at most `limit` and the flow's window."""
+        for k in range(len(self.flows)):
+            flow = self.flows[(self._turn + k) % len(self.flows)]
+            n = min(limit, self.burst, flow.count - flow.sent)
+            if window is not None:
+                n = min(n, window.get(flow.id, n))
+            if n > 0:
+                self._turn = (self._turn + k + 1) % len(self.flows)
+                return flow, build(flow, flow.sent, n)
+        return None
+
+
+def build(flow: Flow, first: int, n: int) -> Frames:
+    seq = np.arange(first, first + n, dtype=np.uint64)
+    lens = flow.sizes[seq.astype(np.int64) % len(flow.sizes)]
+    data = _payload(seq, int(lens.max()))
+    data[:, 0:6] = _mac_bytes(flow.dst)
+    data[:, 6:12] = _mac_bytes(flow.src)
+    data[:, 12:14] = (ETHERTYPE >> 8, ETHERTYPE & 0xFF)
+    data[:, 14:16] = np.array([flow.id], ">u2").view(np.uint8)
+    data[:, 16:24] = seq.astype(">u8").view(np.uint8).reshape(n, 8)
+    return Frames(data, lens)
+
+
+@dataclass
+class FlowCheck:
+    """What a sink saw of one flow."""
+
+    expected_next: int = 0
+    received: int = 0  # good frames, first copy
+    duplicates: int = 0
+    reordered: int = 0
+    corrupted: int = 0
+    missing: set[int] = field(default_factory=set)
+
+
+class Sink:
+    def __init__(self, mac: int, flows: list[Flow]):
+        self.mac = mac
+        self.flows = {f.id: f for f in flows}
+        self.check = {f.id: FlowCheck() for f in flows}
+        self.unexpected = 0  # frames of no flow this sink expects
+        self.frames = 0
+
+    def receive(self, frames: Frames) -> None:
+        n = len(frames)
+        if not n:
+            return
+        self.frames += n
+        d = frames.data
+        if d.shape[1] < HEADER:
+            self.unexpected += n
+            return
+        flow_id = d[:, 14:16].copy().view(">u2").ravel()
+        seq = d[:, 16:24].copy().view(">u8").ravel()
+        ours = (d[:, 12] == ETHERTYPE >> 8) & (d[:, 13] == ETHERTYPE & 0xFF) & np.isin(flow_id, list(self.flows))
+        ours &= (frames.macs(0) == self.mac) & (frames.lens >= HEADER)
+        self.unexpected += int((~ours).sum())
+        for fid in np.unique(flow_id[ours]):
+            sel = ours & (flow_id == fid)
+            self._flow(self.flows[int(fid)], self.check[int(fid)], frames.take(sel), seq[sel])
+
+    def _flow(self, flow: Flow, c: FlowCheck, frames: Frames, seq: np.ndarray) -> None:
+        width = frames.data.shape[1]
+        s = seq.astype(np.int64)
+        plausible = (s >= 0) & (s < flow.count)
+        lens_ok = plausible & (frames.lens == flow.sizes[np.where(plausible, s, 0) % len(flow.sizes)])
+        src_ok = frames.macs(6) == flow.src
+        cols = np.arange(width)
+        body = (cols >= HEADER) & (cols < frames.lens[:, None])
+        bad_bytes = ((frames.data != _payload(seq, width)) & body).any(axis=1)
+        good = lens_ok & src_ok & ~bad_bytes
+        c.corrupted += int((~good).sum())
+        s = s[good]
+        if len(s) and s[0] == c.expected_next and (np.diff(s) == 1).all():
+            c.expected_next += len(s)  # the common case: in order, nothing missing
+            c.received += len(s)
+            return
+        for x in s.tolist():
+            if x == c.expected_next:
+                c.expected_next += 1
+                c.received += 1
+            elif x > c.expected_next:
+                c.missing.update(range(c.expected_next, x))
+                c.expected_next = x + 1
+                c.received += 1
+            elif x in c.missing:
+                c.missing.discard(x)
+                c.reordered += 1
+                c.received += 1
+            else:
+                c.duplicates += 1
+
+    def lost(self, flow_id: int) -> int:
+        """Frames the shell accepted on that flow and the sink has not received."""
+        return self.flows[flow_id].sent - self.check[flow_id].received
+
+    def clean(self) -> bool:
+        return self.unexpected == 0 and all(
+            c.duplicates == c.reordered == c.corrupted == 0 and self.lost(fid) == 0
+            for fid, c in self.check.items())

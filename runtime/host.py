@@ -1,0 +1,160 @@
+"""A host: the NIC model, one VM per VF (sandbox, shell, plugin, guest), and the loop that
+steps them in a fixed order. Nothing here depends on wall time, so a run is reproducible.
+
+A step: every guest offers frames to its shell, shells with work poll their plugin, the NIC
+runs one tick (TX engines, switch, uplink, RX engines), then MSI-X messages are delivered to the
+shells, which ask their plugins which queues need a poll on the next step.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from nic_model.frames import Frames
+from nic_model.sriov import SriovNic
+from nic_model.vf import Vf
+
+from .guest import Flow, Sink, TrafficGen
+from .loader import ImageReport, analyse
+from .region import RegionPlan
+from .sandbox import Sandbox
+from .shell import Shell
+
+STALL_STEPS = 2000  # steps without any frame moving before a run is declared stuck
+
+
+def vm_mac(i: int) -> int:
+    """Locally administered unicast MACs 02:00:00:00:00:01, ..."""
+    return 0x02_00_00_00_00_00 | (i + 1)
+
+
+def plugin_base(i: int) -> int:
+    """The hypervisor places each VM's plugin somewhere else, to show it does not matter."""
+    return 0x10000 * (1 + i % 8)
+
+
+@dataclass
+class Vm:
+    index: int
+    mac: int
+    vf: Vf
+    box: Sandbox
+    shell: Shell
+    gen: TrafficGen
+    sink: Sink
+
+    @property
+    def name(self) -> str:
+        return f"vm{self.index}"
+
+
+def pairs(n: int) -> list[tuple[int, int]]:
+    """VM-to-VM flows, both ways: (0,1), (2,3), ...; an odd last VM pairs with VM 0."""
+    out = []
+    for a in range(0, n - 1, 2):
+        out += [(a, a + 1), (a + 1, a)]
+    if n % 2 and n > 1:
+        out += [(n - 1, 0), (0, n - 1)]
+    return out
+
+
+class Host:
+    def __init__(self, nic: SriovNic, image: bytes | ImageReport, vms: int, *, packets: int,
+                 sizes: np.ndarray, window: int = 1024, ring_size: int = 256,
+                 pool_frames: int = 2048, budget: int = 256, region: RegionPlan = RegionPlan()):
+        if not 2 <= vms <= len(nic.vfs):
+            raise ValueError(f"{vms} VMs: need 2 to {len(nic.vfs)} (one VF each)")
+        self.nic, self.window = nic, window
+        self.report = image if isinstance(image, ImageReport) else analyse(image)
+        if self.report.error is not None:
+            raise self.report.error
+        flows = [Flow(k, vm_mac(a), vm_mac(b), packets, sizes) for k, (a, b) in enumerate(pairs(vms))]
+        self.flows = flows
+        self.vms: list[Vm] = []
+        for i in range(vms):
+            vf = nic.vfs[i]
+            nic.set_vf_mac(vf, vm_mac(i))
+            box = Sandbox(region.at(plugin_base(i)), bar=vf)
+            shell = Shell(box, ring_size=ring_size, frames=pool_frames, budget=budget,
+                          reset_vf=vf.reset, clock=lambda: nic.now_us)
+            self.vms.append(Vm(i, vm_mac(i), vf, box, shell,
+                               TrafficGen([f for f in flows if f.src == vm_mac(i)]),
+                               Sink(vm_mac(i), [f for f in flows if f.dst == vm_mac(i)])))
+        self._sink_of = {f.id: vm.sink for vm in self.vms for f in flows if f.dst == vm.mac}
+        self.steps = 0
+
+    def boot(self) -> None:
+        """Inject the plugin into every VM at the base the hypervisor chose, and init it."""
+        for vm in self.vms:
+            plugin = vm.box.load(self.report)
+            m = self.report.manifest
+            vm.shell.attach(plugin, m.features, f"{m.name} {m.version} at 0x{plugin.base:x}")
+
+    # -- the loop ------------------------------------------------------------------------------
+    def _window(self, vm: Vm) -> dict[int, int]:
+        return {f.id: self.window - (f.sent - self._sink_of[f.id].check[f.id].received)
+                for f in vm.gen.flows}
+
+    def step(self) -> None:
+        for vm in self.vms:
+            shell = vm.shell
+            if not vm.gen.done and shell.active:
+                burst = vm.gen.next_burst(shell.tx_room(), self._window(vm))
+                if burst is not None:
+                    flow, frames = burst
+                    flow.sent += shell.transmit(frames)
+            if shell.need_poll:
+                vm.sink.receive(shell.poll())
+        self.nic.step()
+        for vm in self.vms:
+            if fired := vm.vf.take_msix():
+                vm.shell.interrupt(fired)
+            vm.box.host.refill_log_tokens()
+        self.steps += 1
+
+    def moved(self) -> int:
+        return sum(f.sent for f in self.flows) + sum(vm.sink.frames for vm in self.vms)
+
+    def delivered(self) -> bool:
+        return all(f.sent == f.count and self._sink_of[f.id].check[f.id].received >= f.count
+                   for f in self.flows)
+
+    def run(self, progress: Callable[[int], None] | None = None) -> None:
+        """Step until every flow is delivered or nothing moves for STALL_STEPS steps."""
+        last, idle = -1, 0
+        while not self.delivered() and idle < STALL_STEPS:
+            self.step()
+            moved = self.moved()
+            idle = idle + 1 if moved == last else 0
+            if progress is not None and moved != last:
+                progress(sum(vm.sink.frames for vm in self.vms))
+            last = moved
+        self.finish()
+
+    def finish(self) -> None:
+        """Quiesce every plugin; frames received on the way still reach their guest."""
+        for vm in self.vms:
+            if vm.shell.active:
+                vm.sink.receive(vm.shell.quiesce())
+
+    # -- results -------------------------------------------------------------------------------
+    def total_frames(self) -> int:
+        return sum(f.count for f in self.flows)
+
+    def conserved(self) -> bool:
+        """Every pool frame is back with its shell (none with a plugin or a VF)."""
+        return all(vm.shell.held_by_plugin() == 0 and
+                   sum(vm.shell.holdings().values()) == vm.shell.nframes for vm in self.vms)
+
+    def clean(self) -> bool:
+        return (self.conserved() and all(vm.sink.clean() for vm in self.vms)
+                and all(f.sent == f.count for f in self.flows)
+                and not any(vm.shell.refused for vm in self.vms)
+                and not any(e.kind == "fault" for vm in self.vms for e in vm.shell.events))
+
+    def close(self) -> None:
+        self.nic.close()
+
+
