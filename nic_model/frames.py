@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.lib.stride_tricks import as_strided
 
 BROADCAST = 0xFFFFFFFFFFFF
 
@@ -69,25 +70,39 @@ class Frames:
         return Frames(data, np.concatenate([p.lens for p in parts]))
 
 
+def _rows(mem: np.ndarray, width: int) -> np.ndarray:
+    """Every `width`-byte window of memory as a row: row a is mem[a:a+width] (a view)."""
+    return as_strided(mem, shape=(len(mem) - width + 1, width), strides=(1, 1))
+
+
 def gather(mem: np.ndarray, addrs: np.ndarray, lens: np.ndarray) -> Frames:
-    """Read frames at `addrs` (checked by the caller) into a burst."""
+    """Read frames at `addrs` (checked by the caller) into a burst; padding reads as zero."""
     n = len(addrs)
+    lens = lens.astype(np.int64)
     width = int(lens.max()) if n else 0
     if n == 0 or width == 0:
-        return Frames(np.zeros((n, 0), np.uint8), lens.astype(np.int64))
-    idx = addrs.astype(np.int64)[:, None] + np.arange(width, dtype=np.int64)
-    # Bytes past a frame's end are padding; clip keeps their reads inside memory.
-    return Frames(np.take(mem, idx, mode="clip"), lens.astype(np.int64))
+        return Frames(np.zeros((n, 0), np.uint8), lens)
+    addrs = addrs.astype(np.int64)
+    near_end = addrs > len(mem) - width
+    data = _rows(mem, width)[np.where(near_end, 0, addrs)]  # one row copy per frame
+    for i in np.flatnonzero(near_end):
+        data[i] = 0
+        data[i, :lens[i]] = mem[addrs[i]:addrs[i] + lens[i]]
+    if not (lens == width).all():
+        data[np.arange(width) >= lens[:, None]] = 0  # never carry bytes past a frame's end
+    return Frames(data, lens)
 
 
-def scatter(mem: np.ndarray, addrs: np.ndarray, frames: Frames) -> None:
-    """Write each frame at its address, exactly its length (checked by the caller)."""
+def scatter(mem: np.ndarray, addrs: np.ndarray, frames: Frames, exact: bool = False) -> None:
+    """Write each frame at its address. Whole rows are written (a frame's padding as zeros), so
+    every destination must hold the burst's width; with `exact`, only each frame's bytes."""
     n, width = frames.data.shape
     if n == 0 or width == 0:
         return
-    idx = addrs.astype(np.int64)[:, None] + np.arange(width, dtype=np.int64)
-    if (frames.lens == width).all():
-        mem[idx] = frames.data
-    else:
-        inside = np.arange(width) < frames.lens[:, None]
-        mem[idx[inside]] = frames.data[inside]
+    addrs = addrs.astype(np.int64)
+    if not exact and (addrs <= len(mem) - width).all():
+        _rows(mem, width)[addrs] = frames.data
+        return
+    for i in range(n):
+        a, ln = int(addrs[i]), int(frames.lens[i])
+        mem[a:a + ln] = frames.data[i, :ln]

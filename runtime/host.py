@@ -20,7 +20,7 @@ from .guest import Flow, Sink, TrafficGen
 from .loader import ImageReport, analyse
 from .region import RegionPlan
 from .sandbox import Sandbox
-from .shell import Shell
+from .shell import Driver, Shell
 
 STALL_STEPS = 2000  # steps without any frame moving before a run is declared stuck
 
@@ -62,8 +62,8 @@ def pairs(n: int) -> list[tuple[int, int]]:
 
 class Host:
     def __init__(self, nic: SriovNic, image: bytes | ImageReport, vms: int, *, packets: int,
-                 sizes: np.ndarray, window: int = 1024, ring_size: int = 256,
-                 pool_frames: int = 2048, budget: int = 256, region: RegionPlan = RegionPlan()):
+                 sizes: np.ndarray, window: int = 2048, ring_size: int = 512,
+                 pool_frames: int = 2048, budget: int = 512, region: RegionPlan = RegionPlan()):
         if not 2 <= vms <= len(nic.vfs):
             raise ValueError(f"{vms} VMs: need 2 to {len(nic.vfs)} (one VF each)")
         self.nic, self.window = nic, window
@@ -80,16 +80,20 @@ class Host:
             shell = Shell(box, ring_size=ring_size, frames=pool_frames, budget=budget,
                           reset_vf=vf.reset, clock=lambda: nic.now_us)
             self.vms.append(Vm(i, vm_mac(i), vf, box, shell,
-                               TrafficGen([f for f in flows if f.src == vm_mac(i)]),
+                               TrafficGen([f for f in flows if f.src == vm_mac(i)], burst=budget),
                                Sink(vm_mac(i), [f for f in flows if f.dst == vm_mac(i)])))
         self._sink_of = {f.id: vm.sink for vm in self.vms for f in flows if f.dst == vm.mac}
         self.steps = 0
 
-    def boot(self) -> None:
-        """Inject the plugin into every VM at the base the hypervisor chose, and init it."""
+    def boot(self, driver: Callable[[Vm], Driver] | None = None, label: str = "host driver") -> None:
+        """Inject the plugin into every VM at the base the hypervisor chose, and init it.
+        `driver` replaces the plugin by another driver of the same ABI (benchmark baselines)."""
+        m = self.report.manifest
         for vm in self.vms:
+            if driver is not None:
+                vm.shell.attach(driver(vm), m.features, label)
+                continue
             plugin = vm.box.load(self.report)
-            m = self.report.manifest
             vm.shell.attach(plugin, m.features, f"{m.name} {m.version} at 0x{plugin.base:x}")
 
     # -- the loop ------------------------------------------------------------------------------

@@ -58,6 +58,7 @@ class Shell:
         self.pool_base, self.frame_size, self.nframes, self.mtu = (
             self.dp.pool_base, frame_size, frames, mtu)
         self.state = np.zeros(frames, np.int8)
+        self._mark = np.zeros(frames, np.int64)  # scratch for duplicate detection
         self.tx_len = np.zeros(frames, np.int64)  # what the guest handed over, for a re-send
         self._free = np.arange(frames - 1, -1, -1, dtype=np.int64)  # a stack of free frames
         self._nfree = frames
@@ -259,16 +260,14 @@ class Shell:
         idx = np.where(ok, idx, 0)
         held = ok & (self.state[idx] == state)
         self._refuse(ring, "frame not held by the plugin", ok & ~held)
-        sel = np.flatnonzero(held)
-        if len(sel) > 1:
-            _, first = np.unique(idx[sel], return_index=True)
-            if len(first) < len(sel):
-                again = np.ones(len(sel), bool)
-                again[first] = False
-                twice = np.zeros(len(held), bool)
-                twice[sel[again]] = True
-                held &= ~twice
-                self._refuse(ring, "frame handed back twice", twice)
+        sel = idx[held]
+        if len(sel) > 1:  # a frame handed back twice in one burst: the last copy counts
+            order = np.arange(len(sel))
+            self._mark[sel] = order
+            twice = np.zeros(len(held), bool)
+            twice[np.flatnonzero(held)[self._mark[sel] != order]] = True
+            held &= ~twice
+            self._refuse(ring, "frame handed back twice", twice)
         return idx, held
 
     def _refuse(self, ring: str, why: str, mask: np.ndarray) -> None:

@@ -41,7 +41,7 @@
 #define VEC_QUEUE 0u
 #define VEC_MISC 1u
 
-#define HW_MAX 256u /* descriptors per hardware ring at most (a multiple of 8) */
+#define HW_MAX 512u /* descriptors per hardware ring at most (a multiple of 8) */
 
 struct adv_tx_desc {
     uint64_t addr;
