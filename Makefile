@@ -17,8 +17,8 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(NPA) build
-	$(NPA) inspect plugins-wasm/nullvf.wasm
-	$(NPA) bench calls
+	$(NPA) inspect plugins-wasm/ixgbevf.wasm
+	$(NPA) run
 
 test: $(STAMP)
 	$(PY) -m pytest
@@ -31,6 +31,7 @@ abi: $(STAMP)
 
 bench: $(STAMP)
 	$(NPA) bench calls
+	$(NPA) bench datapath
 
 clean:
 	rm -rf $(VENV) build *.egg-info

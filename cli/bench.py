@@ -76,3 +76,56 @@ def _timed(fn) -> float:
     t0 = time.perf_counter()
     fn()
     return time.perf_counter() - t0
+
+
+@app.command()
+def datapath(
+    image: Path = typer.Option(DEFAULT_IMAGE.parent / "ixgbevf.wasm", help="Plugin image."),
+    packets: int = typer.Option(200_000, min=1000, help="64-byte frames per direction."),
+    rss_vms: int = typer.Option(8, help="VMs in the peak-RSS measurement (0: skip it)."),
+) -> None:
+    """64-byte frames VM to VM through the plugin vs a pure-Python driver of the same NIC,
+    same host, same run; then the peak RSS of a host with `rss_vms` VMs."""
+    import resource
+    import subprocess
+    import sys
+
+    from nic_model.sriov import SriovNic
+    from runtime.guest import size_schedule
+    from runtime.host import Host
+
+    from .pydriver import PyIxgbeVf
+
+    data = image.read_bytes()
+
+    def one(driver) -> tuple[float, Host]:
+        host = Host(SriovNic("ixgbevf", 2), data, 2, packets=packets, sizes=size_schedule(64))
+        host.boot(driver)
+        t0 = time.perf_counter()
+        host.run()
+        dt = time.perf_counter() - t0
+        if not host.clean():
+            raise NpaError(f"the benchmark run was not clean ({'plugin' if driver is None else 'python'})")
+        return host.total_frames() / dt / 1e6, host
+
+    py, _ = one(lambda vm: PyIxgbeVf(vm.box.host))
+    wasm, host = one(None)
+    t = Table("measure", "baseline", "npa", "ratio", title="npa bench datapath (64-byte frames, "
+              "2 VMs, both ways, one core)", title_justify="left")
+    t.add_row("end-to-end Mpps", f"{py:.3f} pure-Python driver", f"{wasm:.3f} wasm plugin",
+              f"{wasm / py:.2f}x")
+    calls = host.vms[0].box.host.calls
+    polls = host.vms[0].shell.stats["polls"]
+    t.add_row("host calls per poll (interrupts incl.)", "-", f"{sum(calls.values()) / max(polls, 1):.2f} "
+              f"({packets / max(polls, 1):.0f} frames per poll)", "")
+    if rss_vms:
+        cmd = [sys.executable, "-m", "cli.main", "run", "--vms", str(rss_vms), "--packets", "20000",
+               "--size", "64", "-q", str(image)]
+        proc = subprocess.run(cmd, capture_output=True, text=True,
+                              cwd=Path(__file__).resolve().parent.parent)
+        if proc.returncode:
+            raise NpaError(f"the {rss_vms}-VM run failed: {proc.stderr.strip().splitlines()[-1:]}")
+        rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        t.add_row(f"peak RSS, {rss_vms} VMs (MiB)", "target < 400", f"{rss:.0f}",
+                  f"{rss / 400:.2f} of target")
+    out.print(t)

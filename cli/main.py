@@ -16,7 +16,7 @@ from runtime.region import RegionPlan
 from runtime.sandbox import Sandbox
 from shell_api import ABI_MAJOR, ABI_MINOR, ManifestError
 
-from . import bench, toolchain
+from . import bench, run as runner, toolchain
 
 app = typer.Typer(
     help=f"NPA: sandboxed WebAssembly vNIC plugins (Shell API v{ABI_MAJOR}.{ABI_MINOR}).",
@@ -150,6 +150,63 @@ def _print_report(path: Path, rep: ImageReport, placement: dict | None) -> None:
             role = f"[red]refused[/]: {e.note}" if e.role == "refused" else e.role
             et.add_row(e.name, e.kind, role)
         out.print(et)
+
+
+BUNDLED = Path(__file__).resolve().parent.parent / "plugins-wasm"
+
+
+@app.command()
+def run(
+    image: Optional[Path] = typer.Argument(None, help="Plugin image (default: the bundled "
+                                           "plugin for the NIC model)."),
+    vms: int = typer.Option(2, "--vms", min=2, help="VMs, one VF each; traffic flows both ways "
+                            "between pairs (0<->1, 2<->3, ...; an odd last VM pairs with vm0)."),
+    packets: int = typer.Option(100_000, "--packets", min=1, help="Frames per direction."),
+    size: str = typer.Option("imix", "--size", help="Frame size in bytes (60-1514, without "
+                             "FCS), 'imix' (7:4:1 of 60/590/1514) or 'mixed' (60..1514)."),
+    pcap: Optional[Path] = typer.Option(None, "--pcap", help="Write every frame that crosses the "
+                                        "uplink to this pcap file; implies --switch vepa."),
+    nic: str = typer.Option("ixgbevf", "--nic", help="NIC model."),
+    vfs: int = typer.Option(0, "--vfs", min=0, help="VFs on the NIC (default: max(4, VMs))."),
+    switch: Optional[str] = typer.Option(None, "--switch", help="Embedded switch mode: veb "
+                                         "(VM to VM inside the NIC) or vepa (through the uplink)."),
+    uplink: Optional[str] = typer.Option(None, "--uplink", help="What is behind the uplink: null "
+                                         "or loopback (default: loopback with vepa, else null)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Run VM-to-VM traffic through the plugin, the NIC model and its switch; exit 0 only if
+    nothing was lost, duplicated, reordered or corrupted and every frame is back with its shell."""
+    from runtime.guest import size_schedule
+    from nic_model.sriov import MODELS
+
+    if nic not in MODELS:
+        fail(f"--nic {nic}: unknown NIC model (known: {', '.join(MODELS)})")
+    try:
+        sizes = size_schedule(size)
+    except ValueError as e:
+        fail(f"--size: {e}")
+    switch = switch or ("vepa" if pcap else "veb")
+    uplink = uplink or ("loopback" if switch == "vepa" else "null")
+    if switch not in ("veb", "vepa"):
+        fail(f"--switch {switch}: use veb or vepa")
+    if uplink not in ("null", "loopback"):
+        fail(f"--uplink {uplink}: use null or loopback")
+    vfs = vfs or max(4, vms)
+    if vms > vfs:
+        fail(f"--vms {vms} needs as many VFs; the NIC has {vfs} (--vfs)")
+    path = image or BUNDLED / f"{MODELS[nic].MODEL}.wasm"
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        fail(f"{path}: {e.strerror}")
+    try:
+        host, seconds = runner.run(data, vms=vms, vfs=vfs, packets=packets, sizes=sizes, model=nic,
+                                   pcap=pcap, switch=switch, uplink=uplink, quiet=quiet)
+    except (LoadError, PluginFault) as e:
+        fail(f"{path}: {e}")
+    except OSError as e:
+        fail(f"{e.filename}: {e.strerror}")
+    raise typer.Exit(runner.verdict(host, runner.report(host, seconds)))
 
 
 def main() -> None:

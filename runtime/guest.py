@@ -35,8 +35,12 @@ def size_schedule(spec: str | int, seed: int = 1) -> np.ndarray:
     raise ValueError(f"frame size {spec!r}: use a number of bytes, imix or mixed")
 
 
+# Row k: the bytes of a frame whose (seq * 31) & 0xFF is k; a payload is one row copy.
+_PATTERN = ((np.arange(256)[:, None] + np.arange(MAX_FRAME)) & 0xFF).astype(np.uint8)
+
+
 def _payload(seq: np.ndarray, width: int) -> np.ndarray:
-    return ((seq[:, None].astype(np.int64) * 31 + np.arange(width)) & 0xFF).astype(np.uint8)
+    return _PATTERN[(seq.astype(np.int64) * 31) & 0xFF, :width]
 
 
 def _mac_bytes(mac: int) -> np.ndarray:

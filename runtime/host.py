@@ -17,6 +17,7 @@ from nic_model.sriov import SriovNic
 from nic_model.vf import Vf
 
 from .guest import Flow, Sink, TrafficGen
+from .errors import LoadError
 from .loader import ImageReport, analyse
 from .region import RegionPlan
 from .sandbox import Sandbox
@@ -89,6 +90,10 @@ class Host:
         """Inject the plugin into every VM at the base the hypervisor chose, and init it.
         `driver` replaces the plugin by another driver of the same ABI (benchmark baselines)."""
         m = self.report.manifest
+        ids = {str(d) for d in m.devices}
+        if driver is None and (vf := self.nic.vfs[0]).pci_id not in ids:
+            raise LoadError("device", f"plugin {m.name} drives {', '.join(sorted(ids))}, "
+                            f"not this NIC's VFs ({vf.pci_id}, {self.nic.model.MODEL})")
         for vm in self.vms:
             if driver is not None:
                 vm.shell.attach(driver(vm), m.features, label)
