@@ -1,0 +1,98 @@
+"""End to end: guests, shells, the ixgbevf plugin (real wasm), the NIC model and its switch."""
+import dpkt
+import numpy as np
+
+from helpers import ROOT, npa
+from nic_model.sriov import SriovNic
+from runtime.guest import build, size_schedule
+from runtime.host import Host
+from shell_api import Status
+
+IMAGE = (ROOT / "plugins-wasm" / "ixgbevf.wasm").read_bytes()
+
+
+def test_100k_mixed_frames_between_two_vms_byte_exact_in_order_and_conserved():
+    nic = SriovNic("ixgbevf", 4)
+    host = Host(nic, IMAGE, 2, packets=50_000, sizes=size_schedule("mixed"))
+    host.boot()
+    host.run()
+    for vm in host.vms:
+        (check,) = vm.sink.check.values()
+        assert check.received == 50_000 and check.expected_next == 50_000
+        assert (check.duplicates, check.reordered, check.corrupted, vm.sink.unexpected) == (0, 0, 0, 0)
+        assert vm.shell.refused == {} and not [e for e in vm.shell.events if e.kind == "fault"]
+        assert vm.shell.holdings() == {"free": vm.shell.nframes, "tx": 0, "fill": 0, "resend": 0}
+        assert vm.vf.stats.tx_frames == vm.vf.stats.rx_frames == 50_000
+        assert vm.vf.stats.dma_faults == 0
+    sizes = size_schedule("mixed")
+    assert host.vms[0].vf.stats.tx_bytes == int(sizes[np.arange(50_000) % len(sizes)].sum())
+    assert host.clean()
+
+
+def test_no_host_call_per_packet():
+    host = Host(SriovNic("ixgbevf", 2), IMAGE, 2, packets=20_000, sizes=size_schedule(60))
+    host.boot()
+    host.run()
+    shell, calls = host.vms[0].shell, host.vms[0].box.host.calls
+    per_poll = (calls["mmio_write32"] + calls["mmio_read32"]) / shell.stats["polls"]
+    assert per_poll <= 6  # two doorbells per poll + the interrupt's ack and re-arm, never per frame
+    assert shell.stats["tx_frames"] / shell.stats["polls"] > 50
+
+
+def test_quiesce_mid_traffic_hands_back_unsent_frames_which_are_resent_after_reinjection():
+    nic = SriovNic("ixgbevf", 2)
+    host = Host(nic, IMAGE, 2, packets=5_000, sizes=size_schedule("imix"))
+    host.boot()
+    for _ in range(3):
+        host.step()
+    vm = host.vms[0]
+    flow = vm.gen.flows[0]
+    _, frames = vm.gen.next_burst(vm.shell.tx_room())
+    flow.sent += vm.shell.transmit(frames)
+    vm.sink.receive(vm.shell.poll())  # now on the hardware TX ring, the NIC has not run
+    vm.sink.receive(vm.shell.quiesce())
+    assert vm.shell.held_by_plugin() == 0 and vm.shell.stats["tx_unsent"] > 0
+    assert vm.shell.holdings()["resend"] >= vm.shell.stats["tx_unsent"]  # + any still on tx
+    assert vm.shell.attach(vm.box.load(host.report), host.report.manifest.features)  # re-injection
+    host.run()
+    assert host.clean() and vm.shell.stats["tx_resent"] >= vm.shell.stats["tx_unsent"]
+
+
+def test_init_fails_cleanly_when_dma_alloc_fails():
+    host = Host(SriovNic("ixgbevf", 2), IMAGE, 2, packets=10, sizes=size_schedule(60))
+    vm = host.vms[0]
+    vm.box.host.fail_dma_alloc = True
+    assert not vm.shell.attach(vm.box.load(host.report), 0)
+    assert f"{Status.describe(Status.NOMEM)}" in vm.shell.events[-1].reason
+
+
+def test_pcap_of_a_run_holds_exactly_the_frames_sent(tmp_path):
+    cap = tmp_path / "run.pcap"
+    r = npa("run", "--packets", "700", "--size", "mixed", "--pcap", str(cap), "-q")
+    assert r.returncode == 0, r.stderr
+    with open(cap, "rb") as f:
+        captured = [bytes(buf) for _, buf in dpkt.pcap.Reader(f)]
+    by_flow: dict[int, list[bytes]] = {}
+    for frame in captured:
+        assert dpkt.ethernet.Ethernet(frame).type == 0x88B5
+        by_flow.setdefault(int.from_bytes(frame[14:16], "big"), []).append(frame)
+    host = Host(SriovNic("ixgbevf", 4), IMAGE, 2, packets=700, sizes=size_schedule("mixed"))
+    assert sorted(by_flow) == [f.id for f in host.flows]
+    for flow in host.flows:
+        assert by_flow[flow.id] == build(flow, 0, 700).to_bytes()
+
+
+def test_npa_run_prints_tables_and_exits_0_when_clean():
+    r = npa("run", "--vms", "3", "--packets", "2000", "--size", "imix", "-q")
+    assert r.returncode == 0, r.stderr
+    for heading in ("VMs", "VFs", "switch ports", "clean: 8000 frames"):
+        assert heading in r.stdout
+    assert "vm2" in r.stdout and "at 0x30000" in r.stdout
+
+
+def test_npa_run_refuses_a_plugin_for_another_nic_in_one_line():
+    r = npa("run", str(ROOT / "plugins-wasm" / "nullvf.wasm"), "--packets", "10")
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines() == [
+        f"npa: error: {ROOT / 'plugins-wasm' / 'nullvf.wasm'}: plugin nullvf drives 1b36:00f0, "
+        "not this NIC's VFs (8086:10ed, ixgbevf)"]

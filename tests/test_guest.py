@@ -1,0 +1,78 @@
+"""The guest's sink tells loss, duplication, reordering and corruption apart."""
+import numpy as np
+
+from nic_model.frames import Frames
+from runtime.guest import Flow, Sink, TrafficGen, build, size_schedule
+
+SRC, DST = 0x020000000001, 0x020000000002
+
+
+def setup(count=10, sizes="mixed"):
+    flow = Flow(7, SRC, DST, count, size_schedule(sizes))
+    return flow, Sink(DST, [flow]), build(flow, 0, count)
+
+
+def deliver(sink, frames, order, flow):
+    flow.sent = flow.count
+    sink.receive(frames.take(np.array(order)))
+    return sink.check[flow.id]
+
+
+def test_in_order_delivery_is_clean():
+    flow, sink, f = setup()
+    c = deliver(sink, f, range(10), flow)
+    assert c.received == 10 and sink.clean()
+
+
+def test_loss_is_counted():
+    flow, sink, f = setup()
+    deliver(sink, f, [0, 1, 2, 4, 5, 6, 7, 8, 9], flow)
+    assert sink.lost(flow.id) == 1 and not sink.clean()
+
+
+def test_duplicate_is_counted():
+    flow, sink, f = setup()
+    c = deliver(sink, f, [0, 1, 2, 2, 3, 4, 5, 6, 7, 8, 9], flow)
+    assert c.duplicates == 1 and sink.lost(flow.id) == 0 and not sink.clean()
+
+
+def test_reordering_is_counted_not_as_loss():
+    flow, sink, f = setup()
+    c = deliver(sink, f, [0, 2, 1, 3, 4, 5, 6, 7, 8, 9], flow)
+    assert c.reordered == 1 and sink.lost(flow.id) == 0 and c.duplicates == 0
+
+
+def test_one_flipped_payload_byte_is_corruption():
+    flow, sink, f = setup()
+    f.data[3, 40] ^= 0x01
+    c = deliver(sink, f, range(10), flow)
+    assert c.corrupted == 1 and sink.lost(flow.id) == 1
+
+
+def test_a_truncated_frame_is_corruption():
+    flow, sink, f = setup()
+    f.lens[5] -= 1
+    c = deliver(sink, f, range(10), flow)
+    assert c.corrupted == 1
+
+
+def test_frames_of_another_flow_are_unexpected():
+    flow, sink, f = setup()
+    other = Flow(8, SRC, DST, 3, size_schedule(60))
+    sink.receive(build(other, 0, 3))
+    assert sink.unexpected == 3
+
+
+def test_sizes_cover_the_range_and_imix_ratio():
+    mixed = size_schedule("mixed")
+    assert mixed.min() == 60 and mixed.max() == 1514
+    imix = size_schedule("imix").tolist()
+    assert (imix.count(60), imix.count(590), imix.count(1514)) == (7, 4, 1)
+
+
+def test_generator_honours_limit_and_window():
+    flow = Flow(1, SRC, DST, 100, size_schedule(60))
+    gen = TrafficGen([flow], burst=64)
+    _, frames = gen.next_burst(10, {1: 4})
+    assert len(frames) == 4
+    assert isinstance(frames, Frames)
