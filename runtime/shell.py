@@ -198,6 +198,8 @@ class Shell:
         if self.driver is None:
             return Frames.empty()
         self.need_poll = False
+        if len(self._resend) and not self._flush_resend():
+            self.need_poll = True  # more to re-send once the plugin makes room
         self._refill()
         work = self._call("npa_poll", 0, self.budget)
         if self.driver is not None and work < 0:
