@@ -7,10 +7,10 @@ import time
 from pathlib import Path
 
 import typer
-
-from runtime.errors import NpaError
 from rich.console import Console
 from rich.table import Table
+
+from runtime.errors import NpaError
 
 app = typer.Typer(help="Benchmarks (ratios against a same-run baseline).", no_args_is_help=True)
 out = Console(highlight=False)
@@ -32,9 +32,9 @@ def calls(
 ) -> None:
     """Per-call cost of the fast export path vs wasmtime-py's generic call; cold vs warm load."""
     from nic_model.null import NullVf
+    from runtime import datapath
     from runtime.loader import analyse
     from runtime.sandbox import Sandbox
-    from runtime import datapath
 
     data = image.read_bytes()
     with tempfile.TemporaryDirectory() as cache:

@@ -16,7 +16,8 @@ from runtime.region import RegionPlan
 from runtime.sandbox import Sandbox
 from shell_api import ABI_MAJOR, ABI_MINOR, ManifestError
 
-from . import bench, run as runner, toolchain
+from . import bench, toolchain
+from . import run as runner
 
 app = typer.Typer(
     help=f"NPA: sandboxed WebAssembly vNIC plugins (Shell API v{ABI_MAJOR}.{ABI_MINOR}).",
@@ -176,8 +177,8 @@ def run(
 ) -> None:
     """Run VM-to-VM traffic through the plugin, the NIC model and its switch; exit 0 only if
     nothing was lost, duplicated, reordered or corrupted and every frame is back with its shell."""
-    from runtime.guest import size_schedule
     from nic_model.sriov import MODELS
+    from runtime.guest import size_schedule
 
     if nic not in MODELS:
         fail(f"--nic {nic}: unknown NIC model (known: {', '.join(MODELS)})")

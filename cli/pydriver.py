@@ -101,10 +101,10 @@ class PyIxgbeVf:
         m, prod, n = self.rx_n - 1, self._u32(ring), 0
         cons = self._u32(ring + 64)
         while n < budget and self.rx_next != self.rx_tail and prod - cons < size:
-            _, _, status, length, vlan = _RX_WB.unpack_from(self.mem, self.rxr + (self.rx_next & m) * 16)
+            _, _, status, length, _vlan = _RX_WB.unpack_from(self.mem, self.rxr + (self.rx_next & m) * 16)
             if not status & hw.RXD_STAT_DD:
                 break
-            addr, blen, _, _ = self.rx_shadow[self.rx_next & m]
+            addr = self.rx_shadow[self.rx_next & m][0]
             ok = not status & hw.RXD_ERR_RXE
             _SHELL.pack_into(self.mem, ring + 128 + (prod & (size - 1)) * 16, addr,
                              length if ok else 0, 0 if ok else 4, 0)

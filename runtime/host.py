@@ -12,12 +12,11 @@ from typing import Callable
 
 import numpy as np
 
-from nic_model.frames import Frames
 from nic_model.sriov import SriovNic
 from nic_model.vf import Vf
 
-from .guest import Flow, Sink, TrafficGen
 from .errors import LoadError
+from .guest import Flow, Sink, TrafficGen
 from .loader import ImageReport, analyse
 from .region import RegionPlan
 from .sandbox import Sandbox

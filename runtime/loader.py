@@ -11,8 +11,23 @@ from dataclasses import dataclass, field
 
 import wasmtime
 
-from shell_api import ABI_MAJOR, ABI_MINOR, MANIFEST_SECTION, Manifest, ManifestError, abi_compatible
-from shell_api.abi import (EXPORT_PREFIX, EXPORTS, EXPORTS_BY_NAME, IMPORT_MODULE, IMPORTS_BY_NAME, OPTIONAL_BY_NAME, PIC_IMPORTS)
+from shell_api import (
+    ABI_MAJOR,
+    ABI_MINOR,
+    MANIFEST_SECTION,
+    Manifest,
+    ManifestError,
+    abi_compatible,
+)
+from shell_api.abi import (
+    EXPORT_PREFIX,
+    EXPORTS,
+    EXPORTS_BY_NAME,
+    IMPORT_MODULE,
+    IMPORTS_BY_NAME,
+    OPTIONAL_BY_NAME,
+    PIC_IMPORTS,
+)
 
 from . import wasm
 from .engine import compile_module, engine

@@ -7,8 +7,16 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .abi import (ABI_MAJOR, ABI_MINOR, C_TYPE, EXPORTS, IMPORT_MODULE, IMPORTS, OPTIONAL_EXPORTS,
-                  PIC_IMPORTS)
+from .abi import (
+    ABI_MAJOR,
+    ABI_MINOR,
+    C_TYPE,
+    EXPORTS,
+    IMPORT_MODULE,
+    IMPORTS,
+    OPTIONAL_EXPORTS,
+    PIC_IMPORTS,
+)
 from .features import Feature
 from .layout import CFG_MAGIC, DESC_FLAGS, INIT_CFG, RING_DESC, RING_HDR, Layout
 from .manifest import MANIFEST_SECTION

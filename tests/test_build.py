@@ -2,6 +2,7 @@
 import shutil
 
 from helpers import ROOT, npa
+
 from cli import toolchain
 
 

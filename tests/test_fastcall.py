@@ -1,7 +1,8 @@
 """The fast export path against wasmtime-py's generic call, on the same instance."""
-from hypothesis import given, settings, strategies as st
-
 from helpers import NULLVF, wat_plugin
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from nic_model.null import NullVf
 from runtime import Sandbox, datapath
 

@@ -1,9 +1,17 @@
 """The loader on a real compiled plugin, and every bad input the issue lists."""
 import pytest
-
 from helpers import NULLVF, manifest, npa, wat_plugin
+
 from nic_model.null import NullVf
-from runtime import Budgets, LoadError, PluginFault, RegionPlan, Sandbox, analyse, datapath
+from runtime import (
+    Budgets,
+    LoadError,
+    PluginFault,
+    RegionPlan,
+    Sandbox,
+    analyse,
+    datapath,
+)
 from shell_api import Status
 
 

@@ -1,6 +1,7 @@
 """The shared region's DMA heap and the shell rings."""
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from runtime import DmaHeap, RegionPlan, Sandbox
 from runtime.region import GUARD_SIZE

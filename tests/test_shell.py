@@ -1,8 +1,8 @@
 """The shell's data path: bursts on shell rings, entries from the plugin checked, faults as events."""
 import numpy as np
 import pytest
+from helpers import ROOT, manifest, wat_plugin
 
-from helpers import ROOT, wat_plugin, manifest
 from nic_model.frames import Frames
 from nic_model.sriov import SriovNic
 from runtime.guest import Flow, build, size_schedule

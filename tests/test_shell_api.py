@@ -1,7 +1,20 @@
 import pytest
-from shell_api import (ABI_MAJOR, ABI_MINOR, EXPORTS, IMPORTS, INIT_CFG, RING_DESC, RING_HDR,
-                       Manifest, ManifestError, PluginToml, Status, abi_compatible)
-from shell_api import gen
+
+from shell_api import (
+    ABI_MAJOR,
+    ABI_MINOR,
+    EXPORTS,
+    IMPORTS,
+    INIT_CFG,
+    RING_DESC,
+    RING_HDR,
+    Manifest,
+    ManifestError,
+    PluginToml,
+    Status,
+    abi_compatible,
+    gen,
+)
 from shell_api.manifest import PciId
 
 
