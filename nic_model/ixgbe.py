@@ -31,7 +31,7 @@ Advanced TX data descriptor, read format (16 bytes, little-endian):
     u32 olinfo_status bits 31:14 PAYLEN; bits 3:0 STA, written back: bit 0 DD
 Write-back: when RS was set the device sets DD in olinfo_status and leaves the rest alone. Every
 frame is one descriptor here (EOP set); a descriptor that is not an advanced data descriptor
-with EOP, or a length of 0 or above MAX_FRAME, is consumed, not sent, counted in tx_errors and
+with EOP, or a length below 14 (no Ethernet header) or above MAX_FRAME, is consumed, not sent, counted in tx_errors and
 raises the misc vector (the 82599's malicious-driver detection reports the same to the PF).
 
 Advanced RX descriptor, read format: u64 pkt_addr; u64 hdr_addr (bit 0 must be 0: DD lands there).
@@ -72,7 +72,7 @@ TXD_STA_DD = 1 << 0
 RXD_STAT_DD, RXD_STAT_EOP, RXD_STAT_VP = 1 << 0, 1 << 1, 1 << 3
 RXD_ERR_RXE = 1 << 29
 
-MAX_FRAME = 9728  # jumbo limit of the model, bytes without FCS
+MIN_FRAME, MAX_FRAME = 14, 9728  # an Ethernet header .. the model's jumbo limit, without FCS
 DESC_SIZE = 16
 
 TX_DESC = np.dtype([("addr", "<u8"), ("cmd_type_len", "<u4"), ("olinfo_status", "<u4")])
@@ -144,7 +144,7 @@ class IxgbeVf(Vf):
         cmd = desc["cmd_type_len"]
         length = (cmd & TXD_LEN_MASK).astype(np.int64)
         good = (((cmd & TXD_DTYP_MASK) == TXD_DTYP_DATA) & (cmd & TXD_DEXT != 0) & (cmd & TXD_EOP != 0)
-                & (length > 0) & (length <= MAX_FRAME))
+                & (length >= MIN_FRAME) & (length <= MAX_FRAME))
         addr = desc["addr"].astype(np.int64)
         inside = self.iommu.covers_all(addr, length)
         if (bad := int((~good).sum())):

@@ -58,7 +58,12 @@ class ShellRing:
 
     # -- producer side -------------------------------------------------------------------------
     def free_slots(self) -> int:
-        return self.size - ((self.producer() - self.consumer()) & U32)
+        """Room for the producer; RingError if the consumer published an impossible index."""
+        prod, cons = self.producer(), self.consumer()
+        used = (prod - cons) & U32
+        if used > self.size:
+            raise RingError(f"ring 0x{self.addr:x}: consumer index {cons} is ahead of producer {prod}")
+        return self.size - used
 
     def produce(self, entries: list[tuple[int, int, int, int]]) -> int:
         """Write as many (addr, len, flags, vlan) entries as fit, then publish; returns count."""

@@ -164,14 +164,16 @@ class Shell:
             return 0
         if len(frames) and ((frames.lens < ETH_HEADER) | (frames.lens > self.mtu)).any():
             raise ValueError(f"frames must be {ETH_HEADER} to {self.mtu} bytes")
-        n = min(len(frames), self.rings["tx"].free_slots(), self._nfree)
+        n = min(len(frames), self._room("tx"), self._nfree)
         if n == 0:
             return 0
         idx = self._take(n)
         addrs = self.pool_base + idx * self.frame_size
         part = frames if n == len(frames) else frames.take(slice(0, n))
         scatter(self.mem, addrs, part)
-        self._produce("tx", idx, part.lens)
+        if self._produce("tx", idx, part.lens) < n:  # the plugin broke the ring: a fault
+            self._release(idx)
+            return 0
         self.state[idx] = TX
         self.tx_len[idx] = part.lens
         self.stats["tx_frames"] += n
@@ -182,7 +184,7 @@ class Shell:
         """How many frames `transmit` would take now."""
         if self.driver is None or len(self._resend):
             return 0
-        return min(self.rings["tx"].free_slots(), self._nfree)
+        return min(self._room("tx"), self._nfree)
 
     def _flush_resend(self) -> bool:
         """Frames handed back unsent go first, in their order; True when none are left."""
@@ -231,18 +233,30 @@ class Shell:
 
     def _refill(self) -> None:
         """Keep the fill ring topped up, with at most half the pool posted for RX."""
-        fill = self.rings["fill"]
-        n = min(fill.free_slots(), self._nfree, max(self.nframes // 2 - self._posted, 0))
+        n = min(self._room("fill"), self._nfree, max(self.nframes // 2 - self._posted, 0))
         if n:
             idx = self._take(n)
-            self._produce("fill", idx, np.full(n, self.frame_size, np.int64))
+            if self._produce("fill", idx, np.full(n, self.frame_size, np.int64)) < n:
+                self._release(idx)
+                return
             self.state[idx] = FILL
             self._posted += n
+
+    def _room(self, name: str) -> int:
+        try:
+            return self.rings[name].free_slots()
+        except RingError as e:
+            self._fault(str(e))
+            return 0
 
     def _produce(self, name: str, idx: np.ndarray, lens: np.ndarray) -> int:
         ring = self.rings[name]
         prod = ring.producer()
-        n = ring.produce_burst(self.pool_base + idx * self.frame_size, lens)
+        try:
+            n = ring.produce_burst(self.pool_base + idx * self.frame_size, lens)
+        except RingError as e:
+            self._fault(str(e))
+            return 0
         self._shadow[name][(prod + np.arange(n)) & ring.mask] = idx[:n]
         return n
 

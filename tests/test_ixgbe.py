@@ -175,3 +175,10 @@ def test_writes_outside_the_data_path_registers_are_ignored_and_counted(rig):
 def test_frames_burst_round_trip():
     frames = [bytes(range(60)), bytes(200), b"\xff" * 1514]
     assert Frames.from_bytes(frames).to_bytes() == frames
+
+
+def test_a_runt_descriptor_without_an_ethernet_header_is_a_tx_error(rig):
+    nic, a, b = rig
+    a.send([b"\x02" * 5])
+    nic.step()
+    assert a.vf.stats.tx_errors == 1 and b.vf.port.pending() == 0

@@ -179,3 +179,16 @@ def test_frames_concat_and_take_keep_order():
     both = Frames.concat([a, b])
     assert both.to_bytes() == a.to_bytes() + b.to_bytes()
     assert both.take(np.array([2, 0])).to_bytes() == [b"c" * 1514, b"a" * 60]
+
+
+def test_a_consumer_index_the_plugin_broke_on_tx_is_a_fault_and_loses_no_pool_frame(shell):
+    class Breaks(ScriptedPlugin):
+        def npa_poll(self, queue, budget):
+            self.shell.rings["tx"].set_consumer(self.shell.rings["tx"].producer() + 5)
+            return 0
+    shell.attach(Breaks(shell), 0)
+    send(shell, 2)
+    shell.poll()
+    assert send(shell, 2) == 0  # no traceback: the shell faults the plugin instead
+    assert not shell.active and "ahead of producer" in shell.events[-1].reason
+    assert shell.holdings()["free"] == shell.nframes
