@@ -16,8 +16,6 @@ from .region import SharedRegion
 
 _PROD = RING_HDR.offsets["producer"]
 _CONS = RING_HDR.offsets["consumer"]
-_DESC = struct.Struct("<QIHH")
-assert _DESC.size == RING_DESC.size
 U32 = 0xFFFFFFFF
 DESC = np.dtype([("addr", "<u8"), ("len", "<u4"), ("flags", "<u2"), ("vlan", "<u2")])
 assert DESC.itemsize == RING_DESC.size
@@ -57,75 +55,55 @@ class ShellRing:
         struct.pack_into("<I", self.region.mem, self.addr + _CONS, v & U32)
 
     # -- producer side -------------------------------------------------------------------------
+    def _published(self, consumer_side: bool) -> tuple[int, int]:
+        """(producer, consumer), read once; RingError naming the index the other side broke."""
+        prod, cons = self.producer(), self.consumer()
+        if (prod - cons) & U32 > self.size:
+            raise RingError(f"ring 0x{self.addr:x}: " + (
+                f"producer index {prod} is more than {self.size} ahead of consumer {cons}"
+                if consumer_side else f"consumer index {cons} is ahead of producer {prod}"))
+        return prod, cons
+
     def free_slots(self) -> int:
-        """Room for the producer; RingError if the consumer published an impossible index."""
-        prod, cons = self.producer(), self.consumer()
-        used = (prod - cons) & U32
-        if used > self.size:
-            raise RingError(f"ring 0x{self.addr:x}: consumer index {cons} is ahead of producer {prod}")
-        return self.size - used
+        prod, cons = self._published(consumer_side=False)
+        return self.size - ((prod - cons) & U32)
 
-    def produce(self, entries: list[tuple[int, int, int, int]]) -> int:
-        """Write as many (addr, len, flags, vlan) entries as fit, then publish; returns count."""
-        prod, cons = self.producer(), self.consumer()
-        used = (prod - cons) & U32
-        if used > self.size:
-            raise RingError(f"ring 0x{self.addr:x}: consumer index {cons} is ahead of producer {prod}")
-        n = min(len(entries), self.size - used)
-        mem, base, mask = self.region.mem, self.desc_base, self.mask
-        for i in range(n):
-            _DESC.pack_into(mem, base + ((prod + i) & mask) * 16, *entries[i])
-        self.set_producer(prod + n)
-        return n
-
-    # -- consumer side -------------------------------------------------------------------------
     def available(self) -> int:
-        return (self.producer() - self.consumer()) & U32
+        prod, cons = self._published(consumer_side=True)
+        return (prod - cons) & U32
 
-    def consume(self, limit: int | None = None) -> list[tuple[int, int, int, int]]:
-        """Read (addr, len, flags, vlan) entries once, then publish the consumer index."""
-        prod, cons = self.producer(), self.consumer()
-        n = (prod - cons) & U32
-        if n > self.size:
-            raise RingError(f"ring 0x{self.addr:x}: producer index {prod} is more than "
-                            f"{self.size} ahead of consumer {cons}")
-        if limit is not None:
-            n = min(n, limit)
-        mem, base, mask = self.region.mem, self.desc_base, self.mask
-        out = [_DESC.unpack_from(mem, base + ((cons + i) & mask) * 16) for i in range(n)]
-        self.set_consumer(cons + n)
-        return out
-
-    # -- bursts (numpy): what the shell's data path uses -----------------------------------------
-    def produce_burst(self, addr: np.ndarray, length: np.ndarray, flags: int = 0, vlan: int = 0) -> int:
-        """Write as many entries as fit from parallel arrays, then publish; returns count."""
-        prod, cons = self.producer(), self.consumer()
-        used = (prod - cons) & U32
-        if used > self.size:
-            raise RingError(f"ring 0x{self.addr:x}: consumer index {cons} is ahead of producer {prod}")
-        n = min(len(addr), self.size - used)
+    def produce_burst(self, addr: np.ndarray, length: np.ndarray, flags=0, vlan=0) -> int:
+        """Write as many entries as fit from parallel arrays (flags/vlan: arrays or one value
+        for all), then publish; returns the count."""
+        prod, cons = self._published(consumer_side=False)
+        n = min(len(addr), self.size - ((prod - cons) & U32))
         if n:
             idx = (prod + np.arange(n)) & self.mask
             d = self.desc
             d["addr"][idx] = addr[:n]
             d["len"][idx] = length[:n]
-            d["flags"][idx] = flags
-            d["vlan"][idx] = vlan
+            d["flags"][idx] = flags if np.ndim(flags) == 0 else flags[:n]
+            d["vlan"][idx] = vlan if np.ndim(vlan) == 0 else vlan[:n]
             self.set_producer(prod + n)
         return n
 
     def consume_burst(self, limit: int | None = None) -> np.ndarray:
         """Copy out the published entries (each read exactly once) and release them."""
-        prod, cons = self.producer(), self.consumer()
+        prod, cons = self._published(consumer_side=True)
         n = (prod - cons) & U32
-        if n > self.size:
-            raise RingError(f"ring 0x{self.addr:x}: producer index {prod} is more than "
-                            f"{self.size} ahead of consumer {cons}")
         if limit is not None:
             n = min(n, limit)
         out = self.desc[(cons + np.arange(n)) & self.mask]  # fancy index: a copy
         self.set_consumer(cons + n)
         return out
+
+    # -- one entry at a time, as (addr, len, flags, vlan) tuples (tools and tests) --------------
+    def produce(self, entries: list[tuple[int, int, int, int]]) -> int:
+        e = np.array(entries, DESC) if entries else np.zeros(0, DESC)
+        return self.produce_burst(e["addr"], e["len"], e["flags"], e["vlan"])
+
+    def consume(self, limit: int | None = None) -> list[tuple[int, int, int, int]]:
+        return [tuple(e) for e in self.consume_burst(limit).tolist()]
 
     def reset(self) -> None:
         """Both indices back to 0 (only while nobody else uses the ring)."""

@@ -115,12 +115,12 @@ class Shell:
         plugin, so it is not read back)."""
         for name, state in (("tx", TX), ("fill", FILL)):
             ring = self.rings[name]
-            prod, cons = ring.producer(), ring.consumer()
-            n = (prod - cons) & 0xFFFFFFFF
-            if n > ring.size:
+            try:
+                n = ring.available()
+            except RingError:
                 self._refuse(name, "consumer index ahead of producer", np.ones(1, bool))
                 continue
-            idx = self._shadow[name][(cons + np.arange(n)) & ring.mask]
+            idx = self._shadow[name][(ring.consumer() + np.arange(n)) & ring.mask]
             idx = idx[self.state[idx] == state]
             if name == "tx":
                 self.state[idx] = RESEND
@@ -302,9 +302,10 @@ class Shell:
         self.stats["tx_errors"] += int((done & (flags & ERROR != 0)).sum())
         self.stats["tx_unsent"] += int(unsent.sum())
         self._release(idx[done])
-        back = idx[unsent]
-        self.state[back] = RESEND
-        self._resend = np.concatenate([self._resend, back])
+        if unsent.any():
+            back = idx[unsent]
+            self.state[back] = RESEND
+            self._resend = np.concatenate([self._resend, back])
 
     def _reap_rx(self) -> Frames:
         ent = self._consume("rx")
