@@ -10,7 +10,7 @@ how VM-to-VM traffic becomes visible on the wire.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -28,9 +28,6 @@ class PortStats:
     tx_frames: int = 0
     tx_bytes: int = 0
     drops: int = 0  # egress buffer full, or a frame with nowhere to go
-
-    def as_dict(self) -> dict[str, int]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 class Port:

@@ -4,7 +4,7 @@ implements `tx()` and `rx()`: its ring engine, stepped by the NIC, never inside 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -23,9 +23,6 @@ class VfStats:
     rx_oversize: int = 0  # frames longer than the posted buffers, dropped
     dma_faults: int = 0  # accesses outside the IOMMU window, refused
     resets: int = 0
-
-    def as_dict(self) -> dict[str, int]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 class Vf(Bar0):

@@ -63,7 +63,6 @@ class Shell:
         self._free = np.arange(frames - 1, -1, -1, dtype=np.int64)  # a stack of free frames
         self._nfree = frames
         self._resend = np.zeros(0, np.int64)
-        self._posted = 0  # frames in FILL
         self._shadow = {r: np.zeros(ring_size, np.int64) for r in ("tx", "fill")}
         self.driver: Driver | None = None
         self.need_poll = False
@@ -123,11 +122,9 @@ class Shell:
             idx = self._shadow[name][(ring.consumer() + np.arange(n)) & ring.mask]
             idx = idx[self.state[idx] == state]
             if name == "tx":
-                self.state[idx] = RESEND
-                self._resend = np.concatenate([self._resend, idx])
+                self._queue_resend(idx)
             else:
                 self._release(idx)
-                self._posted -= len(idx)
             ring.reset()
 
     def _call(self, name: str, *args: int) -> int:
@@ -147,7 +144,6 @@ class Shell:
         self.stats["tx_abandoned"] += len(tx)  # sent or not: after a fault nobody can tell
         held = np.flatnonzero((self.state == TX) | (self.state == FILL))
         self._release(held)
-        self._posted = 0
         for ring in self.rings.values():
             ring.reset()
 
@@ -226,6 +222,11 @@ class Shell:
         self._nfree -= n
         return self._free[self._nfree:self._nfree + n].copy()
 
+    def _queue_resend(self, idx: np.ndarray) -> None:
+        """Frames that went out on `tx` and came back unsent: first in line, in this order."""
+        self.state[idx] = RESEND
+        self._resend = np.concatenate([self._resend, idx])
+
     def _release(self, idx: np.ndarray) -> None:
         self.state[idx] = FREE
         self._free[self._nfree:self._nfree + len(idx)] = idx
@@ -233,14 +234,14 @@ class Shell:
 
     def _refill(self) -> None:
         """Keep the fill ring topped up, with at most half the pool posted for RX."""
-        n = min(self._room("fill"), self._nfree, max(self.nframes // 2 - self._posted, 0))
+        posted = int(np.count_nonzero(self.state == FILL))
+        n = min(self._room("fill"), self._nfree, max(self.nframes // 2 - posted, 0))
         if n:
             idx = self._take(n)
             if self._produce("fill", idx, np.full(n, self.frame_size, np.int64)) < n:
                 self._release(idx)
                 return
             self.state[idx] = FILL
-            self._posted += n
 
     def _room(self, name: str) -> int:
         try:
@@ -303,9 +304,7 @@ class Shell:
         self.stats["tx_unsent"] += int(unsent.sum())
         self._release(idx[done])
         if unsent.any():
-            back = idx[unsent]
-            self.state[back] = RESEND
-            self._resend = np.concatenate([self._resend, back])
+            self._queue_resend(idx[unsent])
 
     def _reap_rx(self) -> Frames:
         ent = self._consume("rx")
@@ -321,7 +320,6 @@ class Shell:
         self.stats["rx_frames"] += len(frames)
         self.stats["rx_empty"] += int((ok & ~data).sum())
         self._release(idx[ok])
-        self._posted -= int(ok.sum())
         return frames
 
     # -- accounting ----------------------------------------------------------------------------

@@ -1,4 +1,6 @@
 """The embedded switch: learning-free forwarding by MAC, flooding, VEPA, counters."""
+from dataclasses import asdict
+
 import pytest
 
 from nic_model.frames import Frames
@@ -62,8 +64,8 @@ def test_counters_per_port(sw):
     s, p = sw
     s.forward(p["vf0"], frames(B, B, size=100))
     s.forward(p["vf1"], frames(A, size=64))
-    assert p["vf0"].stats.as_dict() == dict(rx_frames=2, rx_bytes=200, tx_frames=1, tx_bytes=64, drops=0)
-    assert p["vf1"].stats.as_dict() == dict(rx_frames=1, rx_bytes=64, tx_frames=2, tx_bytes=200, drops=0)
+    assert asdict(p["vf0"].stats) == dict(rx_frames=2, rx_bytes=200, tx_frames=1, tx_bytes=64, drops=0)
+    assert asdict(p["vf1"].stats) == dict(rx_frames=1, rx_bytes=64, tx_frames=2, tx_bytes=200, drops=0)
 
 
 def test_a_full_port_buffer_drops_the_excess(sw):
