@@ -210,6 +210,35 @@ def run(
     raise typer.Exit(runner.verdict(host, runner.report(host, seconds)))
 
 
+@app.command()
+def conformance(
+    image: Path = typer.Argument(..., help="The plugin image (.wasm) to certify."),
+    nic: Optional[str] = typer.Option(None, "--nic", help="NIC model to run it on (default: the "
+                                      "one whose PCI ids the manifest lists)."),
+    junit: Optional[Path] = typer.Option(None, "--junit", help="Write pytest's JUnit XML report here."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the results as JSON here."),
+    select: Optional[str] = typer.Option(None, "-k", help="Only checks matching this pytest -k "
+                                         "expression (e.g. 'datapath or budget')."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Certify a plugin against the Shell API: static, lifecycle, data path, frame ownership,
+    interrupt, fault and budget checks on the NIC model its manifest names. Exit 0 only when
+    no check fails."""
+    from runtime.conformance import MODELS
+
+    from . import conformance as suite
+
+    if nic is not None and nic not in MODELS:
+        fail(f"--nic {nic}: unknown NIC model (known: {', '.join(MODELS)})")
+    try:
+        result = suite.certify(image, nic, junit, json_out, select, quiet, out)
+    except OSError as e:
+        fail(f"{e.filename}: {e.strerror}")
+    if not result.checks:
+        fail(f"-k {select!r}: no check matches" if select else "no check ran")
+    raise typer.Exit(0 if result.ok else 1)
+
+
 def main() -> None:
     try:
         app()

@@ -18,6 +18,10 @@ REG_ID, REG_CTRL, REG_STATUS, REG_ICR, REG_IMS, REG_TXDB, REG_RXBASE = range(0, 
 
 
 class NullVf(Bar0):
+    PCI_VENDOR, PCI_DEVICE = PCI_VENDOR, PCI_DEVICE
+    MODEL = "null"
+    DESCRIPTION = "null VF: no wire, TX completes at once, nothing is received"
+
     def __init__(self) -> None:
         super().__init__()
         self.resets = 0

@@ -65,6 +65,7 @@ class Shell:
         self._resend = np.zeros(0, np.int64)
         self._shadow = {r: np.zeros(ring_size, np.int64) for r in ("tx", "fill")}
         self.driver: Driver | None = None
+        self.rx_buffers = frames // 2  # at most this many frames posted for RX at a time
         self.need_poll = False
         self.stats: Counter[str] = Counter()
         self.refused: Counter[str] = Counter()
@@ -135,8 +136,13 @@ class Shell:
             return -Status.DEVICE
 
     def _fault(self, reason: str) -> None:
-        """Disable the plugin and reset the VF; frames it held come back, TX ones unsent."""
         self.events.append(Event(self.clock(), "fault", reason))
+        self.drop_plugin()
+
+    def drop_plugin(self) -> None:
+        """Disable the plugin without its help (after a fault, or a reset by the hypervisor):
+        reset the VF and take back every frame it held. Whether a TX frame left the wire is
+        unknown, so those are counted `tx_abandoned`."""
         self.driver = None
         if self.reset_vf is not None:
             self.reset_vf()
@@ -235,7 +241,7 @@ class Shell:
     def _refill(self) -> None:
         """Keep the fill ring topped up, with at most half the pool posted for RX."""
         posted = int(np.count_nonzero(self.state == FILL))
-        n = min(self._room("fill"), self._nfree, max(self.nframes // 2 - posted, 0))
+        n = min(self._room("fill"), self._nfree, max(self.rx_buffers - posted, 0))
         if n:
             idx = self._take(n)
             if self._produce("fill", idx, np.full(n, self.frame_size, np.int64)) < n:

@@ -233,6 +233,12 @@ NPA_EXPORT(npa_poll) int32_t npa_poll(uint32_t queue, uint32_t budget) {
     if (queue != 0) return -NPA_UNSUPPORTED;
     if (self->error) return -NPA_DEVICE;
     uint32_t work = tx_reclaim();
+    /* Nothing completed while descriptors are out: make sure the queue still runs (a VF reset
+     * by the PF stops it silently). One register read, and only on a poll that found no work. */
+    if (!work && self->tx_clean != self->tx_tail && !(shell_mmio_read32(VFTXDCTL) & DCTL_ENABLE)) {
+        self->error = 1;
+        return -NPA_DEVICE;
+    }
     work += tx_post(budget);
     work += rx_harvest(budget);
     rx_refill();
