@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 NPA    := $(VENV)/bin/npa
 STAMP  := $(VENV)/.installed
 
-.PHONY: all demo test build abi bench clean
+.PHONY: all demo test build abi bench conformance clean
 
 all: test
 
@@ -18,6 +18,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(NPA) build
 	$(NPA) inspect plugins-wasm/ixgbevf.wasm
+	$(NPA) conformance plugins-wasm/ixgbevf.wasm
 	$(NPA) run
 
 test: $(STAMP)
@@ -28,6 +29,9 @@ build: $(STAMP)
 
 abi: $(STAMP)
 	$(PY) -m shell_api.gen
+
+conformance: $(STAMP)
+	for image in plugins-wasm/*.wasm; do $(NPA) conformance -q $$image || exit 1; done
 
 bench: $(STAMP)
 	$(NPA) bench calls

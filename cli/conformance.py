@@ -2,26 +2,26 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from runtime.conformance import LIMITS, CheckResult, SuiteResult, Target, run
 
+from .run import err, out
+
 STYLE = {"passed": "[green]pass[/]", "failed": "[red]FAIL[/]", "skipped": "[yellow]skip[/]"}
 
 
 def certify(image: Path, nic: str | None, junit: Path | None, json_out: Path | None,
-            select: str | None, quiet: bool, out: Console) -> SuiteResult:
+            select: str | None, quiet: bool) -> SuiteResult:
     target = Target.open(image, nic)
-    if quiet or not sys.stderr.isatty():
+    if quiet or not err.is_terminal:
         result = run(target, junit=junit, select=select)
     else:
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TimeElapsedColumn(), console=Console(stderr=True), transient=True) as bar:
+                      TimeElapsedColumn(), console=err, transient=True) as bar:
             task = bar.add_task("checks", total=None)
 
             def advance(done: int, total: int, res: CheckResult) -> None:
@@ -30,15 +30,16 @@ def certify(image: Path, nic: str | None, junit: Path | None, json_out: Path | N
             result = run(target, junit=junit, select=select, progress=advance)
     if json_out is not None:
         json_out.write_text(json.dumps(result.as_json(), indent=2) + "\n")
-    report(result, out)
+    if result.checks:
+        report(result)
     return result
 
 
-def report(result: SuiteResult, out: Console) -> None:
+def report(result: SuiteResult) -> None:
     t = Table("check", "result", "reason", title=f"{result.image}: {result.plugin} on "
               f"{result.nic or 'no NIC model'}", title_justify="left")
     for c in result.checks:
-        t.add_row(c.check, STYLE.get(c.outcome, c.outcome), c.reason, style=None)
+        t.add_row(c.check, STYLE.get(c.outcome, c.outcome), c.reason)
     out.print(t)
     limits = "; ".join(f"{k} {v:,}" if isinstance(v, int) else f"{k} {v}" for k, v in LIMITS.items())
     out.print(f"limits: {limits}; NIC model: {result.nic or '-'} ({result.nic_note})")

@@ -231,7 +231,7 @@ def conformance(
     if nic is not None and nic not in MODELS:
         fail(f"--nic {nic}: unknown NIC model (known: {', '.join(MODELS)})")
     try:
-        result = suite.certify(image, nic, junit, json_out, select, quiet, out)
+        result = suite.certify(image, nic, junit, json_out, select, quiet)
     except OSError as e:
         fail(f"{e.filename}: {e.strerror}")
     if not result.checks:

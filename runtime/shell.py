@@ -92,6 +92,8 @@ class Shell:
         for _ in range(QUIESCE_ROUNDS):
             self._reap_txc()
             got.append(self._reap_rx())
+            if self.driver is None:  # a bad ring entry on the way was a fault
+                break
             status = self._call("npa_quiesce")
             if self.driver is None or status == Status.OK:
                 break

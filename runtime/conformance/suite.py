@@ -125,7 +125,10 @@ def run(target: Target, *, junit: str | Path | None = None, select: str | None =
     args = [str(HERE / f"check_{g}.py") for g in GROUPS]
     args += ["-c", os.devnull, "--rootdir", str(HERE), "-o", "python_files=check_*.py",
              "-o", "junit_suite_name=npa-conformance", "-o", "junit_family=xunit2",
-             "-p", "no:cacheprovider", "-p", "no:terminal", "-p", "no:warnings"]
+             "-p", "no:cacheprovider", "-p", "no:terminal", "-p", "no:warnings",
+             # wasmtime turns traps into signals it handles itself: pytest's faulthandler
+             # would report them as crashes, and when it unregisters, unhook wasmtime's handler.
+             "-p", "no:faulthandler", "--capture=no"]
     if junit is not None:
         args += ["--junitxml", str(junit)]
     if select:

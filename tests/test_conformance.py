@@ -1,0 +1,151 @@
+"""The conformance suite itself: every bundled plugin passes it; every broken fixture fails it
+on the check that names the rule it breaks, and on no check a correct driver would pass."""
+from __future__ import annotations
+
+import json
+import subprocess
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+from helpers import ROOT, manifest, npa, wat_plugin
+
+from cli import toolchain
+from runtime.conformance import Target, run
+from runtime.wasm import with_custom_section
+from shell_api import MANIFEST_SECTION
+
+BUNDLED = sorted((ROOT / "plugins-wasm").glob("*.wasm"))
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+IXGBEVF = dict(devices=[{"vendor": 0x8086, "device": 0x10ED}], features=1)
+
+# C fixtures: the real ixgbevf plugin plus one bug each (tests/fixtures/broken.c), and the
+# checks each must fail. Every other check must pass or skip.
+BROKEN_C = {
+    "LOSES_FRAME_ON_QUIESCE": {"ownership::quiesce_returns_every_frame",
+                               "ownership::unsent_frames_resent"},
+    # Every check that sends enough traffic to wrap the rx ring in multi-frame polls sees it.
+    "REORDERS_AT_WRAP": {"datapath::bursts_1_to_256", "datapath::ring_wraparound",
+                         "lifecycle::reset_then_init", "lifecycle::reinjection",
+                         "ownership::unsent_frames_resent", "faults::device_reset_under_traffic",
+                         "faults::dma_fault"},
+    "CORRUPTS_BIG_FRAMES": {"datapath::every_frame_size", "datapath::ring_wraparound"},
+    "IGNORES_BACKPRESSURE": {"datapath::backpressure"},
+    "NEVER_REARMS": {"interrupts::interrupt_driven_traffic", "interrupts::intr_acks_and_reports_queues"},
+    "TRAPS_ON_ZERO_BUDGET": {"budgets::poll_honours_budget"},
+    # A ring that stays full (back-pressure, a dead device after a reset) makes it spin.
+    "LOOPS_WHEN_FULL": {"datapath::backpressure", "budgets::fuel_per_call",
+                        "faults::device_reset_under_traffic"},
+    "LOGS_EVERY_FRAME": {"budgets::log_off_the_fast_path", "datapath::no_host_call_per_frame"},
+    "IGNORES_NOMEM": {"lifecycle::init_without_dma_memory"},
+    "SENT_MARKED_UNSENT": {"ownership::quiesce_returns_every_frame", "ownership::unsent_frames_resent"},
+    "LEAVES_VECTORS_ON": {"interrupts::masked_vectors_raise_nothing"},
+}
+
+# WAT fixtures: images the loader refuses, each for one static rule.
+BROKEN_WAT = {
+    "forbidden_import": (dict(imports=['(import "env" "memory" (memory 1))',
+                                       '(import "shell" "set_mac" (func (param i32 i32)))']),
+                         {"static::imports"}),
+    "wrong_import_signature": (dict(imports=['(import "env" "memory" (memory 1))',
+                                             '(import "shell" "mmio_read32" (func (param i64) (result i32)))']),
+                               {"static::imports"}),
+    "missing_export": (dict(exports={"npa_reset": None}), {"static::exports"}),
+    "wrong_export_signature": (dict(exports={"npa_poll": "(param i32) (result i32) i32.const 0"}),
+                               {"static::exports"}),
+    "not_pic": (dict(pic=False), {"static::position_independent"}),
+    "newer_abi": (dict(man=manifest(abi_minor=99, **IXGBEVF)), {"static::abi_version"}),
+    "too_big_for_slot": (dict(memory_size=2 << 20), {"static::fits_limits"}),
+}
+
+
+def _build_c(tmp: Path) -> dict[str, Path]:
+    """Compile every C fixture at once (in parallel), each with the ixgbevf plugin's manifest."""
+    src = ROOT / "plugins-src" / "ixgbevf"
+    procs = {}
+    for bug in BROKEN_C:
+        out = tmp / f"{bug.lower()}.raw.wasm"
+        cmd = [*toolchain.compiler(), *toolchain.CFLAGS, "-I", str(toolchain.INCLUDE_DIR),
+               "-I", str(src), f"-DBUG={bug}", "-o", str(out), str(FIXTURES / "broken.c")]
+        procs[bug] = (out, subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True))
+    images = {}
+    for bug, (out, proc) in procs.items():
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, f"{bug}: {err}"
+        man = manifest(name=f"broken-{bug.lower().replace('_', '-')}", **IXGBEVF)
+        path = tmp / f"{bug.lower()}.wasm"
+        path.write_bytes(with_custom_section(out.read_bytes(), MANIFEST_SECTION, man.encode()))
+        images[bug] = path
+    return images
+
+
+@pytest.fixture(scope="module")
+def broken_c(tmp_path_factory) -> dict[str, Path]:
+    return _build_c(tmp_path_factory.mktemp("broken"))
+
+
+def _failed(path: Path) -> tuple[set[str], dict[str, str]]:
+    result = run(Target.open(path))
+    failed = {c.check: c.reason for c in result.checks if c.outcome == "failed"}
+    assert result.ok == (not failed)
+    return set(failed), failed
+
+
+@pytest.mark.parametrize("image", BUNDLED, ids=[p.stem for p in BUNDLED])
+def test_bundled_plugin_is_conformant(image, tmp_path):
+    junit, js = tmp_path / "junit.xml", tmp_path / "result.json"
+    r = npa("conformance", str(image), "--junit", str(junit), "--json", str(js))
+    assert r.returncode == 0, r.stdout + r.stderr
+    data = json.loads(js.read_text())
+    assert data["ok"] and data["failed"] == 0 and data["passed"] >= 18
+    suite = ET.parse(junit).getroot().find("testsuite")
+    assert suite.get("name") == "npa-conformance"
+    assert int(suite.get("tests")) == len(data["checks"]) and int(suite.get("failures")) == 0
+    assert "conformant" in r.stdout and "static::imports" in r.stdout
+
+
+@pytest.mark.parametrize("bug", BROKEN_C)
+def test_broken_c_plugin_fails_where_expected(bug, broken_c):
+    failed, reasons = _failed(broken_c[bug])
+    assert failed == BROKEN_C[bug], reasons
+
+
+@pytest.mark.parametrize("name", BROKEN_WAT)
+def test_refused_image_fails_its_static_rule_only(name, tmp_path):
+    kw, expected = BROKEN_WAT[name]
+    kw.setdefault("man", manifest(**IXGBEVF))
+    path = tmp_path / f"{name}.wasm"
+    path.write_bytes(wat_plugin(**kw))
+    failed, reasons = _failed(path)
+    assert failed == expected, reasons
+
+
+def test_runs_on_an_image_outside_the_repository(tmp_path):
+    image = tmp_path / "vendor.wasm"
+    image.write_bytes((ROOT / "plugins-wasm" / "nullvf.wasm").read_bytes())
+    r = npa("conformance", str(image), "-q", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "null (matched 1b36:00f0" in r.stdout
+    assert not (tmp_path / ".pytest_cache").exists()
+
+
+def test_not_wasm_fails_the_first_static_check_and_skips_the_rest(tmp_path):
+    bad = tmp_path / "bad.wasm"
+    bad.write_bytes(b"MZ\x90\x00 not a plugin")
+    r = npa("conformance", str(bad), "--json", str(tmp_path / "r.json"))
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert [c["check"] for c in data["checks"] if c["outcome"] == "failed"] == ["static::valid_wasm"]
+    assert data["skipped"] == len(data["checks"]) - 1
+
+
+@pytest.mark.parametrize("args, message", [
+    (["/no/such.wasm"], "/no/such.wasm: No such file or directory"),
+    ([str(BUNDLED[0]), "--nic", "e1000"], "--nic e1000: unknown NIC model"),
+    ([str(BUNDLED[0]), "-k", "no_check_is_called_this"], "no check matches"),
+])
+def test_usage_errors_are_one_line(args, message):
+    r = npa("conformance", *args)
+    assert r.returncode == 1
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("npa: error:") and message in lines[0], r.stderr
