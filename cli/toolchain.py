@@ -1,8 +1,8 @@
 """`npa build`: plugin sources to position-independent wasm images, reproducibly.
 
-The compiler is clang as shipped inside the `ziglang` wheel (`python -m ziglang cc`), so the
-exact compiler version is pinned with the Python dependencies and every machine builds the same
-bytes. Sources are compiled from inside their directory with relative paths and without debug
+The compilers are those inside the `ziglang` wheel: clang (`python -m ziglang cc`) for C and
+zig itself for Zig, so the exact compiler version is pinned with the Python dependencies and
+every machine builds the same bytes. Sources are compiled from inside their directory with relative paths and without debug
 info, so the image does not depend on where the tree lives.
 """
 from __future__ import annotations
@@ -45,8 +45,13 @@ class Built:
     manifest: Manifest
 
 
+def zig() -> list[str]:
+    return [sys.executable, "-m", "ziglang"]
+
+
 def compiler() -> list[str]:
-    return [sys.executable, "-m", "ziglang", "cc"]
+    """The C compiler (and the linker of every image): clang as zig ships it."""
+    return [*zig(), "cc"]
 
 
 def plugin_dirs(src_root: Path) -> list[Path]:
@@ -63,23 +68,47 @@ def resolve(arg: str, src_root: Path) -> Path:
     raise BuildError(f"{arg}: no {MANIFEST_FILE} there or in {src_root / arg}")
 
 
+ZIG_FLAGS = ("-target", "wasm32-freestanding", "-O", "ReleaseFast", "-fPIC", "-fstrip",
+             "-fsingle-threaded")
+
+
+def _run(cmd: list[str], cwd: Path, what: str) -> None:
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        diagnostics = "\n".join(ln for ln in proc.stderr.splitlines() if _NOISE not in ln)
+        raise BuildError(f"{cwd}: {what} failed", diagnostics)
+
+
+def _zig_object(src: Path, name: str, sources: list[str], out: Path) -> Path:
+    """Compile the Zig root file (`<name>.zig`, or the only .zig) to a PIC object; the Shell API
+    is the module `npa` (`const npa = @import("npa");`)."""
+    root = f"{name}.zig" if f"{name}.zig" in sources else (sources[0] if len(sources) == 1 else None)
+    if root is None:
+        raise BuildError(f"{src}: several .zig files and none is {name}.zig (the root file)")
+    obj = out.with_suffix(".zig.o")
+    _run([*zig(), "build-obj", *ZIG_FLAGS, "--dep", "npa", f"-Mroot={root}",
+          f"-Mnpa={INCLUDE_DIR / 'npa_shell.zig'}", f"-femit-bin={obj}"], src, "zig compilation")
+    return obj
+
+
 def compile_image(src: Path) -> tuple[bytes, Manifest]:
-    """Compile one plugin directory to image bytes with the manifest section embedded."""
+    """Compile one plugin directory (C and/or Zig sources) to image bytes with the manifest
+    section embedded. The compiler is picked by the sources: `.zig` files go through
+    `zig build-obj`, `.c` files through clang; both link with wasm-ld as a PIC module."""
     toml = PluginToml.load(src / MANIFEST_FILE)
     if toml.name != src.name:
         raise BuildError(f"{src / MANIFEST_FILE}: field 'name': {toml.name!r} must equal the "
                          f"directory name {src.name!r}")
-    sources = sorted(p.name for p in src.glob("*.c"))
-    if not sources:
-        raise BuildError(f"{src}: no C sources (*.c)")
+    c_sources = sorted(p.name for p in src.glob("*.c"))
+    zig_sources = sorted(p.name for p in src.glob("*.zig"))
+    if not c_sources and not zig_sources:
+        raise BuildError(f"{src}: no sources (*.c or *.zig)")
     manifest = toml.to_manifest()
     with tempfile.TemporaryDirectory(prefix="npa-build-") as tmp:
         out = Path(tmp) / f"{toml.name}.wasm"
-        cmd = [*compiler(), *CFLAGS, "-I", str(INCLUDE_DIR), *toml.cflags, "-o", str(out), *sources]
-        proc = subprocess.run(cmd, cwd=src, capture_output=True, text=True)
-        diagnostics = "\n".join(ln for ln in proc.stderr.splitlines() if _NOISE not in ln)
-        if proc.returncode != 0:
-            raise BuildError(f"{src}: compilation failed", diagnostics)
+        objects = [str(_zig_object(src, toml.name, zig_sources, out))] if zig_sources else []
+        _run([*compiler(), *CFLAGS, "-I", str(INCLUDE_DIR), *toml.cflags, "-o", str(out),
+              *c_sources, *objects], src, "compilation" if c_sources else "linking")
         image = with_custom_section(out.read_bytes(), MANIFEST_SECTION, manifest.encode())
     return image, manifest
 

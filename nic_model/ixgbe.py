@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from .frames import gather, scatter
 from .switch import Port, Switch
 from .vf import Vf
 
@@ -145,16 +144,10 @@ class IxgbeVf(Vf):
         length = (cmd & TXD_LEN_MASK).astype(np.int64)
         good = (((cmd & TXD_DTYP_MASK) == TXD_DTYP_DATA) & (cmd & TXD_DEXT != 0) & (cmd & TXD_EOP != 0)
                 & (length >= MIN_FRAME) & (length <= MAX_FRAME))
-        addr = desc["addr"].astype(np.int64)
-        inside = self.iommu.covers_all(addr, length)
         if (bad := int((~good).sum())):
             self.stats.tx_errors += bad
             self.raise_cause(1 << self.MISC_VECTOR)
-        if (faults := good & ~inside).any():
-            j = int(np.flatnonzero(faults)[-1])
-            self.dma_fault(int(addr[j]), int(length[j]), int(faults.sum()))
-        send = good & inside
-        frames = gather(self.mem, addr[send], length[send])
+        frames, _ = self.dma_gather(desc["addr"][good], length[good])
         self.stats.tx_frames += len(frames)
         self.stats.tx_bytes += frames.nbytes
         self.switch.forward(self.port, frames)
@@ -186,16 +179,8 @@ class IxgbeVf(Vf):
         if not n:
             return
         idx = (head + np.arange(n)) % size
-        addr = ring["pkt_addr"][idx].astype(np.int64)  # read once, before the write-back
-        inside = self.iommu.covers_all(addr, frames.lens)
-        if not inside.all():
-            j = int(np.flatnonzero(~inside)[-1])
-            self.dma_fault(int(addr[j]), int(frames.lens[j]), int((~inside).sum()))
+        inside = self.dma_scatter(ring["pkt_addr"][idx], frames)  # read once, before the write-back
         ok = frames.take(inside)
-        # Whole-row writes stay inside each posted buffer (bsize >= width); exact writes when
-        # the window ends closer than that.
-        rows_ok = self.iommu.covers_all(addr[inside], np.full(len(ok), ok.data.shape[1]))
-        scatter(self.mem, addr[inside], ok, exact=not rows_ok.all())
         wb = ring.view(RX_WB)
         wb["pkt_info"][idx] = 0
         wb["rss"][idx] = 0

@@ -12,8 +12,9 @@ from .ixgbe import IxgbeVf
 from .switch import Switch
 from .uplink import Uplink
 from .vf import Vf
+from .vmxnet3 import Vmxnet3Vf
 
-MODELS: dict[str, type[Vf]] = {IxgbeVf.MODEL: IxgbeVf}
+MODELS: dict[str, type[Vf]] = {m.MODEL: m for m in (IxgbeVf, Vmxnet3Vf)}
 DEFAULT_MODEL = IxgbeVf.MODEL
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .bar import Bar0
+from .frames import Frames, gather, scatter
 from .iommu import Iommu
 from .switch import Port, Switch
 
@@ -106,6 +107,31 @@ class Vf(Bar0):
                 self.dma_fault(addr, nbytes)
             return None
         return self.mem[addr:addr + nbytes].view(dtype)
+
+    def _faults(self, addr: np.ndarray, lens: np.ndarray, inside: np.ndarray) -> None:
+        if not inside.all():
+            j = int(np.flatnonzero(~inside)[-1])
+            self.dma_fault(int(addr[j]), int(lens[j]), int((~inside).sum()))
+
+    def dma_gather(self, addr: np.ndarray, lens: np.ndarray) -> tuple[Frames, np.ndarray]:
+        """Read the frames at `addr`; a buffer outside the IOMMU window is a fault, not read.
+        Returns the frames read and which addresses were inside."""
+        addr, lens = addr.astype(np.int64), lens.astype(np.int64)
+        inside = self.iommu.covers_all(addr, lens)
+        self._faults(addr, lens, inside)
+        return gather(self.mem, addr[inside], lens[inside]), inside
+
+    def dma_scatter(self, addr: np.ndarray, frames: Frames) -> np.ndarray:
+        """Write `frames` at `addr` (buffers at least as long as the longest frame); a buffer
+        outside the IOMMU window is a fault and nothing is written there. Returns `inside`."""
+        addr = addr.astype(np.int64)
+        inside = self.iommu.covers_all(addr, frames.lens)
+        self._faults(addr, frames.lens, inside)
+        ok = frames.take(inside)
+        # Whole-row writes stay inside each buffer; exact writes near the window's end.
+        rows_ok = self.iommu.covers_all(addr[inside], np.full(len(ok), ok.data.shape[1]))
+        scatter(self.mem, addr[inside], ok, exact=not rows_ok.all())
+        return inside
 
     # -- the vendor's ring engine --------------------------------------------------------------
     def reset(self) -> None:

@@ -20,6 +20,7 @@ from shell_api.manifest import PciId
 
 def test_generated_header_and_reference_are_up_to_date():
     assert gen.HEADER.read_text() == gen.header(), "run: python -m shell_api.gen"
+    assert gen.ZIG_BINDING.read_text() == gen.zig_binding(), "run: python -m shell_api.gen"
     assert gen.REFERENCE.read_text() == gen.reference(), "run: python -m shell_api.gen"
 
 
