@@ -9,12 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from .ixgbe import IxgbeVf
+from .mlx5 import Mlx5Vf
 from .switch import Switch
 from .uplink import Uplink
 from .vf import Vf
 from .vmxnet3 import Vmxnet3Vf
 
-MODELS: dict[str, type[Vf]] = {m.MODEL: m for m in (IxgbeVf, Vmxnet3Vf)}
+MODELS: dict[str, type[Vf]] = {m.MODEL: m for m in (IxgbeVf, Vmxnet3Vf, Mlx5Vf)}
 DEFAULT_MODEL = IxgbeVf.MODEL
 
 

@@ -121,16 +121,21 @@ class Vf(Bar0):
         self._faults(addr, lens, inside)
         return gather(self.mem, addr[inside], lens[inside]), inside
 
-    def dma_scatter(self, addr: np.ndarray, frames: Frames) -> np.ndarray:
-        """Write `frames` at `addr` (buffers at least as long as the longest frame); a buffer
-        outside the IOMMU window is a fault and nothing is written there. Returns `inside`."""
+    def dma_scatter(self, addr: np.ndarray, frames: Frames, room: np.ndarray | None = None) -> np.ndarray:
+        """Write `frames` at `addr`, each into a buffer of `room` bytes (default: at least the
+        longest frame); a buffer outside the IOMMU window is a fault and nothing is written
+        there. Returns which addresses were inside."""
         addr = addr.astype(np.int64)
         inside = self.iommu.covers_all(addr, frames.lens)
         self._faults(addr, frames.lens, inside)
         ok = frames.take(inside)
-        # Whole-row writes stay inside each buffer; exact writes near the window's end.
-        rows_ok = self.iommu.covers_all(addr[inside], np.full(len(ok), ok.data.shape[1]))
-        scatter(self.mem, addr[inside], ok, exact=not rows_ok.all())
+        # Whole-row writes are one numpy copy; exact ones when a row would leave its buffer
+        # or the window.
+        width = ok.data.shape[1]
+        rows_ok = self.iommu.covers_all(addr[inside], np.full(len(ok), width)).all()
+        if room is not None:
+            rows_ok &= bool((room[inside] >= width).all())
+        scatter(self.mem, addr[inside], ok, exact=not rows_ok)
         return inside
 
     # -- the vendor's ring engine --------------------------------------------------------------

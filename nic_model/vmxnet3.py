@@ -60,7 +60,7 @@ CMD_GET_QUEUE_STATUS = 0xF00D0000
 CMD_BUSY = 0xFFFFFFFF
 ECR_QERR = 1 << 0
 
-TXD_LEN_MASK, TXD_GEN_SHIFT = 0x3FFF, 14
+LEN_MASK, TXD_GEN_SHIFT = 0x3FFF, 14
 TXD_EOP, TXD_CQ = 1 << 12, 1 << 13
 RXD_GEN_SHIFT = 31
 RCD_EOP, RCD_SOP = 1 << 14, 1 << 15
@@ -214,7 +214,7 @@ class Vmxnet3Vf(Vf):
             return
         slots = self.txr.slots(n)
         desc = ring[slots]  # read once
-        length = (desc["dword2"] & TXD_LEN_MASK).astype(np.int64)
+        length = (desc["dword2"] & LEN_MASK).astype(np.int64)
         length[length == 0] = 16384
         good = (desc["dword3"] & TXD_EOP != 0) & (length >= MIN_FRAME) & (length <= MAX_FRAME)
         if not good.all():  # a malformed descriptor stops the queue before it

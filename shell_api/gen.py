@@ -106,8 +106,15 @@ def _zig_struct(layout: Layout) -> list[str]:
     return out + ["}"]
 
 
+ZIG_KEYWORDS = {"align", "export", "extern", "fn", "type", "var", "const"}
+
+
+def _zig_ident(name: str) -> str:
+    return f'@"{name}"' if name in ZIG_KEYWORDS else name
+
+
 def _zig_fn(f, prefix: str) -> str:
-    args = ", ".join(f"{n}: {ZIG_TYPE[t]}" for n, t in f.params)
+    args = ", ".join(f"{_zig_ident(n)}: {ZIG_TYPE[t]}" for n, t in f.params)
     ret = ZIG_TYPE[f.results[0]] if f.results else "void"
     return f"{prefix}fn {f.name}({args}) {ret}"
 

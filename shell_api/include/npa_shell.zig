@@ -134,7 +134,7 @@ pub extern "shell" fn mmio_read32(off: u32) u32;
 /// Write a 32-bit VF BAR0 register: ring base/length, head/tail doorbells, interrupt mask, reset. Registers outside the data path are ignored and counted.
 pub extern "shell" fn mmio_write32(off: u32, val: u32) void;
 /// Allocate `size` bytes of DMA-able memory aligned to `align` (a power of two) inside the VF's IOMMU window; returns its address, or 0 on failure.
-pub extern "shell" fn dma_alloc(size: u32, align: u32) u32;
+pub extern "shell" fn dma_alloc(size: u32, @"align": u32) u32;
 /// Return memory obtained from `dma_alloc`; it leaves the IOMMU window.
 pub extern "shell" fn dma_free(addr: u32) void;
 /// Wait `us` microseconds of device time: the device makes progress meanwhile.
