@@ -36,6 +36,7 @@ conformance: $(STAMP)
 bench: $(STAMP)
 	$(NPA) bench calls
 	$(NPA) bench datapath
+	$(NPA) bench nics
 
 clean:
 	rm -rf $(VENV) build *.egg-info

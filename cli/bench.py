@@ -7,13 +7,13 @@ import time
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from runtime.errors import NpaError
 
+from .run import out
+
 app = typer.Typer(help="Benchmarks (ratios against a same-run baseline).", no_args_is_help=True)
-out = Console(highlight=False)
 DEFAULT_IMAGE = Path(__file__).resolve().parent.parent / "plugins-wasm" / "nullvf.wasm"
 
 
@@ -72,6 +72,31 @@ def calls(
     out.print(t)
 
 
+def _mpps(model: str, image: bytes, packets: int, driver=None):
+    """End-to-end Mpps of 64-byte frames, 2 VMs on `model`, both ways: (Mpps, the host)."""
+    from nic_model.sriov import SriovNic
+    from runtime.guest import size_schedule
+    from runtime.host import Host
+
+    host = Host(SriovNic(model, 2), image, 2, packets=packets, sizes=size_schedule(64))
+    host.boot(driver)
+    t0 = time.perf_counter()
+    host.run()
+    dt = time.perf_counter() - t0
+    if not host.clean():
+        raise NpaError(f"the benchmark run on {model} was not clean "
+                       f"({'plugin' if driver is None else 'python driver'})")
+    return host.total_frames() / dt / 1e6, host
+
+
+def _per_poll(host) -> tuple[float, float]:
+    """Host calls per poll (interrupt handling included) and frames moved per poll, VM 0."""
+    vm = host.vms[0]
+    polls = max(vm.shell.stats["polls"], 1)
+    moved = vm.shell.stats["tx_frames"] + vm.shell.stats["rx_frames"]
+    return sum(vm.box.host.calls.values()) / polls, moved / polls
+
+
 def _timed(fn) -> float:
     t0 = time.perf_counter()
     fn()
@@ -90,34 +115,18 @@ def datapath(
     import subprocess
     import sys
 
-    from nic_model.sriov import SriovNic
-    from runtime.guest import size_schedule
-    from runtime.host import Host
-
     from .pydriver import PyIxgbeVf
 
     data = image.read_bytes()
-
-    def one(driver) -> tuple[float, Host]:
-        host = Host(SriovNic("ixgbevf", 2), data, 2, packets=packets, sizes=size_schedule(64))
-        host.boot(driver)
-        t0 = time.perf_counter()
-        host.run()
-        dt = time.perf_counter() - t0
-        if not host.clean():
-            raise NpaError(f"the benchmark run was not clean ({'plugin' if driver is None else 'python'})")
-        return host.total_frames() / dt / 1e6, host
-
-    py, _ = one(lambda vm: PyIxgbeVf(vm.box.host))
-    wasm, host = one(None)
+    py, _ = _mpps("ixgbevf", data, packets, lambda vm: PyIxgbeVf(vm.box.host))
+    wasm, host = _mpps("ixgbevf", data, packets)
     t = Table("measure", "baseline", "npa", "ratio", title="npa bench datapath (64-byte frames, "
               "2 VMs, both ways, one core)", title_justify="left")
     t.add_row("end-to-end Mpps", f"{py:.3f} pure-Python driver", f"{wasm:.3f} wasm plugin",
               f"{wasm / py:.2f}x")
-    calls = host.vms[0].box.host.calls
-    polls = host.vms[0].shell.stats["polls"]
-    t.add_row("host calls per poll (interrupts incl.)", "-", f"{sum(calls.values()) / max(polls, 1):.2f} "
-              f"({packets / max(polls, 1):.0f} frames per poll)", "")
+    calls, frames = _per_poll(host)
+    t.add_row("host calls per poll (interrupts incl.)", "-", f"{calls:.2f} ({frames:.0f} frames "
+              "per poll)", "")
     if rss_vms:
         cmd = [sys.executable, "-m", "cli.main", "run", "--vms", str(rss_vms), "--packets", "20000",
                "--size", "64", "-q", str(image)]
@@ -128,4 +137,29 @@ def datapath(
         rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         t.add_row(f"peak RSS, {rss_vms} VMs (MiB)", "target < 400", f"{rss:.0f}",
                   f"{rss / 400:.2f} of target")
+    out.print(t)
+
+
+@app.command()
+def nics(
+    packets: int = typer.Option(200_000, min=1000, help="64-byte frames per direction."),
+    plugins: Path = typer.Option(DEFAULT_IMAGE.parent, "--plugins", help="Plugin repository."),
+) -> None:
+    """End-to-end Mpps of every NIC model, each with the plugin the repository holds for it:
+    64-byte frames, 2 VMs, both ways, one core, the same run; ratios to the fastest."""
+    from nic_model.sriov import MODELS
+    from runtime.repository import image_for
+
+    rows = []
+    for name, model in MODELS.items():
+        path = image_for(plugins, model)
+        mpps, host = _mpps(name, path.read_bytes(), packets)
+        rows.append((name, model, path, mpps, *_per_poll(host), host.vms[0].shell.stats["interrupts"]))
+    best = max(r[3] for r in rows)
+    t = Table("NIC", "ring design", "plugin", "Mpps", "vs fastest", "host calls/poll",
+              "frames/poll", "interrupts", title=f"npa bench nics (64-byte frames, 2 VMs, both "
+              f"ways, {packets:,} per direction)", title_justify="left")
+    for name, model, path, mpps, calls, frames, intr in rows:
+        t.add_row(name, model.DESCRIPTION, path.name, f"{mpps:.3f}", f"{mpps / best:.2f}x",
+                  f"{calls:.2f}", f"{frames:.0f}", str(intr))
     out.print(t)

@@ -13,6 +13,7 @@ from rich.table import Table
 from runtime.errors import LoadError, NpaError, PluginFault
 from runtime.loader import ImageReport, analyse
 from runtime.region import RegionPlan
+from runtime.repository import image_for
 from runtime.sandbox import Sandbox
 from shell_api import ABI_MAJOR, ABI_MINOR, ManifestError
 
@@ -68,6 +69,29 @@ def build(
             out.print(f"built {b.path} ({b.size} bytes, {b.manifest.name} {b.manifest.version})")
     if failed:
         raise typer.Exit(1)
+
+
+@app.command()
+def new(
+    name: str = typer.Argument(..., help="Plugin name (a directory under --src)."),
+    lang: str = typer.Option("c", "--lang", help="Source language: c or zig."),
+    nic: str = typer.Option("ixgbevf", "--nic", help="NIC model the plugin drives (its PCI ids "
+                            "go in the manifest)."),
+    src: Path = typer.Option(Path("plugins-src"), help="Where plugin sources live."),
+) -> None:
+    """Scaffold plugins-src/NAME/: a manifest, a skeleton that builds and loads (each entry point
+    returning NOT_IMPLEMENTED until filled in) and a README for the vendor."""
+    from nic_model.sriov import MODELS
+
+    from .scaffold import scaffold
+
+    if nic not in MODELS:
+        fail(f"--nic {nic}: unknown NIC model (known: {', '.join(MODELS)})")
+    try:
+        d = scaffold(name, lang, MODELS[nic], src)
+    except NpaError as e:
+        fail(str(e))
+    out.print(f"created {d}/ ({', '.join(sorted(p.name for p in d.iterdir()))}); next: npa build {name}")
 
 
 def _trial(report: ImageReport, base: int | None) -> tuple[str | None, dict | None]:
@@ -158,8 +182,8 @@ BUNDLED = Path(__file__).resolve().parent.parent / "plugins-wasm"
 
 @app.command()
 def run(
-    image: Optional[Path] = typer.Argument(None, help="Plugin image (default: the bundled "
-                                           "plugin for the NIC model)."),
+    image: Optional[Path] = typer.Argument(None, help="Plugin image (default: the one in "
+                                           "--plugins whose manifest lists the VFs' PCI ids)."),
     vms: int = typer.Option(2, "--vms", min=2, help="VMs, one VF each; traffic flows both ways "
                             "between pairs (0<->1, 2<->3, ...; an odd last VM pairs with vm0)."),
     packets: int = typer.Option(100_000, "--packets", min=1, help="Frames per direction."),
@@ -167,7 +191,10 @@ def run(
                              "FCS), 'imix' (7:4:1 of 60/590/1514) or 'mixed' (60..1514)."),
     pcap: Optional[Path] = typer.Option(None, "--pcap", help="Write every frame that crosses the "
                                         "uplink to this pcap file; implies --switch vepa."),
-    nic: str = typer.Option("ixgbevf", "--nic", help="NIC model."),
+    nic: str = typer.Option("ixgbevf", "--nic", help="NIC model: ixgbevf (Intel 82599 VF), "
+                            "vmxnet3 (VMware, completion rings) or mlx5 (Mellanox, owner-bit CQs)."),
+    plugins: Path = typer.Option(BUNDLED, "--plugins", help="Plugin repository the hypervisor "
+                                 "picks the image from."),
     vfs: int = typer.Option(0, "--vfs", min=0, help="VFs on the NIC (default: max(4, VMs))."),
     switch: Optional[str] = typer.Option(None, "--switch", help="Embedded switch mode: veb "
                                          "(VM to VM inside the NIC) or vepa (through the uplink)."),
@@ -195,7 +222,10 @@ def run(
     vfs = vfs or max(4, vms)
     if vms > vfs:
         fail(f"--vms {vms} needs as many VFs; the NIC has {vfs} (--vfs)")
-    path = image or BUNDLED / f"{MODELS[nic].MODEL}.wasm"
+    try:
+        path = image or image_for(plugins, MODELS[nic])
+    except NpaError as e:
+        fail(str(e))
     try:
         data = path.read_bytes()
     except OSError as e:

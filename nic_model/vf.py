@@ -14,6 +14,11 @@ from .iommu import Iommu
 from .switch import Port, Switch
 
 
+def pci_id(model) -> str:
+    """A VF model's PCI vendor:device ids as manifests write them ("8086:10ed")."""
+    return f"{model.PCI_VENDOR:04x}:{model.PCI_DEVICE:04x}"
+
+
 @dataclass
 class VfStats:
     tx_frames: int = 0
@@ -51,7 +56,7 @@ class Vf(Bar0):
 
     @property
     def pci_id(self) -> str:
-        return f"{self.PCI_VENDOR:04x}:{self.PCI_DEVICE:04x}"
+        return pci_id(self)
 
     # -- assignment (the hypervisor's side) ---------------------------------------------------
     def attach(self, mem) -> Iommu:

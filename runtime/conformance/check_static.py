@@ -11,7 +11,9 @@ from runtime.errors import LoadError
 from runtime.loader import MAX_IMAGE_BYTES, place
 from runtime.region import RegionPlan
 
-from .rig import BASES, MODELS, pci_id
+from nic_model.vf import pci_id
+
+from .rig import BASES, MODELS
 
 ORDER = ("wasm", "manifest", "abi", "imports", "exports", "pic")
 

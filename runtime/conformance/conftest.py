@@ -9,7 +9,9 @@ import pytest
 
 from runtime.errors import LoadError
 
-from .rig import MODELS, Rig, Target, pci_id
+from nic_model.vf import pci_id
+
+from .rig import MODELS, Rig, Target
 from .suite import TARGET
 
 

@@ -20,6 +20,7 @@ from nic_model.frames import Frames
 from nic_model.null import NullVf
 from nic_model.sriov import MODELS as SRIOV_MODELS
 from nic_model.sriov import SriovNic
+from nic_model.vf import pci_id
 from shell_api import Status
 
 from ..guest import Flow, Sink, build
@@ -39,10 +40,6 @@ STALL_STEPS = 200  # steps without progress before the rig calls traffic stuck
 
 class Violation(AssertionError):
     """A rule of the Shell API the plugin broke; the message says which and how."""
-
-
-def pci_id(cls) -> str:
-    return f"{cls.PCI_VENDOR:04x}:{cls.PCI_DEVICE:04x}"
 
 
 @dataclass
