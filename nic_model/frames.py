@@ -106,3 +106,32 @@ def scatter(mem: np.ndarray, addrs: np.ndarray, frames: Frames, exact: bool = Fa
     for i in range(n):
         a, ln = int(addrs[i]), int(frames.lens[i])
         mem[a:a + ln] = frames.data[i, :ln]
+
+
+TPID = 0x8100
+
+
+def vlan_tags(frames: Frames) -> tuple[np.ndarray, np.ndarray]:
+    """Which frames carry an 802.1Q tag, and each tag's VLAN id (0 where untagged)."""
+    d = frames.data
+    if d.shape[1] < 16:
+        return np.zeros(len(frames), bool), np.zeros(len(frames), np.int64)
+    tagged = (d[:, 12] == TPID >> 8) & (d[:, 13] == TPID & 0xFF) & (frames.lens >= 18)
+    vid = ((d[:, 14].astype(np.int64) & 0x0F) << 8) | d[:, 15]
+    return tagged, np.where(tagged, vid, 0)
+
+
+def push_vlan(frames: Frames, vid: int) -> Frames:
+    """Insert an 802.1Q tag (priority 0) after the MAC addresses of every frame."""
+    n, w = frames.data.shape
+    data = np.zeros((n, w + 4), np.uint8)
+    data[:, :12] = frames.data[:, :12]
+    data[:, 12:16] = (TPID >> 8, TPID & 0xFF, (vid >> 8) & 0x0F, vid & 0xFF)
+    data[:, 16:] = frames.data[:, 12:]
+    return Frames(data, frames.lens + 4)
+
+
+def pop_vlan(frames: Frames) -> Frames:
+    """Remove the 802.1Q tag of every frame (all of them tagged)."""
+    data = np.concatenate([frames.data[:, :12], frames.data[:, 16:]], axis=1)
+    return Frames(data, frames.lens - 4)

@@ -36,11 +36,50 @@ class SriovNic:
         self.now_us = 0
         self.pf_discarded = 0
 
-    # -- PF control API ------------------------------------------------------------------------
-    def set_vf_mac(self, vf: Vf, mac: int) -> None:
-        """Program the switch so that frames for `mac` reach `vf` (ip link set PF vf N mac)."""
+    # -- PF control API: the hypervisor's only way to program the switch (`ip link set PF vf N`)
+    def set_vf_mac(self, vf: Vf, mac: int, *more: int) -> None:
+        """`mac`: frames for these MACs reach `vf`, and (spoof checking on) only these may leave it."""
         vf.mac = mac
-        self.switch.set_mac(vf.port, mac)
+        self.switch.set_policy(vf.port, macs=frozenset((mac, *more)))
+
+    def set_vf_vlan(self, vf: Vf, vid: int) -> None:
+        """`vlan`: a port VLAN the switch adds and strips, invisible to the guest (0: none)."""
+        self._check_vid(vid, allow_zero=True)
+        self.switch.set_policy(vf.port, vlan=vid)
+
+    def set_vf_vlan_filter(self, vf: Vf, vids: set[int]) -> None:
+        """The guest VLANs the VF may send and receive tagged (without a port VLAN)."""
+        for vid in vids:
+            self._check_vid(vid)
+        self.switch.set_policy(vf.port, vlans=frozenset(vids))
+
+    def set_vf_spoofchk(self, vf: Vf, on: bool) -> None:
+        """`spoofchk`: drop frames whose source MAC or VLAN the VF may not use."""
+        self.switch.set_policy(vf.port, spoofchk=on)
+
+    def set_vf_trust(self, vf: Vf, on: bool) -> None:
+        """`trust`: the VF may ask for promiscuous and all-multicast; untrusting revokes both."""
+        changes = dict(trusted=on) if on else dict(trusted=False, promisc=False, allmulti=False)
+        self.switch.set_policy(vf.port, **changes)
+
+    def set_vf_rx_mode(self, vf: Vf, promisc: bool, allmulti: bool) -> None:
+        """Promiscuous / all-multicast reception; refused (PermissionError) for an untrusted VF."""
+        if (promisc or allmulti) and not vf.port.policy.trusted:
+            raise PermissionError(f"{vf.name} is not trusted: no promiscuous or all-multicast mode")
+        self.switch.set_policy(vf.port, promisc=promisc, allmulti=allmulti)
+
+    def set_vf_multicast(self, vf: Vf, groups: set[int]) -> None:
+        """The multicast groups the VF receives."""
+        self.switch.set_policy(vf.port, multicast=frozenset(groups))
+
+    def set_vf_max_frame(self, vf: Vf, nbytes: int) -> None:
+        """Frames longer than this (without FCS and VLAN tag) from the VF are dropped."""
+        self.switch.set_policy(vf.port, max_frame=nbytes)
+
+    @staticmethod
+    def _check_vid(vid: int, allow_zero: bool = False) -> None:
+        if not (0 if allow_zero else 1) <= vid <= 4094:
+            raise ValueError(f"VLAN id {vid}: use 1 to 4094")
 
     # -- the hardware clock --------------------------------------------------------------------
     def step(self) -> None:

@@ -2,19 +2,28 @@
 
 Forwarding is learning-free: the PF programs which MAC lives on which port (the FDB). In VEB
 mode (the default, as on SR-IOV NICs) a unicast frame goes to the port that owns its destination
-MAC, an unknown unicast to the uplink, and broadcast/multicast floods to every port but the one
-it came from. In VEPA mode every frame from a VF or the PF goes to the uplink, and an external
-switch (a reflective relay: the loopback uplink) sends it back to be delivered by MAC; that is
-how VM-to-VM traffic becomes visible on the wire.
+MAC, an unknown unicast to the uplink, broadcast to every port but the one it came from, and
+multicast to the uplink, the PF and the VFs that joined the group (or asked for all-multicast).
+In VEPA mode every frame from a VF or the PF goes to the uplink, and an external switch (a
+reflective relay: the loopback uplink) sends it back to be delivered by MAC; that is how VM-to-VM
+traffic becomes visible on the wire.
+
+A VF port carries the policy the PF programmed (`PortPolicy`), enforced here in hardware, whatever
+the VF's driver does. On ingress from the VF: a frame longer than the port's maximum is dropped
+(`oversize`); with a port VLAN, a frame the guest tagged itself is dropped and an untagged one is
+tagged with the port VLAN; without one, a tag outside the VF's VLAN filter is dropped (`vlan`);
+with spoof checking on, a source MAC the VF does not own is dropped (`spoofed`, ixgbe's
+"spoofed packets detected"). On egress to the VF: only its port VLAN (tag stripped) or the VLANs
+of its filter pass; a promiscuous port also gets every unicast frame that crosses the switch.
 """
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .frames import Frames
+from .frames import Frames, pop_vlan, push_vlan, vlan_tags
 
 FIFO_FRAMES = 4096  # per-port egress buffer, like a NIC's packet buffer share
 
@@ -28,12 +37,31 @@ class PortStats:
     tx_frames: int = 0
     tx_bytes: int = 0
     drops: int = 0  # egress buffer full, or a frame with nowhere to go
+    spoofed: int = 0  # ingress: source MAC the VF does not own
+    vlan: int = 0  # ingress: a VLAN tag the VF may not send
+    oversize: int = 0  # ingress: longer than the port's maximum frame
+
+
+@dataclass(frozen=True)
+class PortPolicy:
+    """What the PF programmed for a VF's port (`ip link set PF vf N mac|vlan|spoofchk|trust`)."""
+
+    macs: frozenset[int] = frozenset()  # unicast MACs the VF owns: FDB entries, allowed sources
+    spoofchk: bool = True
+    trusted: bool = False
+    vlan: int = 0  # port VLAN: added on ingress, stripped on egress, invisible to the guest
+    vlans: frozenset[int] = frozenset()  # guest VLANs (without a port VLAN)
+    promisc: bool = False  # the PF grants these to trusted VFs only
+    allmulti: bool = False
+    multicast: frozenset[int] = frozenset()  # groups the VF joined
+    max_frame: int = 1514  # bytes, without FCS and without a VLAN tag
 
 
 class Port:
     def __init__(self, index: int, name: str, kind: str, capacity: int = FIFO_FRAMES):
         self.index, self.name, self.kind, self.capacity = index, name, kind, capacity
         self.stats = PortStats()
+        self.policy: PortPolicy | None = PortPolicy() if kind == "vf" else None
         self._fifo: deque[Frames] = deque()
         self.queued = 0
 
@@ -92,20 +120,72 @@ class Switch:
         return port
 
     def set_mac(self, port: Port, mac: int) -> None:
+        """The port owns exactly `mac` (the PF's `vf N mac`)."""
+        self.set_policy(port, macs=frozenset({mac}))
+
+    def set_policy(self, port: Port, **changes) -> None:
+        """Program a VF port's policy; its MACs go into the FDB (and leave it when removed)."""
+        port.policy = replace(port.policy or PortPolicy(), **changes)
         self.fdb = {m: p for m, p in self.fdb.items() if p != port.index}
-        self.fdb[mac] = port.index
+        self.fdb.update((m, port.index) for m in port.policy.macs)
+
+    @staticmethod
+    def _owned(macs: np.ndarray, owned: frozenset[int]) -> np.ndarray:
+        if len(owned) == 1:
+            return macs == np.uint64(next(iter(owned)))
+        return np.isin(macs, np.array(sorted(owned), np.uint64))
+
+    def _police(self, port: Port, frames: Frames) -> Frames:
+        """Ingress enforcement of a VF port's policy; what fails is dropped and counted."""
+        pol, st = port.policy, port.stats
+        tagged, vid = vlan_tags(frames)
+        bad = frames.lens - 4 * tagged > pol.max_frame
+        st.oversize += int(bad.sum())
+        if tagged.any():
+            bad_vlan = tagged if pol.vlan else tagged & ~np.isin(vid, list(pol.vlans))
+            st.vlan += int((bad_vlan & ~bad).sum())  # the guest may not tag over a port VLAN
+            bad |= bad_vlan
+        if pol.spoofchk:
+            spoofed = ~self._owned(frames.macs(6), pol.macs)
+            st.spoofed += int((spoofed & ~bad).sum())
+            bad |= spoofed
+        if bad.any():
+            frames = frames.take(~bad)
+        return push_vlan(frames, pol.vlan) if pol.vlan and len(frames) else frames
+
+    def _admits(self, port: Port, frames: Frames, dest: np.ndarray, group: np.ndarray,
+                tags: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+        """Which frames a VF port takes: by destination, group membership and VLAN."""
+        pol = port.policy
+        sel = dest == port.index
+        if pol.promisc:
+            sel = sel | ~group
+        if group.any():
+            dst = frames.macs(0)
+            sel = sel | (group & (pol.allmulti | (dst == 0xFFFFFFFFFFFF) |
+                                  np.isin(dst, np.array(sorted(pol.multicast), np.uint64))))
+        tagged, vid = tags
+        if pol.vlan:
+            return sel & tagged & (vid == pol.vlan)
+        if tagged.any():
+            return sel & (~tagged | np.isin(vid, list(pol.vlans)))
+        return sel
 
     def forward(self, ingress: Port, frames: Frames) -> None:
+        if not len(frames):
+            return
+        ingress.stats.rx_frames += len(frames)
+        ingress.stats.rx_bytes += frames.nbytes
+        if ingress.policy is not None:
+            frames = self._police(ingress, frames)
         n = len(frames)
         if not n:
             return
-        ingress.stats.rx_frames += n
-        ingress.stats.rx_bytes += frames.nbytes
         if self.mode == "vepa" and ingress is not self.uplink and self.uplink is not None:
             self.uplink.deliver(frames)
             return
         group = (frames.data[:, 0] & 1).astype(bool)
-        dest = np.full(n, -1, np.int64)  # -1: flood
+        dest = np.full(n, -1, np.int64)  # -1: a group address
         unicast = ~group
         if unicast.any():
             macs, inverse = np.unique(frames.macs(0)[unicast], return_inverse=True)
@@ -113,11 +193,18 @@ class Switch:
             dest[unicast] = np.array([self.fdb.get(int(m), miss) for m in macs])[inverse]
         nowhere = (dest == ingress.index) | (dest == -2)
         ingress.stats.drops += int(nowhere.sum())
+        tags = vlan_tags(frames)
         for port in self.ports:
             if port is ingress:
                 continue
-            sel = (dest == port.index) | group
+            if port.policy is None:
+                sel = (dest == port.index) | group
+            else:
+                sel = self._admits(port, frames, dest, group, tags)
             if sel.all():
-                port.deliver(frames)
+                part = frames
             elif sel.any():
-                port.deliver(frames.take(sel))
+                part = frames.take(sel)
+            else:
+                continue
+            port.deliver(pop_vlan(part) if port.policy is not None and port.policy.vlan else part)

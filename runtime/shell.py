@@ -60,12 +60,19 @@ class Shell:
         self.state = np.zeros(frames, np.int8)
         self._mark = np.zeros(frames, np.int64)  # scratch for duplicate detection
         self.tx_len = np.zeros(frames, np.int64)  # what the guest handed over, for a re-send
+        self.tx_seq = np.zeros(frames, np.int64)  # the order the guest handed frames over in
+        self._seq = 0
         self._free = np.arange(frames - 1, -1, -1, dtype=np.int64)  # a stack of free frames
         self._nfree = frames
         self._resend = np.zeros(0, np.int64)
         self._shadow = {r: np.zeros(ring_size, np.int64) for r in ("tx", "fill")}
         self.driver: Driver | None = None
         self.rx_buffers = frames // 2  # at most this many frames posted for RX at a time
+        # With an emulated path to fall back to, frames on the TX path when a plugin faults are
+        # re-sent there (at least once: the NIC may have sent some) instead of abandoned.
+        self.resend_after_fault = False
+        self._salvaged: list[Frames] = []  # received frames reaped on the way out of a fault
+        self._faulting = False
         self.need_poll = False
         self.stats: Counter[str] = Counter()
         self.refused: Counter[str] = Counter()
@@ -102,6 +109,7 @@ class Shell:
                 break
         self._reap_txc()
         got.append(self._reap_rx())
+        got = [self._take_salvaged(), *got]
         if self.driver is not None:
             self._take_back_untaken()
             if held := self.held_by_plugin():
@@ -138,22 +146,41 @@ class Shell:
             return -Status.DEVICE
 
     def _fault(self, reason: str) -> None:
+        if self.driver is None or self._faulting:
+            return  # already handled: one fault, one event
         self.events.append(Event(self.clock(), "fault", reason))
+        self._faulting = True
+        try:  # what the plugin already handed back is reaped, and checked, as on any poll
+            self._reap_txc()
+            self._salvaged.append(self._reap_rx())
+        finally:
+            self._faulting = False
         self.drop_plugin()
 
     def drop_plugin(self) -> None:
         """Disable the plugin without its help (after a fault, or a reset by the hypervisor):
         reset the VF and take back every frame it held. Whether a TX frame left the wire is
-        unknown, so those are counted `tx_abandoned`."""
+        unknown: with `resend_after_fault` those are queued to be sent again, in the guest's
+        order; otherwise they are counted `tx_abandoned`."""
         self.driver = None
         if self.reset_vf is not None:
             self.reset_vf()
         tx = np.flatnonzero(self.state == TX)
-        self.stats["tx_abandoned"] += len(tx)  # sent or not: after a fault nobody can tell
-        held = np.flatnonzero((self.state == TX) | (self.state == FILL))
-        self._release(held)
+        if self.resend_after_fault:
+            self.stats["tx_resent_after_fault"] += len(tx)
+            pending = np.concatenate([self._resend, tx])
+            self._resend = np.zeros(0, np.int64)
+            self._queue_resend(pending[np.argsort(self.tx_seq[pending], kind="stable")])
+        else:
+            self.stats["tx_abandoned"] += len(tx)
+            self._release(tx)
+        self._release(np.flatnonzero(self.state == FILL))
         for ring in self.rings.values():
             ring.reset()
+
+    def _take_salvaged(self, *more: Frames) -> Frames:
+        got, self._salvaged = self._salvaged, []
+        return Frames.concat([*got, *more])
 
     @property
     def active(self) -> bool:
@@ -180,6 +207,8 @@ class Shell:
             return 0
         self.state[idx] = TX
         self.tx_len[idx] = part.lens
+        self.tx_seq[idx] = self._seq + np.arange(n)
+        self._seq += n
         self.stats["tx_frames"] += n
         self.need_poll = True
         return n
@@ -202,7 +231,7 @@ class Shell:
     def poll(self) -> Frames:
         """Refill, let the plugin move frames, take back completions; returns frames received."""
         if self.driver is None:
-            return Frames.empty()
+            return self._take_salvaged()
         self.need_poll = False
         if len(self._resend) and not self._flush_resend():
             self.need_poll = True  # more to re-send once the plugin makes room
@@ -212,7 +241,7 @@ class Shell:
             self._fault(f"npa_poll returned {Status.describe(-work)}")
         self.stats["polls"] += 1
         self._reap_txc()
-        return self._reap_rx()
+        return self._take_salvaged(self._reap_rx())
 
     def interrupt(self, vectors: int) -> None:
         """MSI-X messages from the VF: ask the plugin which queues need a poll."""

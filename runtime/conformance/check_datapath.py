@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from runtime.guest import IMIX
+from runtime.guest import ETHERTYPE, IMIX
 from runtime.shell import ETH_HEADER
 from nic_model.frames import Frames
 
@@ -16,7 +16,8 @@ def test_every_frame_size(wired):
     mtu = wired.shell.mtu
     lens = np.arange(ETH_HEADER, mtu + 1, dtype=np.int64)
     data = np.random.default_rng(14).integers(0, 256, (len(lens), mtu), dtype=np.uint8)
-    data[:, 0:6] = np.frombuffer(MAC.to_bytes(6, "big"), np.uint8)
+    data[:, 0:12] = np.frombuffer(MAC.to_bytes(6, "big") * 2, np.uint8)  # to and from the VF
+    data[:, 12:14] = (ETHERTYPE >> 8, ETHERTYPE & 0xFF)  # not a VLAN tag by chance
     sent = Frames(data, lens)
     wired.deliver(len(sent), burst=64, frames=sent)
     diff = first_difference(sent, wired.received_frames())

@@ -1,0 +1,140 @@
+"""The control channel between a VM's shell and the hypervisor: typed messages, msgpack frames.
+
+The plugin has no control import: MAC, RX mode, VLANs, multicast and MTU are requests the guest
+makes here, and the hypervisor answers each under its policy. Messages are pydantic models
+tagged by `kind`; on the wire each is one msgpack map {"id", "kind", ...fields}. The channel is
+an in-memory pair of queues of encoded frames; anything with `send(bytes)`/`recv() -> bytes`
+(a socket with length framing) could carry the same frames.
+"""
+from __future__ import annotations
+
+from collections import deque
+from typing import Annotated, Literal, Union
+
+import msgpack
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from .errors import NpaError
+
+
+class ChannelError(NpaError):
+    """A frame that is not a valid control message."""
+
+
+class _Msg(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# -- shell -> hypervisor ------------------------------------------------------------------------
+class SetMac(_Msg):
+    kind: Literal["set_mac"] = "set_mac"
+    mac: str
+
+
+class SetRxMode(_Msg):
+    kind: Literal["set_rx_mode"] = "set_rx_mode"
+    promisc: bool = False
+    allmulti: bool = False
+
+
+class AddVlan(_Msg):
+    kind: Literal["add_vlan"] = "add_vlan"
+    vid: int = Field(ge=1, le=4094)
+
+
+class RemoveVlan(_Msg):
+    kind: Literal["remove_vlan"] = "remove_vlan"
+    vid: int = Field(ge=1, le=4094)
+
+
+class SetMulticast(_Msg):
+    kind: Literal["set_multicast"] = "set_multicast"
+    groups: tuple[str, ...] = ()
+
+
+class SetMtu(_Msg):
+    kind: Literal["set_mtu"] = "set_mtu"
+    mtu: int = Field(ge=68, le=65535)
+
+
+# -- hypervisor -> shell ------------------------------------------------------------------------
+class VfOffer(_Msg):
+    kind: Literal["vf_offer"] = "vf_offer"
+    vf: int
+    pci_id: str
+    bar0_size: int
+
+
+class VfRevoke(_Msg):
+    kind: Literal["vf_revoke"] = "vf_revoke"
+    reason: str
+
+
+class LinkState(_Msg):
+    kind: Literal["link_state"] = "link_state"
+    up: bool
+
+
+class Reply(_Msg):
+    """The answer to request `id`: ok, or refused by policy rule `rule`, or an error."""
+
+    kind: Literal["reply"] = "reply"
+    id: int
+    status: Literal["ok", "refused", "error"]
+    rule: str | None = None
+    message: str = ""
+
+
+Request = Union[SetMac, SetRxMode, AddVlan, RemoveVlan, SetMulticast, SetMtu]
+Message = Annotated[Union[SetMac, SetRxMode, AddVlan, RemoveVlan, SetMulticast, SetMtu,
+                          VfOffer, VfRevoke, LinkState, Reply], Field(discriminator="kind")]
+_MESSAGE = TypeAdapter(Message)
+
+
+def encode(msg_id: int, msg: BaseModel) -> bytes:
+    return msgpack.packb({"id": msg_id, **msg.model_dump()})
+
+
+def decode(frame: bytes) -> tuple[int, BaseModel]:
+    """(id, message) from one frame; ChannelError naming what is wrong."""
+    try:
+        data = msgpack.unpackb(frame)
+    except (msgpack.UnpackException, ValueError) as e:
+        raise ChannelError(f"control frame is not msgpack: {e}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("id"), int):
+        raise ChannelError("control frame is not a map with an integer 'id'")
+    msg_id = data.pop("id")
+    if data.get("kind") == "reply":
+        data["id"] = msg_id
+    try:
+        return msg_id, _MESSAGE.validate_python(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "message"
+        raise ChannelError(f"control message {data.get('kind')!r}: {where}: {err['msg']}") from None
+
+
+class Endpoint:
+    """One side of a channel: sends to the peer's inbox, receives from its own."""
+
+    def __init__(self, inbox: deque[bytes], outbox: deque[bytes]):
+        self.inbox, self.outbox = inbox, outbox
+        self._next_id = 1
+
+    def send(self, msg: BaseModel, msg_id: int | None = None) -> int:
+        if msg_id is None:
+            msg_id, self._next_id = self._next_id, self._next_id + 1
+        self.outbox.append(encode(msg_id, msg))
+        return msg_id
+
+    def recv(self) -> tuple[int, BaseModel] | None:
+        return decode(self.inbox.popleft()) if self.inbox else None
+
+    def pending(self) -> int:
+        return len(self.inbox)
+
+
+def channel() -> tuple[Endpoint, Endpoint]:
+    """A connected pair: (shell side, hypervisor side)."""
+    a, b = deque(), deque()
+    return Endpoint(a, b), Endpoint(b, a)

@@ -1,0 +1,173 @@
+"""The hypervisor's policy: what each VM's VF may do, in the vocabulary of `ip link set DEV vf N`.
+
+A TOML file:
+
+    [defaults]                  # optional; applies to every VM, listed or not
+    max_mtu = 1500
+
+    [vm.vm0]
+    mac = "02:00:00:00:00:01"   # or macs = [...]: the MACs it may use (the first is assigned)
+    trust = false               # trusted: may ask for promiscuous / all-multicast
+    spoofchk = true             # drop frames with a source MAC or VLAN it may not use
+    vlan = 100                  # port VLAN: added and stripped by the switch, invisible to the guest
+    guest_vlans = [10, 20]      # or: VLANs the guest may tag itself (not with a port VLAN)
+    max_mtu = 9000
+    multicast_limit = 16
+    state = "auto"              # link state: auto | enable | disable
+
+Defaults are safe: spoof checking on, not trusted, no VLAN, MTU 1500, 16 multicast groups. A VM
+with no MAC in the policy gets the one the hypervisor assigns. Errors name the line and field.
+"""
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import NpaError
+
+ETH_HEADER = 14
+
+
+class PolicyError(NpaError):
+    """A policy file that cannot be read or does not validate; the message says where."""
+
+
+def parse_mac(text: str) -> int:
+    """'02:00:00:00:00:01' -> int; refuses group and all-zero addresses."""
+    if not re.fullmatch(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}", text):
+        raise ValueError(f"{text!r} is not a MAC address like 02:00:00:00:00:01")
+    mac = int(text.replace(":", ""), 16)
+    if mac >> 40 & 1 or mac == 0:
+        raise ValueError(f"{text} is a multicast or zero address, not a VF's own")
+    return mac
+
+
+def format_mac(mac: int) -> str:
+    return ":".join(f"{b:02x}" for b in mac.to_bytes(6, "big"))
+
+
+class Rules(BaseModel):
+    """One VM's rules; every field has a safe default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    macs: tuple[str, ...] = ()
+    trust: bool = False
+    spoofchk: bool = True
+    vlan: int = Field(0, ge=0, le=4094)
+    guest_vlans: tuple[int, ...] = ()
+    max_mtu: int = Field(1500, ge=68, le=9702)
+    multicast_limit: int = Field(16, ge=0, le=4096)
+    state: Literal["auto", "enable", "disable"] = "auto"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_mac_spelling(cls, data):
+        if isinstance(data, dict) and "mac" in data:
+            if "macs" in data:
+                raise ValueError("give mac or macs, not both")
+            data = dict(data)
+            data["macs"] = [data.pop("mac")]
+        return data
+
+    @field_validator("macs")
+    @classmethod
+    def _macs(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(format_mac(parse_mac(m)) for m in v)
+
+    @field_validator("guest_vlans")
+    @classmethod
+    def _vids(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if bad := [x for x in v if not 1 <= x <= 4094]:
+            raise ValueError(f"VLAN ids are 1 to 4094, not {bad[0]}")
+        return tuple(sorted(set(v)))
+
+    @model_validator(mode="after")
+    def _port_or_guest_vlans(self):
+        if self.vlan and self.guest_vlans:
+            raise ValueError("a port VLAN (vlan) and guest VLANs (guest_vlans) exclude each other")
+        return self
+
+    @property
+    def mac_ints(self) -> tuple[int, ...]:
+        return tuple(parse_mac(m) for m in self.macs)
+
+    @property
+    def max_frame(self) -> int:
+        return self.max_mtu + ETH_HEADER
+
+
+class Policy:
+    """Resolved rules per VM name (defaults, then the VM's own table)."""
+
+    def __init__(self, defaults: dict | None = None, vms: dict[str, dict] | None = None,
+                 source: str = "built-in defaults", text: str = ""):
+        self.defaults, self.source = dict(defaults or {}), source
+        if {"mac", "macs"} & self.defaults.keys():
+            raise PolicyError(f"{source}:{_line_of(text, 'defaults', 'mac') or '?'}: [defaults]: "
+                              "a MAC belongs to one VM, not to all")
+        self._default = _rules(source, text, "defaults", self.defaults)
+        self.rules = {name: _rules(source, text, f"vm.{name}", {**self.defaults, **table})
+                      for name, table in (vms or {}).items()}
+
+    def for_vm(self, name: str) -> Rules:
+        return self.rules.get(name, self._default)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Policy":
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except OSError as e:
+            raise PolicyError(f"{path}: {e.strerror}") from None
+        try:
+            raw = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise PolicyError(f"{path}: {e}") from None
+        if unknown := sorted(set(raw) - {"defaults", "vm"}):
+            raise PolicyError(f"{path}:{_line_of(text, unknown[0], '') or _line_of(text, '', unknown[0]) or '?'}: "
+                              f"'{unknown[0]}': a policy has [defaults] and [vm.NAME] tables only")
+        vms = raw.get("vm", {})
+        if bad := [n for n, t in vms.items() if not isinstance(t, dict)]:
+            raise PolicyError(f"{path}: 'vm.{bad[0]}' must be a table ([vm.{bad[0]}])")
+        return cls(raw.get("defaults", {}), vms, str(path), text)
+
+
+def _rules(source: str, text: str, table: str, data: dict) -> Rules:
+    try:
+        return Rules(**data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        field = ".".join(str(p) for p in err["loc"])
+        if field == "macs" and "mac" in data:
+            field = "mac"
+        line = _line_of(text, table, field)
+        what = f"field '{field}'" if field else "table"
+        msg = err["msg"].removeprefix("Value error, ")
+        raise PolicyError(f"{source}:{line or '?'}: [{table}] {what}: {msg}") from None
+    except TypeError as e:  # not a table at all
+        raise PolicyError(f"{source}: [{table}]: {e}") from None
+
+
+def _line_of(text: str, table: str, field: str) -> int | None:
+    lines = text.splitlines()
+    start = 0
+    if table:
+        pat = re.compile(r"^\s*\[\s*" + r"\s*\.\s*".join(
+            rf'(?:"{re.escape(p)}"|{re.escape(p)})' for p in table.split(".")) + r"\s*\]")
+        hits = [i for i, ln in enumerate(lines) if pat.match(ln)]
+        if not hits:
+            return None
+        start = hits[0]
+        if not field:
+            return start + 1
+    key = field.split(".")[0] if field else ""
+    for i in range(start + (1 if table else 0), len(lines)):
+        if table and re.match(r"^\s*\[", lines[i]):
+            break
+        if key and re.match(rf"^\s*{re.escape(key)}\s*=", lines[i]):
+            return i + 1
+    return start + 1 if table else None
