@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from runtime.errors import LoadError, NpaError, PluginFault
@@ -24,7 +23,7 @@ app = typer.Typer(
     help=f"NPA: sandboxed WebAssembly vNIC plugins (Shell API v{ABI_MAJOR}.{ABI_MINOR}).",
     no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 app.add_typer(bench.app, name="bench")
-out = Console(highlight=False)
+out = runner.out
 
 
 def fail(message: str, code: int = 1) -> None:
@@ -200,12 +199,16 @@ def run(
                                          "(VM to VM inside the NIC) or vepa (through the uplink)."),
     uplink: Optional[str] = typer.Option(None, "--uplink", help="What is behind the uplink: null "
                                          "or loopback (default: loopback with vepa, else null)."),
+    policy: Optional[Path] = typer.Option(None, "--policy", help="Policy file (TOML) the "
+                                          "hypervisor enforces; see `npa policy check`."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Run VM-to-VM traffic through the plugin, the NIC model and its switch; exit 0 only if
-    nothing was lost, duplicated, reordered or corrupted and every frame is back with its shell."""
+    nothing was lost, duplicated, reordered or corrupted and every frame is back with its shell.
+    VMs boot on the emulated path and switch to the plugin when the hypervisor offers the VF."""
     from nic_model.sriov import MODELS
     from runtime.guest import size_schedule
+    from runtime.policy import Policy
 
     if nic not in MODELS:
         fail(f"--nic {nic}: unknown NIC model (known: {', '.join(MODELS)})")
@@ -231,13 +234,46 @@ def run(
     except OSError as e:
         fail(f"{path}: {e.strerror}")
     try:
+        rules = Policy.load(policy) if policy else None
+    except NpaError as e:
+        fail(str(e))
+    try:
         host, seconds = runner.run(data, vms=vms, vfs=vfs, packets=packets, sizes=sizes, model=nic,
-                                   pcap=pcap, switch=switch, uplink=uplink, quiet=quiet)
+                                   pcap=pcap, switch=switch, uplink=uplink, quiet=quiet, policy=rules)
     except (LoadError, PluginFault) as e:
         fail(f"{path}: {e}")
     except OSError as e:
         fail(f"{e.filename}: {e.strerror}")
-    raise typer.Exit(runner.verdict(host, runner.report(host, seconds)))
+    raise typer.Exit(runner.verdict(host, runner.report(host, seconds, modes=policy is not None)))
+
+
+policy_app = typer.Typer(help="The hypervisor's policy file.", no_args_is_help=True)
+app.add_typer(policy_app, name="policy")
+
+
+@policy_app.command("check")
+def policy_check(
+    file: Path = typer.Argument(..., help="Policy file (TOML)."),
+    vms: int = typer.Option(0, "--vms", min=0, help="Also show the rules of vm0..vmN-1 not "
+                            "listed in the file (they get the defaults)."),
+) -> None:
+    """Validate a policy file and print it resolved, VM by VM (defaults applied)."""
+    from runtime.policy import Policy
+
+    try:
+        pol = Policy.load(file)
+    except NpaError as e:
+        fail(str(e))
+    names = list(pol.rules) + [f"vm{i}" for i in range(vms) if f"vm{i}" not in pol.rules]
+    t = Table("vm", "mac", "trust", "spoofchk", "port vlan", "guest vlans", "max mtu",
+              "multicast", "state", title=f"{file}: valid", title_justify="left")
+    for name in names:
+        r = pol.for_vm(name)
+        t.add_row(name, ", ".join(r.macs) or "(assigned)", "on" if r.trust else "off",
+                  "on" if r.spoofchk else "off", str(r.vlan or "-"),
+                  ", ".join(map(str, r.guest_vlans)) or "-", str(r.max_mtu),
+                  str(r.multicast_limit), r.state)
+    out.print(t)
 
 
 @app.command()

@@ -17,6 +17,7 @@ from rich.table import Table
 
 from nic_model.sriov import SriovNic
 from runtime.host import Host
+from runtime.policy import Policy, format_mac
 
 out = Console(highlight=False)
 if not out.is_terminal:
@@ -25,9 +26,9 @@ err = Console(stderr=True, highlight=False)
 
 
 def run(image: bytes, *, vms: int, vfs: int, packets: int, sizes, model: str, pcap: Path | None,
-        switch: str, uplink: str, quiet: bool = False) -> tuple[Host, float]:
+        switch: str, uplink: str, quiet: bool = False, policy: Policy | None = None) -> tuple[Host, float]:
     nic = SriovNic(model, vfs, uplink=uplink, pcap=pcap, switch_mode=switch)
-    host = Host(nic, image, vms, packets=packets, sizes=sizes)
+    host = Host(nic, image, vms, packets=packets, sizes=sizes, policy=policy)
     try:
         host.boot()
         total = host.total_frames()
@@ -41,18 +42,19 @@ def run(image: bytes, *, vms: int, vfs: int, packets: int, sizes, model: str, pc
         host.close()
 
 
-def report(host: Host, seconds: float) -> list[str]:
-    """Print the tables; return the problems found (none: a clean run)."""
-    vt = Table("vm", "mac", "plugin", "sent", "received", "lost", "dup", "reordered", "corrupt",
+def report(host: Host, seconds: float, modes: bool = False) -> list[str]:
+    """Print the tables; return the problems found (none: a clean run). `modes`: list every
+    VM's data-path mode changes, not only those after boot."""
+    vt = Table("vm", "mac", "data path", "sent", "received", "lost", "dup", "reordered", "corrupt",
                "refused", "faults", title="VMs", title_justify="left")
     problems = []
     for vm in host.vms:
         checks = vm.sink.check.values()
         lost = sum(vm.sink.lost(fid) for fid in vm.sink.check)
         faults = [e for e in vm.shell.events if e.kind == "fault"]
-        attach = next((e.reason for e in vm.shell.events if e.kind == "attach"), "-")
+        attach = next((e.reason for e in reversed(vm.shell.events) if e.kind == "attach"), "-")
         sent = sum(f.sent for f in vm.gen.flows)
-        vt.add_row(vm.name, _mac(vm.mac), attach, str(sent), str(sum(c.received for c in checks)),
+        vt.add_row(vm.name, format_mac(vm.mac), attach, str(sent), str(sum(c.received for c in checks)),
                    str(lost), str(sum(c.duplicates for c in checks)),
                    str(sum(c.reordered for c in checks)), str(sum(c.corrupted for c in checks)),
                    str(sum(vm.shell.refused.values())), str(len(faults)))
@@ -73,14 +75,16 @@ def report(host: Host, seconds: float) -> list[str]:
         if f.sent < f.count:
             problems.append(f"flow {f.id}: the guest could send only {f.sent} of {f.count} frames")
     out.print(vt)
+    _modes(host, modes)
 
     ft = Table("vf", "pci", "tx frames", "rx frames", "tx bytes", "rx bytes", "tx errors",
-               "rx oversize", "dma faults", "resets", title="VFs", title_justify="left")
+               "rx oversize", "spoofed", "vlan", "oversize", "dma faults", "resets",
+               title="VFs (drops: the switch enforcing the PF's policy)", title_justify="left")
     for vf in host.nic.vfs:
-        s = vf.stats
+        s, p = vf.stats, vf.port.stats
         ft.add_row(vf.name, vf.pci_id, *(str(v) for v in (
             s.tx_frames, s.rx_frames, s.tx_bytes, s.rx_bytes, s.tx_errors, s.rx_oversize,
-            s.dma_faults, s.resets)))
+            p.spoofed, p.vlan, p.oversize, s.dma_faults, s.resets)))
     out.print(ft)
 
     sw = host.nic.switch
@@ -100,8 +104,19 @@ def report(host: Host, seconds: float) -> list[str]:
     return problems
 
 
-def _mac(mac: int) -> str:
-    return ":".join(f"{b:02x}" for b in mac.to_bytes(6, "big"))
+def _modes(host: Host, every: bool) -> None:
+    """Each VM's data-path mode changes with their reasons (after boot, or all of them)."""
+    if not host.managed:
+        return
+    t = Table("vm", "time (µs)", "mode", "reason", title="data-path mode changes", title_justify="left")
+    rows = 0
+    for vm in host.vms:
+        changes = host.hv.modes(vm)
+        for c in changes if every else changes[2:]:  # boot: emulated, then the VF offer
+            t.add_row(vm.name, str(c.time_us), c.mode, c.reason)
+            rows += 1
+    if rows:
+        out.print(t)
 
 
 def verdict(host: Host, problems: list[str]) -> int:

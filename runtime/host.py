@@ -1,9 +1,10 @@
 """A host: the NIC model, one VM per VF (sandbox, shell, plugin, guest), and the loop that
 steps them in a fixed order. Nothing here depends on wall time, so a run is reproducible.
 
-A step: every guest offers frames to its shell, shells with work poll their plugin, the NIC
-runs one tick (TX engines, switch, uplink, RX engines), then MSI-X messages are delivered to the
-shells, which ask their plugins which queues need a poll on the next step.
+A step: every guest offers frames to its shell, shells with work poll their data path (the
+plugin, or the hypervisor's emulated NIC), the NIC runs one tick (TX engines, switch, uplink, RX
+engines), MSI-X messages are delivered to the shells, which ask their plugins which queues need a
+poll on the next step, and the hypervisor handles faults and control requests.
 """
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ from nic_model.vf import Vf
 
 from .errors import LoadError
 from .guest import Flow, Sink, TrafficGen
+from .hypervisor import EMULATED, Hypervisor
 from .loader import ImageReport, analyse
+from .policy import Policy
 from .region import RegionPlan
 from .sandbox import Sandbox
 from .shell import Driver, Shell
@@ -63,42 +66,55 @@ def pairs(n: int) -> list[tuple[int, int]]:
 class Host:
     def __init__(self, nic: SriovNic, image: bytes | ImageReport, vms: int, *, packets: int,
                  sizes: np.ndarray, window: int = 2048, ring_size: int = 512,
-                 pool_frames: int = 2048, budget: int = 512, region: RegionPlan = RegionPlan()):
+                 pool_frames: int = 2048, budget: int = 512, region: RegionPlan = RegionPlan(),
+                 policy: Policy | None = None):
         if not 2 <= vms <= len(nic.vfs):
             raise ValueError(f"{vms} VMs: need 2 to {len(nic.vfs)} (one VF each)")
         self.nic, self.window = nic, window
         self.report = image if isinstance(image, ImageReport) else analyse(image)
         if self.report.error is not None:
             raise self.report.error
-        flows = [Flow(k, vm_mac(a), vm_mac(b), packets, sizes) for k, (a, b) in enumerate(pairs(vms))]
+        self.hv = Hypervisor(nic, self.report, policy)
+        macs = [(self.hv.policy.for_vm(f"vm{i}").mac_ints or (vm_mac(i),))[0] for i in range(vms)]
+        flows = [Flow(k, macs[a], macs[b], packets, sizes) for k, (a, b) in enumerate(pairs(vms))]
         self.flows = flows
         self.vms: list[Vm] = []
         for i in range(vms):
             vf = nic.vfs[i]
-            nic.set_vf_mac(vf, vm_mac(i))
+            nic.set_vf_mac(vf, macs[i])
             box = Sandbox(region.at(plugin_base(i)), bar=vf)
             shell = Shell(box, ring_size=ring_size, frames=pool_frames, budget=budget,
                           reset_vf=vf.reset, clock=lambda: nic.now_us)
-            self.vms.append(Vm(i, vm_mac(i), vf, box, shell,
-                               TrafficGen([f for f in flows if f.src == vm_mac(i)], burst=budget),
-                               Sink(vm_mac(i), [f for f in flows if f.dst == vm_mac(i)])))
+            self.vms.append(Vm(i, macs[i], vf, box, shell,
+                               TrafficGen([f for f in flows if f.src == macs[i]], burst=budget),
+                               Sink(macs[i], [f for f in flows if f.dst == macs[i]])))
         self._sink_of = {f.id: vm.sink for vm in self.vms for f in flows if f.dst == vm.mac}
         self.steps = 0
+        self.managed = False  # VMs run under the hypervisor (modes), not a fixed driver
 
     def boot(self, driver: Callable[[Vm], Driver] | None = None, label: str = "host driver") -> None:
-        """Inject the plugin into every VM at the base the hypervisor chose, and init it.
-        `driver` replaces the plugin by another driver of the same ABI (benchmark baselines)."""
+        """Boot every VM on the emulated path, then offer each its VF: the hypervisor injects the
+        plugin at the base it chose and the shell initialises it. `driver` instead attaches
+        another driver of the same ABI directly (benchmark baselines)."""
         m = self.report.manifest
         ids = {str(d) for d in m.devices}
-        if driver is None and (vf := self.nic.vfs[0]).pci_id not in ids:
+        if driver is not None:
+            for vm in self.vms:
+                vm.shell.attach(driver(vm), m.features, label)
+            return
+        if (vf := self.nic.vfs[0]).pci_id not in ids:
             raise LoadError("device", f"plugin {m.name} drives {', '.join(sorted(ids))}, "
                             f"not this NIC's VFs ({vf.pci_id}, {self.nic.model.MODEL})")
+        self.managed = True
         for vm in self.vms:
-            if driver is not None:
-                vm.shell.attach(driver(vm), m.features, label)
-                continue
-            plugin = vm.box.load(self.report)
-            vm.shell.attach(plugin, m.features, f"{m.name} {m.version} at 0x{plugin.base:x}")
+            self.hv.admit(vm)
+            vm.sink.receive(self.hv.offer(vm))
+
+    def offer(self, i: int) -> None:
+        self.vms[i].sink.receive(self.hv.offer(self.vms[i]))
+
+    def revoke(self, i: int, reason: str = "vf revoke") -> None:
+        self.vms[i].sink.receive(self.hv.revoke(self.vms[i], reason))
 
     # -- the loop ------------------------------------------------------------------------------
     def _window(self, vm: Vm) -> dict[int, int]:
@@ -106,6 +122,11 @@ class Host:
                 for f in vm.gen.flows}
 
     def step(self) -> None:
+        self.run_shells()
+        self.run_nic()
+
+    def run_shells(self) -> None:
+        """Guests offer frames to their shells; shells with work poll their data path."""
         for vm in self.vms:
             shell = vm.shell
             if not vm.gen.done and shell.active:
@@ -113,13 +134,19 @@ class Host:
                 if burst is not None:
                     flow, frames = burst
                     flow.sent += shell.transmit(frames)
-            if shell.need_poll:
+            if shell.need_poll or (self.managed and self.hv.mode(vm) == EMULATED):
                 vm.sink.receive(shell.poll())
+
+    def run_nic(self) -> None:
+        """The NIC's tick, then MSI-X messages to the shells and the hypervisor's round."""
         self.nic.step()
         for vm in self.vms:
             if fired := vm.vf.take_msix():
                 vm.shell.interrupt(fired)
             vm.box.host.refill_log_tokens()
+            if self.managed:
+                self.hv.check_faults(vm)
+                self.hv.serve(vm)
         self.steps += 1
 
     def moved(self) -> int:

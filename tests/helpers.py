@@ -7,11 +7,14 @@ from pathlib import Path
 
 import wasmtime
 
+from cli import toolchain
 from runtime.wasm import DYLINK, dylink_section, with_custom_section
 from shell_api import MANIFEST_SECTION, Manifest
 
 ROOT = Path(__file__).resolve().parent.parent
 NULLVF = ROOT / "plugins-wasm" / "nullvf.wasm"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+IXGBEVF = dict(devices=[{"vendor": 0x8086, "device": 0x10ED}], features=1)
 
 EXPORTS = {
     "npa_init": "(param i32) (result i32) i32.const 0",
@@ -50,3 +53,23 @@ def npa(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     """Run the real `npa` command line in a child process."""
     return subprocess.run([sys.executable, "-c", "from cli.main import main; main()", *args],
                           cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+def build_broken(tmp: Path, bugs) -> dict[str, Path]:
+    """Compile C fixtures at once (in parallel), each with the ixgbevf plugin's manifest."""
+    src = ROOT / "plugins-src" / "ixgbevf"
+    procs = {}
+    for bug in bugs:
+        out = tmp / f"{bug.lower()}.raw.wasm"
+        cmd = [*toolchain.compiler(), *toolchain.CFLAGS, "-I", str(toolchain.INCLUDE_DIR),
+               "-I", str(src), f"-DBUG={bug}", "-o", str(out), str(FIXTURES / "broken.c")]
+        procs[bug] = (out, subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True))
+    images = {}
+    for bug, (out, proc) in procs.items():
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, f"{bug}: {err}"
+        man = manifest(name=f"broken-{bug.lower().replace('_', '-')}", **IXGBEVF)
+        path = tmp / f"{bug.lower()}.wasm"
+        path.write_bytes(with_custom_section(out.read_bytes(), MANIFEST_SECTION, man.encode()))
+        images[bug] = path
+    return images

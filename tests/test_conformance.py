@@ -3,21 +3,15 @@ on the check that names the rule it breaks, and on no check a correct driver wou
 from __future__ import annotations
 
 import json
-import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from helpers import ROOT, manifest, npa, wat_plugin
+from helpers import IXGBEVF, ROOT, build_broken, manifest, npa, wat_plugin
 
-from cli import toolchain
 from runtime.conformance import Target, run
-from runtime.wasm import with_custom_section
-from shell_api import MANIFEST_SECTION
 
 BUNDLED = sorted((ROOT / "plugins-wasm").glob("*.wasm"))
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
-IXGBEVF = dict(devices=[{"vendor": 0x8086, "device": 0x10ED}], features=1)
 
 # C fixtures: the real ixgbevf plugin plus one bug each (tests/fixtures/broken.c), and the
 # checks each must fail. Every other check must pass or skip.
@@ -59,29 +53,9 @@ BROKEN_WAT = {
 }
 
 
-def _build_c(tmp: Path) -> dict[str, Path]:
-    """Compile every C fixture at once (in parallel), each with the ixgbevf plugin's manifest."""
-    src = ROOT / "plugins-src" / "ixgbevf"
-    procs = {}
-    for bug in BROKEN_C:
-        out = tmp / f"{bug.lower()}.raw.wasm"
-        cmd = [*toolchain.compiler(), *toolchain.CFLAGS, "-I", str(toolchain.INCLUDE_DIR),
-               "-I", str(src), f"-DBUG={bug}", "-o", str(out), str(FIXTURES / "broken.c")]
-        procs[bug] = (out, subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True))
-    images = {}
-    for bug, (out, proc) in procs.items():
-        _, err = proc.communicate(timeout=120)
-        assert proc.returncode == 0, f"{bug}: {err}"
-        man = manifest(name=f"broken-{bug.lower().replace('_', '-')}", **IXGBEVF)
-        path = tmp / f"{bug.lower()}.wasm"
-        path.write_bytes(with_custom_section(out.read_bytes(), MANIFEST_SECTION, man.encode()))
-        images[bug] = path
-    return images
-
-
 @pytest.fixture(scope="module")
 def broken_c(tmp_path_factory) -> dict[str, Path]:
-    return _build_c(tmp_path_factory.mktemp("broken"))
+    return build_broken(tmp_path_factory.mktemp("broken"), BROKEN_C)
 
 
 def _failed(path: Path) -> tuple[set[str], dict[str, str]]:

@@ -1,0 +1,188 @@
+"""The hypervisor: the policy, the plugin image, the PF, and each VM's data-path mode.
+
+A VM boots EMULATED (`EmulatedNic`). On a VF offer the hypervisor injects the plugin at the base
+it chose, the shell initialises it and the VM is in PLUGIN mode. On a VF revoke the shell
+quiesces the plugin (every frame comes back, unsent ones marked) and the VM carries on EMULATED,
+re-sending first what came back unsent. On a plugin fault the shell has already disabled it and
+reset the VF; its TX frames are re-sent on the emulated path. The control path never reaches the
+plugin: guests ask here, over the control channel, and the policy decides; only then is the PF
+programmed.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from nic_model.frames import Frames
+from nic_model.sriov import SriovNic
+
+from .control import (AddVlan, Endpoint, LinkState, RemoveVlan, Reply, Request, SetMac,
+                      SetMtu, SetMulticast, SetRxMode, VfOffer, VfRevoke, channel)
+from .emulated import EmulatedNic
+from .errors import LoadError, NpaError, PluginFault
+from .loader import ImageReport
+from .policy import Policy, Rules, format_mac, parse_mac
+
+if TYPE_CHECKING:
+    from .host import Vm
+
+EMULATED, PLUGIN = "emulated", "plugin"
+
+
+@dataclass(frozen=True)
+class ModeChange:
+    time_us: int
+    mode: str
+    reason: str
+
+
+@dataclass
+class VmPort:
+    """What the hypervisor keeps per VM: its rules, control channel, data paths, mode history."""
+
+    rules: Rules
+    guest: Endpoint  # the shell's side of the control channel
+    host: Endpoint  # the hypervisor's side
+    emulated: EmulatedNic
+    plugin: object | None = None
+    mode: str = ""
+    modes: list[ModeChange] = field(default_factory=list)
+    vlans: set[int] = field(default_factory=set)
+
+
+class Hypervisor:
+    def __init__(self, nic: SriovNic, report: ImageReport, policy: Policy | None = None):
+        self.nic, self.report = nic, report
+        self.policy = policy or Policy()
+        self.ports: dict[int, VmPort] = {}
+
+    # -- VMs -----------------------------------------------------------------------------------
+    def admit(self, vm: "Vm") -> None:
+        """Program the VF's port from the policy and boot the VM on the emulated path."""
+        rules = self.policy.for_vm(vm.name)
+        nic, vf = self.nic, vm.vf
+        nic.set_vf_mac(vf, vm.mac)
+        nic.set_vf_spoofchk(vf, rules.spoofchk)
+        nic.set_vf_trust(vf, rules.trust)
+        nic.set_vf_vlan(vf, rules.vlan)
+        nic.set_vf_max_frame(vf, rules.max_frame)
+        guest, host = channel()
+        emu = EmulatedNic(vm.shell.dp, vm.box.region.np, vf.port, nic.switch)
+        self.ports[vm.index] = VmPort(rules, guest, host, emu)
+        vm.shell.resend_after_fault = True  # the emulated path is always there to fall back to
+        self._switch(vm, EMULATED, emu, "boot")
+
+    def mode(self, vm: "Vm") -> str:
+        return self.ports[vm.index].mode
+
+    def modes(self, vm: "Vm") -> list[ModeChange]:
+        return self.ports[vm.index].modes
+
+    def _switch(self, vm: "Vm", mode: str, driver, reason: str) -> bool:
+        p = self.ports[vm.index]
+        label = "emulated" if mode == EMULATED else f"{self.report.manifest.name} at 0x{p.plugin.base:x}"
+        if not vm.shell.attach(driver, self.report.manifest.features if mode == PLUGIN else 0, label):
+            return False
+        p.mode = mode
+        p.modes.append(ModeChange(self.nic.now_us, mode, reason))
+        return True
+
+    def offer(self, vm: "Vm") -> Frames:
+        """EMULATED -> PLUGIN: the VF is the VM's. Returns frames received on the way."""
+        p = self.ports[vm.index]
+        if p.mode != EMULATED:
+            return Frames.empty()
+        got = vm.shell.quiesce()
+        p.host.send(VfOffer(vf=vm.vf.index, pci_id=vm.vf.pci_id, bar0_size=vm.vf.SIZE))
+        try:
+            if p.plugin is None:
+                p.plugin = vm.box.load(self.report)
+        except (LoadError, PluginFault) as e:
+            self._switch(vm, EMULATED, p.emulated, f"plugin refused: {e}")
+            return got
+        if not self._switch(vm, PLUGIN, p.plugin, "vf offer"):
+            reason = vm.shell.events[-1].reason if vm.shell.events else "init failed"
+            p.plugin = None
+            self._switch(vm, EMULATED, p.emulated, f"plugin init failed: {reason}")
+        return got
+
+    def revoke(self, vm: "Vm", reason: str = "vf revoke") -> Frames:
+        """PLUGIN -> EMULATED, losing nothing: quiesce the plugin, reset the VF, re-send unsent."""
+        p = self.ports[vm.index]
+        if p.mode != PLUGIN:
+            return Frames.empty()
+        p.host.send(VfRevoke(reason=reason))
+        got = vm.shell.quiesce()
+        if vm.shell.active:  # quiesce failed: the shell faulted it (and reset the VF)
+            vm.shell.drop_plugin()
+        else:
+            vm.vf.reset()
+        if any(e.kind == "fault" for e in vm.shell.events[-1:]):
+            p.plugin = None
+        self._switch(vm, EMULATED, p.emulated, reason)
+        return got
+
+    def check_faults(self, vm: "Vm") -> None:
+        """A plugin the shell disabled (trap, fuel, deadline, bad status): fall back."""
+        p = self.ports[vm.index]
+        if p.mode == PLUGIN and not vm.shell.active:
+            reason = vm.shell.events[-1].reason if vm.shell.events else "plugin stopped"
+            p.plugin = None  # a faulted instance is never called again
+            self._switch(vm, EMULATED, p.emulated, f"fault: {reason}")
+
+    # -- control path --------------------------------------------------------------------------
+    def serve(self, vm: "Vm") -> None:
+        """Answer every request waiting on the VM's control channel."""
+        p = self.ports[vm.index]
+        while (got := p.host.recv()) is not None:
+            msg_id, msg = got
+            try:
+                rule, message = self._request(vm, p, msg)
+                status = "refused" if rule else "ok"
+            except (ValueError, PermissionError, NpaError) as e:
+                rule, message, status = None, str(e), "error"
+            p.host.send(Reply(id=msg_id, status=status, rule=rule, message=message), msg_id)
+
+    def _refuse(self, vm: "Vm", field_name: str, why: str) -> tuple[str, str]:
+        return f"vm.{vm.name}.{field_name}", why
+
+    def _request(self, vm: "Vm", p: VmPort, msg: Request) -> tuple[str | None, str]:
+        r, nic, vf = p.rules, self.nic, vm.vf
+        if isinstance(msg, SetMac):
+            mac = parse_mac(msg.mac)
+            allowed = r.mac_ints or (vm.mac,)
+            if mac not in allowed:
+                return self._refuse(vm, "mac", f"{msg.mac} is not among {', '.join(format_mac(m) for m in allowed)}")
+            nic.set_vf_mac(vf, mac)
+            vm.mac = mac
+        elif isinstance(msg, SetRxMode):
+            if (msg.promisc or msg.allmulti) and not r.trust:
+                return self._refuse(vm, "trust", "an untrusted VF gets no promiscuous or all-multicast mode")
+            nic.set_vf_rx_mode(vf, msg.promisc, msg.allmulti)
+        elif isinstance(msg, AddVlan):
+            if r.vlan:
+                return self._refuse(vm, "vlan", f"port VLAN {r.vlan} is set: the guest does not tag")
+            if msg.vid not in r.guest_vlans:
+                return self._refuse(vm, "guest_vlans", f"VLAN {msg.vid} is not among {list(r.guest_vlans)}")
+            p.vlans.add(msg.vid)
+            nic.set_vf_vlan_filter(vf, p.vlans)
+        elif isinstance(msg, RemoveVlan):
+            p.vlans.discard(msg.vid)
+            nic.set_vf_vlan_filter(vf, p.vlans)
+        elif isinstance(msg, SetMulticast):
+            groups = {int(g.replace(":", ""), 16) for g in msg.groups}
+            if any(not g >> 40 & 1 for g in groups):
+                raise ValueError("multicast list holds a unicast address")
+            if len(groups) > r.multicast_limit:
+                return self._refuse(vm, "multicast_limit", f"{len(groups)} groups; the limit is {r.multicast_limit}")
+            nic.set_vf_multicast(vf, groups)
+        elif isinstance(msg, SetMtu):
+            if msg.mtu > r.max_mtu:
+                return self._refuse(vm, "max_mtu", f"MTU {msg.mtu} is above {r.max_mtu}")
+            nic.set_vf_max_frame(vf, msg.mtu + 14)
+        else:
+            raise ValueError(f"{msg.kind} is not a request")
+        return None, ""
+
+    def link(self, vm: "Vm", up: bool) -> None:
+        self.ports[vm.index].host.send(LinkState(up=up))
