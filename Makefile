@@ -37,6 +37,7 @@ bench: $(STAMP)
 	$(NPA) bench calls
 	$(NPA) bench datapath
 	$(NPA) bench nics
+	$(NPA) bench switch
 
 clean:
 	rm -rf $(VENV) build *.egg-info

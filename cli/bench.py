@@ -163,3 +163,78 @@ def nics(
         t.add_row(name, model.DESCRIPTION, path.name, f"{mpps:.3f}", f"{mpps / best:.2f}x",
                   f"{calls:.2f}", f"{frames:.0f}", str(intr))
     out.print(t)
+
+
+@app.command()
+def switch(
+    image: Path = typer.Option(DEFAULT_IMAGE.parent / "ixgbevf.wasm", help="Plugin image."),
+    rounds: int = typer.Option(50, min=1, help="Revoke/offer round trips to time."),
+    packets: int = typer.Option(200_000, min=1000, help="64-byte frames per direction for Mpps."),
+) -> None:
+    """Switch-over time under load (VF revoke -> first frame on the emulated path, VF offer ->
+    first frame through the plugin), and the emulated path's Mpps next to the plugin's."""
+    import statistics
+
+    from nic_model.sriov import SriovNic
+    from runtime.guest import size_schedule
+    from runtime.host import Host
+
+    data = image.read_bytes()
+    host = Host(SriovNic("ixgbevf", 2), data, 2, packets=10**9, sizes=size_schedule(64))
+    host.boot()
+    vm = host.vms[0]
+    emu = host.hv.ports[vm.index].emulated
+    times = {"revoke": [], "offer": []}
+    calls = {"revoke": [], "offer": []}
+    steps = {"revoke": [], "offer": []}
+
+    def first_frame(kind: str, moved) -> None:
+        t0, s0, before = time.perf_counter(), host.steps, moved()
+        host.revoke(0) if kind == "revoke" else host.offer(0)
+        calls[kind].append(time.perf_counter() - t0)
+        while moved() == before:
+            host.step()
+        times[kind].append(time.perf_counter() - t0)
+        steps[kind].append(host.steps - s0)
+
+    for _ in range(20):  # load: both directions running
+        host.step()
+    for _ in range(rounds):
+        first_frame("revoke", lambda: emu.stats["tx_frames"] + emu.stats["rx_frames"])
+        for _ in range(5):
+            host.step()
+        first_frame("offer", lambda: vm.vf.stats.tx_frames + vm.vf.stats.rx_frames)
+        for _ in range(5):
+            host.step()
+    host.finish()
+    if not host.conserved() or any(vm.sink.check[f].duplicates or vm.sink.check[f].reordered
+                                   for vm in host.vms for f in vm.sink.check):
+        raise NpaError("the switch-over benchmark lost its frames' order or conservation")
+
+    def mpps(emulated: bool) -> float:
+        h = Host(SriovNic("ixgbevf", 2), data, 2, packets=packets, sizes=size_schedule(64))
+        h.boot()
+        if emulated:
+            h.revoke(0), h.revoke(1)
+        t0 = time.perf_counter()
+        h.run()
+        dt = time.perf_counter() - t0
+        if not h.clean():
+            raise NpaError(f"the {'emulated' if emulated else 'plugin'} run was not clean")
+        return h.total_frames() / dt / 1e6
+
+    plugin, emulated = mpps(False), mpps(True)
+    t = Table("measure", "median (ms)", "p95 (ms)", "of which the switch call (ms)",
+              "device time (10 µs steps)", title=f"npa bench switch ({rounds} round trips under "
+              "64-byte load, both ways)", title_justify="left")
+    for kind, label in (("revoke", "VF revoke -> first frame emulated"),
+                        ("offer", "VF offer -> first frame via plugin")):
+        ts = sorted(times[kind])
+        t.add_row(label, f"{statistics.median(ts) * 1e3:.2f}", f"{ts[int(0.95 * (len(ts) - 1))] * 1e3:.2f}",
+                  f"{statistics.median(calls[kind]) * 1e3:.2f}",
+                  f"median {statistics.median(steps[kind]):.0f}, max {max(steps[kind])}")
+    out.print(t)
+    m = Table("data path", "Mpps", "ratio", title="emulated vs plugin, same run", title_justify="left")
+    m.add_row("plugin (wasm, VF)", f"{plugin:.3f}", "1.00x")
+    m.add_row("emulated (hypervisor, PF)", f"{emulated:.3f}", f"{emulated / plugin:.2f}x")
+    out.print(m)
