@@ -76,6 +76,10 @@ class SriovNic:
         """Frames longer than this (without FCS and VLAN tag) from the VF are dropped."""
         self.switch.set_policy(vf.port, max_frame=nbytes)
 
+    def set_vf_link(self, vf: Vf, up: bool) -> None:
+        """`state enable|disable`: a disabled VF's link is down, nothing passes the switch."""
+        self.switch.set_policy(vf.port, link=up)
+
     @staticmethod
     def _check_vid(vid: int, allow_zero: bool = False) -> None:
         if not (0 if allow_zero else 1) <= vid <= 4094:

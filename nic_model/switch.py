@@ -55,6 +55,7 @@ class PortPolicy:
     allmulti: bool = False
     multicast: frozenset[int] = frozenset()  # groups the VF joined
     max_frame: int = 1514  # bytes, without FCS and without a VLAN tag
+    link: bool = True  # `state disable`: nothing passes to or from the VF
 
 
 class Port:
@@ -138,6 +139,9 @@ class Switch:
     def _police(self, port: Port, frames: Frames) -> Frames:
         """Ingress enforcement of a VF port's policy; what fails is dropped and counted."""
         pol, st = port.policy, port.stats
+        if not pol.link:
+            st.drops += len(frames)
+            return frames.take(slice(0, 0))
         tagged, vid = vlan_tags(frames)
         bad = frames.lens - 4 * tagged > pol.max_frame
         st.oversize += int(bad.sum())
@@ -157,6 +161,8 @@ class Switch:
                 tags: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
         """Which frames a VF port takes: by destination, group membership and VLAN."""
         pol = port.policy
+        if not pol.link:
+            return np.zeros(len(frames), bool)
         sel = dest == port.index
         if pol.promisc:
             sel = sel | ~group

@@ -66,9 +66,11 @@ class Hypervisor:
         nic.set_vf_trust(vf, rules.trust)
         nic.set_vf_vlan(vf, rules.vlan)
         nic.set_vf_max_frame(vf, rules.max_frame)
+        nic.set_vf_link(vf, rules.state != "disable")
         guest, host = channel()
         emu = EmulatedNic(vm.shell.dp, vm.box.region.np, vf.port, nic.switch)
         self.ports[vm.index] = VmPort(rules, guest, host, emu)
+        host.send(LinkState(up=rules.state != "disable"))
         vm.shell.resend_after_fault = True  # the emulated path is always there to fall back to
         self._switch(vm, EMULATED, emu, "boot")
 
@@ -184,5 +186,3 @@ class Hypervisor:
             raise ValueError(f"{msg.kind} is not a request")
         return None, ""
 
-    def link(self, vm: "Vm", up: bool) -> None:
-        self.ports[vm.index].host.send(LinkState(up=up))

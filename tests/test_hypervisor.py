@@ -4,11 +4,10 @@ import numpy as np
 import pytest
 from helpers import ROOT, build_broken, npa, wat_plugin
 
-from nic_model import ixgbe
 from nic_model.frames import Frames, push_vlan
 from nic_model.sriov import SriovNic
-from runtime.control import (AddVlan, ChannelError, Reply, SetMac, SetMtu, SetMulticast,
-                             SetRxMode, channel, decode, encode)
+from runtime.control import (AddVlan, ChannelError, LinkState, Reply, SetMac, SetMtu,
+                             SetMulticast, SetRxMode, channel, decode, encode)
 from runtime.guest import Flow, build, size_schedule
 from runtime.host import Host
 from runtime.hypervisor import EMULATED, PLUGIN
@@ -250,3 +249,14 @@ def test_npa_run_with_a_policy_shows_mode_changes_and_drop_counters(tmp_path):
     f.write_text("[vm.vm0]\nvlan = x\n")
     r = npa("run", "--policy", str(f), "-q")
     assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_link_state_disable_cuts_the_vf_off_and_tells_the_guest(tmp_path):
+    h = host(policy=policy('[vm.vm1]\nstate = "disable"\n', tmp_path), packets=300)
+    guest = h.hv.ports[h.vms[1].index].guest
+    msgs = [guest.recv()[1] for _ in range(guest.pending())]
+    assert LinkState(up=False) in msgs
+    for _ in range(30):
+        h.step()
+    assert h.vms[1].sink.frames == 0 and h.vms[0].sink.frames == 0
+    assert h.vms[1].vf.port.stats.drops > 0
