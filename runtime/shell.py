@@ -153,9 +153,28 @@ class Shell:
         try:  # what the plugin already handed back is reaped, and checked, as on any poll
             self._reap_txc()
             self._salvaged.append(self._reap_rx())
+            if self.resend_after_fault:
+                self._salvaged.append(self._last_quiesce())
         finally:
             self._faulting = False
         self.drop_plugin()
+
+    def _last_quiesce(self) -> Frames:
+        """A faulted plugin's one chance to hand its frames back exactly (sent, UNSENT, EMPTY),
+        under its usual fuel and deadline; every entry is checked as always. Whatever it keeps,
+        `drop_plugin` takes back."""
+        got = []
+        for _ in range(QUIESCE_ROUNDS):
+            try:
+                status = self.driver.npa_quiesce()
+            except PluginFault:
+                break
+            self._reap_txc()
+            got.append(self._reap_rx())
+            if status != Status.STATE:
+                break
+        self._take_back_untaken()
+        return Frames.concat(got)
 
     def drop_plugin(self) -> None:
         """Disable the plugin without its help (after a fault, or a reset by the hypervisor):
