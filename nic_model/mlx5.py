@@ -193,23 +193,31 @@ class Mlx5Vf(Vf):
         self.regs[EVENTS] |= EV_SQ_ERR if queue == "sq" else EV_RQ_ERR
         self.raise_cause(1 << self.MISC_VECTOR)
 
-    def _records(self) -> np.ndarray | None:
+    def _queue(self, name: str):
+        """(doorbell record, work queue, its CQ, the CQ's entries, queue size, producer count)
+        as the device reads them, or None (a DMA fault: the queue goes to error)."""
+        send = name == "sq"
+        log, ci = (self.log_sq, self.sq_ci) if send else (self.log_rq, self.rq_ci)
         db = self.dma_view(self.dbrec, DBREC.itemsize, DBREC)
-        return None if db is None else db[0].copy()  # read once
+        wq = self.dma_view(self.sq if send else self.rq, (64 if send else 16) << log,
+                           SEND_WQE if send else RECV_WQE)
+        cq = self.cqs[0 if send else 1]
+        cqv = self.dma_view(cq.base, 64 * cq.size, CQE)
+        if db is None or wq is None or cqv is None:
+            return None
+        db = db[0].copy()  # read once
+        size = 1 << log
+        count = (int(db["sq_counter" if send else "rq_counter"]) - ci) & WQE_COUNTER
+        return (db, wq, cq, cqv, size, count) if count <= size else None
 
     # -- ring engine ---------------------------------------------------------------------------
     def tx(self) -> None:
         if self.resetting or not self.up or self.sq_err or not self.sq_kicked:
             return
-        db, sq = self._records(), self.dma_view(self.sq, 64 << self.log_sq, SEND_WQE)
-        cq = self.cqs[0]
-        cqv = self.dma_view(cq.base, 64 * cq.size, CQE)
-        if db is None or sq is None or cqv is None:
+        if (q := self._queue("sq")) is None:
             return self._error("sq")
-        size = 1 << self.log_sq
-        pending = n = (int(db["sq_counter"]) - self.sq_ci) & WQE_COUNTER
-        if n > size:
-            return self._error("sq")
+        db, sq, cq, cqv, size, pending = q
+        n = pending
         idx = self.sq_ci + np.arange(n)
         wqe = sq[idx & (size - 1)]  # read once
         signaled = (wqe["fm_ce_se"] & CQ_UPDATE) != 0
@@ -244,15 +252,9 @@ class Mlx5Vf(Vf):
     def rx(self) -> None:
         if self.resetting or not self.up or self.rq_err or not self.port.pending():
             return
-        db, rq = self._records(), self.dma_view(self.rq, 16 << self.log_rq, RECV_WQE)
-        cq = self.cqs[1]
-        cqv = self.dma_view(cq.base, 64 * cq.size, CQE)
-        if db is None or rq is None or cqv is None:
+        if (q := self._queue("rq")) is None:
             return self._error("rq")
-        size = 1 << self.log_rq
-        posted = (int(db["rq_counter"]) - self.rq_ci) & WQE_COUNTER
-        if posted > size:
-            return self._error("rq")
+        db, rq, cq, cqv, size, posted = q
         n = min(posted, cq.room(int(db["recv_cq_ci"]) & CQ_INDEX))
         if not n:
             return  # frames wait in the port's buffer
