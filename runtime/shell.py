@@ -95,20 +95,9 @@ class Shell:
 
     def quiesce(self) -> Frames:
         """Take every frame back from the plugin; returns what was received on the way."""
-        got = []
-        for _ in range(QUIESCE_ROUNDS):
-            self._reap_txc()
-            got.append(self._reap_rx())
-            if self.driver is None:  # a bad ring entry on the way was a fault
-                break
-            status = self._call("npa_quiesce")
-            if self.driver is None or status == Status.OK:
-                break
-            if status != Status.STATE:
-                self._fault(f"npa_quiesce returned {Status.describe(status)}")
-                break
-        self._reap_txc()
-        got.append(self._reap_rx())
+        got, failed = self._quiesce_rounds()
+        if failed:
+            self._fault(failed)
         got = [self._take_salvaged(), *got]
         if self.driver is not None:
             self._take_back_untaken()
@@ -159,20 +148,35 @@ class Shell:
             self._faulting = False
         self.drop_plugin()
 
+    def _quiesce_rounds(self) -> tuple[list[Frames], str | None]:
+        """Call npa_quiesce until it returns OK, draining txc and rx before each call (STATE: a
+        shell ring was full) and after the last. Returns the frames received on the way and,
+        when the plugin failed, why."""
+        got, failed = [], None
+        for _ in range(QUIESCE_ROUNDS):
+            self._reap_txc()
+            got.append(self._reap_rx())
+            if self.driver is None:  # a bad ring entry on the way was a fault
+                break
+            try:
+                status = self.driver.npa_quiesce()
+            except PluginFault as e:
+                failed = str(e)
+                break
+            if status == Status.OK:
+                break
+            if status != Status.STATE:
+                failed = f"npa_quiesce returned {Status.describe(status)}"
+                break
+        self._reap_txc()
+        got.append(self._reap_rx())
+        return got, failed
+
     def _last_quiesce(self) -> Frames:
         """A faulted plugin's one chance to hand its frames back exactly (sent, UNSENT, EMPTY),
         under its usual fuel and deadline; every entry is checked as always. Whatever it keeps,
         `drop_plugin` takes back."""
-        got = []
-        for _ in range(QUIESCE_ROUNDS):
-            try:
-                status = self.driver.npa_quiesce()
-            except PluginFault:
-                break
-            self._reap_txc()
-            got.append(self._reap_rx())
-            if status != Status.STATE:
-                break
+        got, _ = self._quiesce_rounds()
         self._take_back_untaken()
         return Frames.concat(got)
 
