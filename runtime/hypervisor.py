@@ -47,7 +47,6 @@ class VmPort:
     plugin: object | None = None
     mode: str = ""
     modes: list[ModeChange] = field(default_factory=list)
-    vlans: set[int] = field(default_factory=set)
 
 
 class Hypervisor:
@@ -66,11 +65,12 @@ class Hypervisor:
         nic.set_vf_trust(vf, rules.trust)
         nic.set_vf_vlan(vf, rules.vlan)
         nic.set_vf_max_frame(vf, rules.max_frame)
-        nic.set_vf_link(vf, rules.state != "disable")
+        up = rules.state != "disable"
+        nic.set_vf_link(vf, up)
         guest, host = channel()
         emu = EmulatedNic(vm.shell.dp, vm.box.region.np, vf.port, nic.switch)
         self.ports[vm.index] = VmPort(rules, guest, host, emu)
-        host.send(LinkState(up=rules.state != "disable"))
+        host.send(LinkState(up=up))
         vm.shell.resend_after_fault = True  # the emulated path is always there to fall back to
         self._switch(vm, EMULATED, emu, "boot")
 
@@ -103,9 +103,8 @@ class Hypervisor:
             self._switch(vm, EMULATED, p.emulated, f"plugin refused: {e}")
             return got
         if not self._switch(vm, PLUGIN, p.plugin, "vf offer"):
-            reason = vm.shell.events[-1].reason if vm.shell.events else "init failed"
             p.plugin = None
-            self._switch(vm, EMULATED, p.emulated, f"plugin init failed: {reason}")
+            self._switch(vm, EMULATED, p.emulated, f"plugin init failed: {vm.shell.events[-1].reason}")
         return got
 
     def revoke(self, vm: "Vm", reason: str = "vf revoke") -> Frames:
@@ -114,13 +113,11 @@ class Hypervisor:
         if p.mode != PLUGIN:
             return Frames.empty()
         p.host.send(VfRevoke(reason=reason))
-        got = vm.shell.quiesce()
-        if vm.shell.active:  # quiesce failed: the shell faulted it (and reset the VF)
-            vm.shell.drop_plugin()
+        got = vm.shell.quiesce()  # the shell no longer drives the plugin either way
+        if vm.shell.events[-1].kind == "fault":  # it could not quiesce: the shell took its
+            p.plugin = None                      # frames back and reset the VF
         else:
             vm.vf.reset()
-        if any(e.kind == "fault" for e in vm.shell.events[-1:]):
-            p.plugin = None
         self._switch(vm, EMULATED, p.emulated, reason)
         return got
 
@@ -128,9 +125,8 @@ class Hypervisor:
         """A plugin the shell disabled (trap, fuel, deadline, bad status): fall back."""
         p = self.ports[vm.index]
         if p.mode == PLUGIN and not vm.shell.active:
-            reason = vm.shell.events[-1].reason if vm.shell.events else "plugin stopped"
             p.plugin = None  # a faulted instance is never called again
-            self._switch(vm, EMULATED, p.emulated, f"fault: {reason}")
+            self._switch(vm, EMULATED, p.emulated, f"fault: {vm.shell.events[-1].reason}")
 
     # -- control path --------------------------------------------------------------------------
     def serve(self, vm: "Vm") -> None:
@@ -166,11 +162,9 @@ class Hypervisor:
                 return self._refuse(vm, "vlan", f"port VLAN {r.vlan} is set: the guest does not tag")
             if msg.vid not in r.guest_vlans:
                 return self._refuse(vm, "guest_vlans", f"VLAN {msg.vid} is not among {list(r.guest_vlans)}")
-            p.vlans.add(msg.vid)
-            nic.set_vf_vlan_filter(vf, p.vlans)
+            nic.set_vf_vlan_filter(vf, vf.port.policy.vlans | {msg.vid})
         elif isinstance(msg, RemoveVlan):
-            p.vlans.discard(msg.vid)
-            nic.set_vf_vlan_filter(vf, p.vlans)
+            nic.set_vf_vlan_filter(vf, vf.port.policy.vlans - {msg.vid})
         elif isinstance(msg, SetMulticast):
             groups = {int(g.replace(":", ""), 16) for g in msg.groups}
             if any(not g >> 40 & 1 for g in groups):
