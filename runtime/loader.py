@@ -34,6 +34,7 @@ from .engine import compile_module, engine
 from .errors import LoadError, cause
 from .region import WASM_PAGE
 
+CHECKS = ("wasm", "manifest", "abi", "imports", "exports", "pic", "fit")  # in the order run
 MAX_IMAGE_BYTES = 4 << 20
 TABLE_BASE = 1  # keep table slot 0 empty, so a null function pointer traps
 
@@ -120,6 +121,22 @@ def _check_export(exp: wasm.Extern) -> ExportRow:
     return ExportRow(exp.name, kind, "ignored")
 
 
+def read_manifest(image: bytes) -> Manifest:
+    """The manifest alone, without validating or compiling the module; LoadError ('wasm' or
+    'manifest') when it cannot be read."""
+    try:
+        payload = wasm.custom_sections(image).get(MANIFEST_SECTION)
+    except wasm.WasmFormatError as e:
+        raise LoadError("wasm", f"invalid wasm: {cause(e)}") from None
+    if payload is None:
+        raise LoadError("manifest", f"no {MANIFEST_SECTION} section: not an NPA plugin "
+                        "(images are made by `npa build`)")
+    try:
+        return Manifest.decode(payload)
+    except ManifestError as e:
+        raise LoadError("manifest", str(e)) from None
+
+
 def analyse(image: bytes, use_cache: bool = True) -> ImageReport:
     """Run the static checks; stops at the first failure, recording it in `error`."""
     rep = ImageReport(size=len(image))
@@ -134,19 +151,13 @@ def analyse(image: bytes, use_cache: bool = True) -> ImageReport:
         return fail("wasm", "not a wasm module (no \\0asm magic)")
     try:
         wasmtime.Module.validate(engine(), image)
-        customs = wasm.custom_sections(image)
-    except (wasmtime.WasmtimeError, wasm.WasmFormatError) as e:
+    except wasmtime.WasmtimeError as e:
         return fail("wasm", f"invalid wasm: {cause(e)}")
-
-    payload = customs.get(MANIFEST_SECTION)
-    if payload is None:
-        return fail("manifest", f"no {MANIFEST_SECTION} section: not an NPA plugin "
-                    "(images are made by `npa build`)")
     try:
-        rep.manifest = Manifest.decode(payload)
-    except ManifestError as e:
-        return fail("manifest", str(e))
-    m = rep.manifest
+        m = rep.manifest = read_manifest(image)
+    except LoadError as e:
+        rep.error = e
+        return rep
     if not abi_compatible(m.abi_major, m.abi_minor):
         return fail("abi", f"built for ABI {m.abi_major}.{m.abi_minor}; this runtime implements "
                     f"{ABI_MAJOR}.{ABI_MINOR} (major must be {ABI_MAJOR}, minor at most {ABI_MINOR})")

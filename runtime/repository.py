@@ -8,10 +8,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from shell_api import MANIFEST_SECTION, Manifest, ManifestError
+from shell_api import Manifest
 
-from . import wasm
-from .errors import NpaError
+from .errors import LoadError, NpaError
+from .loader import read_manifest
 
 
 @dataclass(frozen=True)
@@ -33,11 +33,8 @@ class Repository:
         self.unreadable: dict[Path, str] = {}
         for path in sorted(self.root.glob("*.wasm")):
             try:
-                payload = wasm.custom_sections(path.read_bytes()).get(MANIFEST_SECTION)
-                if payload is None:
-                    raise ManifestError("no manifest")
-                self.entries.append(Entry(path, Manifest.decode(payload)))
-            except (OSError, wasm.WasmFormatError, ManifestError) as e:
+                self.entries.append(Entry(path, read_manifest(path.read_bytes())))
+            except (OSError, LoadError) as e:
                 self.unreadable[path] = str(e)
 
     def select(self, pci_id: str, what: str = "") -> Entry:

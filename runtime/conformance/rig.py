@@ -72,6 +72,16 @@ class Target:
         return cls(path, image, report, match[0], f"matched {pci_id(MODELS[match[0]])} in the manifest")
 
     @property
+    def pci_id(self) -> str:
+        return pci_id(MODELS[self.model])
+
+    @property
+    def drives_model(self) -> bool:
+        """The manifest lists the model's ids (else the hypervisor would never load it)."""
+        m = self.report.manifest
+        return m is not None and self.model is not None and self.pci_id in {str(d) for d in m.devices}
+
+    @property
     def wired(self) -> bool:
         return self.model is not None and MODELS[self.model] is not NullVf
 
