@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .frames import Frames, pop_vlan, push_vlan, vlan_tags
+from .frames import BROADCAST, Frames, pop_vlan, push_vlan, vlan_tags
 
 FIFO_FRAMES = 4096  # per-port egress buffer, like a NIC's packet buffer share
 
@@ -157,19 +157,18 @@ class Switch:
             frames = frames.take(~bad)
         return push_vlan(frames, pol.vlan) if pol.vlan and len(frames) else frames
 
-    def _admits(self, port: Port, frames: Frames, dest: np.ndarray, group: np.ndarray,
+    def _admits(self, port: Port, dst: np.ndarray, dest: np.ndarray, group: np.ndarray,
                 tags: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-        """Which frames a VF port takes: by destination, group membership and VLAN."""
+        """Which frames (destination MACs `dst`, ports `dest`) a VF port takes: by destination,
+        group membership and VLAN."""
         pol = port.policy
         if not pol.link:
-            return np.zeros(len(frames), bool)
+            return np.zeros(len(dst), bool)
         sel = dest == port.index
         if pol.promisc:
             sel = sel | ~group
         if group.any():
-            dst = frames.macs(0)
-            sel = sel | (group & (pol.allmulti | (dst == 0xFFFFFFFFFFFF) |
-                                  np.isin(dst, np.array(sorted(pol.multicast), np.uint64))))
+            sel = sel | (group & (pol.allmulti | (dst == BROADCAST) | self._owned(dst, pol.multicast)))
         tagged, vid = tags
         if pol.vlan:
             return sel & tagged & (vid == pol.vlan)
@@ -193,8 +192,9 @@ class Switch:
         group = (frames.data[:, 0] & 1).astype(bool)
         dest = np.full(n, -1, np.int64)  # -1: a group address
         unicast = ~group
+        dst = frames.macs(0)
         if unicast.any():
-            macs, inverse = np.unique(frames.macs(0)[unicast], return_inverse=True)
+            macs, inverse = np.unique(dst[unicast], return_inverse=True)
             miss = self.uplink.index if self.uplink is not None and ingress is not self.uplink else -2
             dest[unicast] = np.array([self.fdb.get(int(m), miss) for m in macs])[inverse]
         nowhere = (dest == ingress.index) | (dest == -2)
@@ -206,7 +206,7 @@ class Switch:
             if port.policy is None:
                 sel = (dest == port.index) | group
             else:
-                sel = self._admits(port, frames, dest, group, tags)
+                sel = self._admits(port, dst, dest, group, tags)
             if sel.all():
                 part = frames
             elif sel.any():
