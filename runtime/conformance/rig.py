@@ -164,7 +164,6 @@ class Rig:
         self.meter = Meter(self.plugin, self.shell.rings)
         self.interrupts = interrupts
         self.recover = False  # play the hypervisor: npa_reset + npa_init after a status fault
-        self.recoveries = 0
         self.steps = 0
 
     @property
@@ -213,7 +212,6 @@ class Rig:
         reason = self.faults()[-1] if self.faults() else ""
         if " returned " not in reason:
             raise Violation(f"the plugin faulted instead of reporting a status: {reason}")
-        self.recoveries += 1
         status = self.meter.npa_reset()
         if status != Status.OK:
             raise Violation(f"npa_reset after '{reason}' returned {Status.describe(status)}")
