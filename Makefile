@@ -22,6 +22,7 @@ demo: $(STAMP)
 	$(NPA) run
 
 test: $(STAMP)
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest
 
 build: $(STAMP)

@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from runtime.errors import NpaError
+from runtime.sandbox import NpaError
 
 from .run import out
 
@@ -32,9 +32,8 @@ def calls(
 ) -> None:
     """Per-call cost of the fast export path vs wasmtime-py's generic call; cold vs warm load."""
     from nic_model.null import NullVf
-    from runtime import datapath
-    from runtime.loader import analyse
-    from runtime.sandbox import Sandbox
+    from runtime.sandbox import Sandbox, analyse
+    from runtime.shell import datapath
 
     data = image.read_bytes()
     with tempfile.TemporaryDirectory() as cache:
@@ -148,7 +147,7 @@ def nics(
     """End-to-end Mpps of every NIC model, each with the plugin the repository holds for it:
     64-byte frames, 2 VMs, both ways, one core, the same run; ratios to the fastest."""
     from nic_model.sriov import MODELS
-    from runtime.repository import image_for
+    from runtime.hypervisor import image_for
 
     rows = []
     for name, model in MODELS.items():

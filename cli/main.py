@@ -9,11 +9,8 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from runtime.errors import LoadError, NpaError, PluginFault
-from runtime.loader import ImageReport, analyse
-from runtime.region import RegionPlan
-from runtime.repository import image_for
-from runtime.sandbox import Sandbox
+from runtime.hypervisor import image_for
+from runtime.sandbox import ImageReport, LoadError, NpaError, PluginFault, RegionPlan, Sandbox, analyse
 from shell_api import ABI_MAJOR, ABI_MINOR, ManifestError
 
 from . import bench, toolchain
@@ -208,7 +205,7 @@ def run(
     VMs boot on the emulated path and switch to the plugin when the hypervisor offers the VF."""
     from nic_model.sriov import MODELS
     from runtime.guest import size_schedule
-    from runtime.policy import Policy
+    from runtime.hypervisor import Policy
 
     if nic not in MODELS:
         fail(f"--nic {nic}: unknown NIC model (known: {', '.join(MODELS)})")
@@ -258,7 +255,7 @@ def policy_check(
                             "listed in the file (they get the defaults)."),
 ) -> None:
     """Validate a policy file and print it resolved, VM by VM (defaults applied)."""
-    from runtime.policy import Policy
+    from runtime.hypervisor import Policy
 
     try:
         pol = Policy.load(file)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import struct
 
 from nic_model import ixgbe as hw
-from runtime.imports import ShellImports
+from runtime.sandbox import ShellImports
 from shell_api import INIT_CFG, Status
 
 HW_MAX = 512

@@ -17,7 +17,7 @@ from rich.table import Table
 
 from nic_model.sriov import SriovNic
 from runtime.host import Host
-from runtime.policy import Policy, format_mac
+from runtime.hypervisor import Policy, format_mac
 
 out = Console(highlight=False)
 if not out.is_terminal:

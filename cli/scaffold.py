@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 
 from nic_model.vf import pci_id
-from runtime.errors import NpaError
+from runtime.sandbox import NpaError
 from shell_api.manifest import NAME_PATTERN
 
 TOML = """\

@@ -13,9 +13,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from runtime.errors import NpaError
-from runtime.loader import analyse
-from runtime.wasm import with_custom_section
+from runtime.sandbox import NpaError, analyse
+from runtime.sandbox.wasm import with_custom_section
 from shell_api import MANIFEST_SECTION, Manifest, PluginToml
 
 INCLUDE_DIR = Path(__file__).resolve().parent.parent / "shell_api" / "include"

@@ -1,9 +1,9 @@
-"""The runtime: loader and sandbox, fast export calls, shell, hypervisor."""
-from .errors import LoadError, NpaError, PluginFault
-from .loader import ImageReport, analyse
-from .plugin import Budgets, Plugin, load
-from .region import DmaHeap, RegionPlan, SharedRegion
-from .sandbox import Sandbox
+"""The runtime, in layers that import only downwards (checked by import-linter, see pyproject):
 
-__all__ = ["LoadError", "NpaError", "PluginFault", "ImageReport", "analyse", "Budgets", "Plugin",
-           "load", "DmaHeap", "RegionPlan", "SharedRegion", "Sandbox"]
+    host        the host loop: steps guests, shells, the NIC and the hypervisor
+    hypervisor  policy, control channel, plugin repository, emulated vNIC, data-path modes
+    shell       the guest's side of the data path: frame pool, shell rings, the shell
+    sandbox     wasm: loader and limits, engine, fast calls, Shell API imports, linear memory
+    guest       the guest's workload (traffic generator and sink); knows only frames
+    conformance the ABI conformance suite, on the sandbox, the shell and the NIC model
+"""

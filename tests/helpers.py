@@ -8,7 +8,7 @@ from pathlib import Path
 import wasmtime
 
 from cli import toolchain
-from runtime.wasm import DYLINK, dylink_section, with_custom_section
+from runtime.sandbox.wasm import DYLINK, dylink_section, with_custom_section
 from shell_api import MANIFEST_SECTION, Manifest
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,9 +1,8 @@
 """`npa build`: reproducible images, compiler diagnostics, manifest errors."""
 import shutil
 
-from helpers import ROOT, npa
-
 from cli import toolchain
+from helpers import ROOT, npa
 
 
 def test_checked_in_images_equal_a_fresh_build(tmp_path):

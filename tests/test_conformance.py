@@ -7,8 +7,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from helpers import IXGBEVF, ROOT, build_broken, manifest, npa, wat_plugin
 
+from helpers import IXGBEVF, ROOT, build_broken, manifest, npa, wat_plugin
 from runtime.conformance import Target, run
 
 BUNDLED = sorted((ROOT / "plugins-wasm").glob("*.wasm"))

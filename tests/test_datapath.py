@@ -1,8 +1,8 @@
 """End to end: guests, shells, the ixgbevf plugin (real wasm), the NIC model and its switch."""
 import dpkt
 import numpy as np
-from helpers import ROOT, npa
 
+from helpers import ROOT, npa
 from nic_model.sriov import SriovNic
 from runtime.guest import build, size_schedule
 from runtime.host import Host

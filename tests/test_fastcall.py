@@ -1,10 +1,11 @@
 """The fast export path against wasmtime-py's generic call, on the same instance."""
-from helpers import NULLVF, wat_plugin
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from helpers import NULLVF, wat_plugin
 from nic_model.null import NullVf
-from runtime import Sandbox, datapath
+from runtime.sandbox import Sandbox
+from runtime.shell import datapath
 
 ECHO = wat_plugin(exports={
     "npa_poll": "(param i32 i32) (result i32) local.get 0 local.get 1 i32.sub",

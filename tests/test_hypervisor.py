@@ -2,17 +2,27 @@
 path, and lossless switching between the emulated and the plugin paths."""
 import numpy as np
 import pytest
-from helpers import ROOT, build_broken, npa, wat_plugin
 
+from helpers import ROOT, build_broken, npa, wat_plugin
 from nic_model.frames import Frames, push_vlan
 from nic_model.sriov import SriovNic
-from runtime.control import (AddVlan, ChannelError, LinkState, Reply, SetMac, SetMtu,
-                             SetMulticast, SetRxMode, channel, decode, encode)
 from runtime.guest import Flow, build, size_schedule
 from runtime.host import Host
-from runtime.hypervisor import EMULATED, PLUGIN
-from runtime.loader import analyse
-from runtime.policy import Policy, PolicyError
+from runtime.hypervisor import EMULATED, PLUGIN, Policy, PolicyError
+from runtime.hypervisor.control import (
+    AddVlan,
+    ChannelError,
+    LinkState,
+    Reply,
+    SetMac,
+    SetMtu,
+    SetMulticast,
+    SetRxMode,
+    channel,
+    decode,
+    encode,
+)
+from runtime.sandbox import analyse
 
 IXGBEVF = (ROOT / "plugins-wasm" / "ixgbevf.wasm").read_bytes()
 A, B, C = 0x020000000001, 0x020000000002, 0x020000000003

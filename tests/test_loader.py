@@ -1,17 +1,10 @@
 """The loader on a real compiled plugin, and every bad input the issue lists."""
 import pytest
-from helpers import NULLVF, manifest, npa, wat_plugin
 
+from helpers import NULLVF, manifest, npa, wat_plugin
 from nic_model.null import NullVf
-from runtime import (
-    Budgets,
-    LoadError,
-    PluginFault,
-    RegionPlan,
-    Sandbox,
-    analyse,
-    datapath,
-)
+from runtime.sandbox import Budgets, LoadError, PluginFault, RegionPlan, Sandbox, analyse
+from runtime.shell import datapath
 from shell_api import Status
 
 

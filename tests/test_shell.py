@@ -1,15 +1,13 @@
 """The shell's data path: bursts on shell rings, entries from the plugin checked, faults as events."""
 import numpy as np
 import pytest
-from helpers import ROOT, manifest, wat_plugin
 
+from helpers import ROOT, manifest, wat_plugin
 from nic_model.frames import Frames
 from nic_model.sriov import SriovNic
 from runtime.guest import Flow, build, size_schedule
-from runtime.region import RegionPlan
-from runtime.rings import RingError, ShellRing
-from runtime.sandbox import Sandbox
-from runtime.shell import Shell
+from runtime.sandbox import RegionPlan, Sandbox
+from runtime.shell import RingError, Shell, ShellRing
 from shell_api import Status
 
 IXGBEVF = (ROOT / "plugins-wasm" / "ixgbevf.wasm").read_bytes()

@@ -3,17 +3,15 @@ C and Zig plugins, and `npa new` scaffolds that build and load at once."""
 import shutil
 
 import pytest
-from helpers import ROOT, npa
 
 from cli import toolchain
+from helpers import ROOT, npa
 from nic_model.sriov import MODELS, SriovNic
 from nic_model.vf import pci_id
-from runtime.errors import LoadError, NpaError
 from runtime.guest import size_schedule
 from runtime.host import Host
-from runtime.loader import analyse
-from runtime.repository import Repository, image_for
-from runtime.sandbox import Sandbox
+from runtime.hypervisor import Repository, image_for
+from runtime.sandbox import LoadError, NpaError, Sandbox, analyse
 from shell_api import Status
 
 WASM = ROOT / "plugins-wasm"
@@ -77,7 +75,7 @@ def test_scaffolded_plugin_builds_and_loads_at_once(tmp_path, lang, nic):
     assert report.ok and [str(d) for d in report.manifest.devices] == [pci_id(MODELS[nic])]
     box = Sandbox()
     plugin = box.load(report)
-    from runtime import datapath
+    from runtime.shell import datapath
     cfg = datapath.setup(box, report.manifest).cfg_addr
     assert plugin.npa_init(cfg) == Status.NOT_IMPLEMENTED
     assert plugin.npa_poll(0, 64) == -Status.NOT_IMPLEMENTED

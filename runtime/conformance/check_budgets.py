@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from runtime.errors import PluginFault
+from runtime.sandbox import PluginFault
 from shell_api import Status
 
 from .rig import FUEL, Violation

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from nic_model.frames import Frames
 from runtime.guest import ETHERTYPE, IMIX
 from runtime.shell import ETH_HEADER
-from nic_model.frames import Frames
 
 from .rig import MAC, first_difference
 

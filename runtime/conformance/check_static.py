@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from runtime.errors import LoadError
-from runtime.loader import CHECKS, MAX_IMAGE_BYTES, place
-from runtime.region import RegionPlan
+from runtime.sandbox import CHECKS, MAX_IMAGE_BYTES, LoadError, RegionPlan, place
 
 from .rig import BASES
 

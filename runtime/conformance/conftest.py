@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from runtime.errors import LoadError
+from runtime.sandbox import LoadError
 
 from .rig import Rig, Target
 from .suite import TARGET

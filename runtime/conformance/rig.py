@@ -21,14 +21,10 @@ from nic_model.null import NullVf
 from nic_model.sriov import MODELS as SRIOV_MODELS
 from nic_model.sriov import SriovNic
 from nic_model.vf import pci_id
+from runtime.guest import Flow, Sink, build
+from runtime.sandbox import Budgets, ImageReport, Plugin, RegionPlan, Sandbox, analyse
+from runtime.shell import Shell
 from shell_api import Status
-
-from ..guest import Flow, Sink, build
-from ..loader import ImageReport, analyse
-from ..plugin import Budgets, Plugin
-from ..region import RegionPlan
-from ..sandbox import Sandbox
-from ..shell import Shell
 
 MODELS = {**SRIOV_MODELS, NullVf.MODEL: NullVf}
 MAC = 0x02_00_00_00_00_01

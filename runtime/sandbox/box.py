@@ -3,19 +3,18 @@ from __future__ import annotations
 
 import wasmtime
 
-from nic_model.bar import Bar0
-
 from .engine import engine
-from .imports import Bar, ShellImports
+from .heap import DmaHeap
+from .imports import Bar, NoDevice, ShellImports
 from .loader import ImageReport
+from .memory import RegionPlan, SharedRegion
 from .plugin import Budgets, Plugin, load
-from .region import DmaHeap, RegionPlan, SharedRegion
 
 
 class Sandbox:
     def __init__(self, plan: RegionPlan = RegionPlan(), bar: Bar | None = None):
         self.plan = plan
-        self.bar = bar if bar is not None else Bar0()
+        self.bar = bar if bar is not None else NoDevice()
         self.store = wasmtime.Store(engine())
         self.region = SharedRegion(self.store, plan)
         self.heap = DmaHeap(plan.dma_start, plan.size)

@@ -1,9 +1,8 @@
 """The shell: the guest's side of the data path, always present, driving whichever plugin is in.
 
-It owns the frame pool and the four shell rings. Every entry the plugin writes (on `txc` and
-`rx`) is read once, then checked: address inside the pool and on a frame boundary, the frame in
-the state the ring implies (sent on `tx` for `txc`, posted on `fill` for `rx`), length within the
-frame and the MTU. What fails is refused and counted, never used. A plugin fault (trap, fuel,
+It owns the frame pool (`pool`) and the four shell rings (`rings`); every entry the plugin
+writes is checked before use (`reaping`). This module is the plugin's lifecycle (attach,
+quiesce, fault) and the guest's side (transmit, poll, interrupt). A plugin fault (trap, fuel,
 deadline, bad status, impossible ring index) disables the plugin, resets the VF, and is kept as
 an event with its reason; it never raises out of the shell.
 """
@@ -15,18 +14,15 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-from nic_model.frames import Frames, gather, scatter
-from shell_api import DESC_FLAGS, Status
+from nic_model.frames import Frames, scatter
+from runtime.sandbox import PluginFault, Sandbox
+from shell_api import Status
 
 from . import datapath
-from .errors import PluginFault
+from .pool import FILL, TX, FramePool
+from .reaping import ETH_HEADER, Reaper
 from .rings import RingError
-from .sandbox import Sandbox
 
-FREE, TX, FILL, RESEND = 0, 1, 2, 3  # who holds a pool frame: shell, plugin (2 ways), shell
-STATE_NAMES = ("free", "tx", "fill", "resend")
-UNSENT, EMPTY, ERROR = (DESC_FLAGS[k][0] for k in ("UNSENT", "EMPTY", "ERROR"))
-ETH_HEADER = 14
 QUIESCE_ROUNDS = 8
 
 
@@ -55,17 +51,11 @@ class Shell:
         self.dp = datapath.setup(box, ring_size=ring_size, frames=frames, frame_size=frame_size, mtu=mtu)
         self.rings = self.dp.rings
         self.mem = box.region.np
-        self.pool_base, self.frame_size, self.nframes, self.mtu = (
-            self.dp.pool_base, frame_size, frames, mtu)
-        self.state = np.zeros(frames, np.int8)
-        self._mark = np.zeros(frames, np.int64)  # scratch for duplicate detection
-        self.tx_len = np.zeros(frames, np.int64)  # what the guest handed over, for a re-send
-        self.tx_seq = np.zeros(frames, np.int64)  # the order the guest handed frames over in
-        self._seq = 0
-        self._free = np.arange(frames - 1, -1, -1, dtype=np.int64)  # a stack of free frames
-        self._nfree = frames
-        self._resend = np.zeros(0, np.int64)
-        self._shadow = {r: np.zeros(ring_size, np.int64) for r in ("tx", "fill")}
+        self.mtu = mtu
+        self.pool = FramePool(self.dp.pool_base, frames, frame_size)
+        self.stats: Counter[str] = Counter()
+        self.refused: Counter[str] = Counter()
+        self.reaper = Reaper(self.pool, self.rings, self.mem, mtu, self.stats, self.refused)
         self.driver: Driver | None = None
         self.rx_buffers = frames // 2  # at most this many frames posted for RX at a time
         # With an emulated path to fall back to, frames on the TX path when a plugin faults are
@@ -74,9 +64,23 @@ class Shell:
         self._salvaged: list[Frames] = []  # received frames reaped on the way out of a fault
         self._faulting = False
         self.need_poll = False
-        self.stats: Counter[str] = Counter()
-        self.refused: Counter[str] = Counter()
         self.events: list[Event] = []
+
+    @property
+    def pool_base(self) -> int:
+        return self.pool.base
+
+    @property
+    def frame_size(self) -> int:
+        return self.pool.frame_size
+
+    @property
+    def nframes(self) -> int:
+        return self.pool.nframes
+
+    @property
+    def active(self) -> bool:
+        return self.driver is not None
 
     # -- plugin lifecycle ----------------------------------------------------------------------
     def attach(self, driver: Driver, features: int, label: str = "plugin") -> bool:
@@ -109,23 +113,17 @@ class Shell:
         return Frames.concat(got)
 
     def _take_back_untaken(self) -> None:
-        """Entries the plugin never took from `tx`/`fill` are still the shell's: the shadow of
-        what the shell produced says which frames they are (the ring memory is writable by the
-        plugin, so it is not read back)."""
-        for name, state in (("tx", TX), ("fill", FILL)):
-            ring = self.rings[name]
+        """Entries the plugin never took from `tx`/`fill` are still the shell's."""
+        for name in ("tx", "fill"):
             try:
-                n = ring.available()
+                idx = self.reaper.untaken(name)
             except RingError:
-                self._refuse(name, "consumer index ahead of producer", np.ones(1, bool))
+                self.reaper.refuse(name, "consumer index ahead of producer", np.ones(1, bool))
                 continue
-            idx = self._shadow[name][(ring.consumer() + np.arange(n)) & ring.mask]
-            idx = idx[self.state[idx] == state]
             if name == "tx":
-                self._queue_resend(idx)
+                self.pool.queue_resend(idx)
             else:
-                self._release(idx)
-            ring.reset()
+                self.pool.release(idx)
 
     def _call(self, name: str, *args: int) -> int:
         try:
@@ -188,16 +186,13 @@ class Shell:
         self.driver = None
         if self.reset_vf is not None:
             self.reset_vf()
-        tx = np.flatnonzero(self.state == TX)
         if self.resend_after_fault:
-            self.stats["tx_resent_after_fault"] += len(tx)
-            pending = np.concatenate([self._resend, tx])
-            self._resend = np.zeros(0, np.int64)
-            self._queue_resend(pending[np.argsort(self.tx_seq[pending], kind="stable")])
+            self.stats["tx_resent_after_fault"] += self.pool.requeue_tx()
         else:
+            tx = self.pool.held(TX)
             self.stats["tx_abandoned"] += len(tx)
-            self._release(tx)
-        self._release(np.flatnonzero(self.state == FILL))
+            self.pool.release(tx)
+        self.pool.release(self.pool.held(FILL))
         for ring in self.rings.values():
             ring.reset()
 
@@ -205,58 +200,51 @@ class Shell:
         got, self._salvaged = self._salvaged, []
         return Frames.concat([*got, *more])
 
-    @property
-    def active(self) -> bool:
-        return self.driver is not None
-
     # -- guest side ----------------------------------------------------------------------------
     def transmit(self, frames: Frames) -> int:
         """Queue frames for sending; returns how many were taken (the rest: back-pressure)."""
         if self.driver is None:
             return 0
-        if len(self._resend) and not self._flush_resend():
+        if len(self.pool.resend) and not self._flush_resend():
             return 0
         if len(frames) and ((frames.lens < ETH_HEADER) | (frames.lens > self.mtu)).any():
             raise ValueError(f"frames must be {ETH_HEADER} to {self.mtu} bytes")
-        n = min(len(frames), self._room("tx"), self._nfree)
+        n = min(len(frames), self._room("tx"), self.pool.nfree)
         if n == 0:
             return 0
-        idx = self._take(n)
-        addrs = self.pool_base + idx * self.frame_size
+        idx = self.pool.take(n)
         part = frames if n == len(frames) else frames.take(slice(0, n))
-        scatter(self.mem, addrs, part)
+        scatter(self.mem, self.pool.addrs(idx), part)
         if self._produce("tx", idx, part.lens) < n:  # the plugin broke the ring: a fault
-            self._release(idx)
+            self.pool.release(idx)
             return 0
-        self.state[idx] = TX
-        self.tx_len[idx] = part.lens
-        self.tx_seq[idx] = self._seq + np.arange(n)
-        self._seq += n
+        self.pool.hand_over_tx(idx, part.lens)
         self.stats["tx_frames"] += n
         self.need_poll = True
         return n
 
     def tx_room(self) -> int:
         """How many frames `transmit` would take now."""
-        if self.driver is None or len(self._resend):
+        if self.driver is None or len(self.pool.resend):
             return 0
-        return min(self._room("tx"), self._nfree)
+        return min(self._room("tx"), self.pool.nfree)
 
     def _flush_resend(self) -> bool:
         """Frames handed back unsent go first, in their order; True when none are left."""
-        idx = self._resend
-        n = self._produce("tx", idx, self.tx_len[idx])
-        self.state[idx[:n]] = TX
-        self._resend = idx[n:]
+        pool = self.pool
+        idx = pool.resend
+        n = self._produce("tx", idx, pool.tx_len[idx])
+        pool.state[idx[:n]] = TX
+        pool.resend = idx[n:]
         self.stats["tx_resent"] += n
-        return not len(self._resend)
+        return not len(pool.resend)
 
     def poll(self) -> Frames:
         """Refill, let the plugin move frames, take back completions; returns frames received."""
         if self.driver is None:
             return self._take_salvaged()
         self.need_poll = False
-        if len(self._resend) and not self._flush_resend():
+        if len(self.pool.resend) and not self._flush_resend():
             self.need_poll = True  # more to re-send once the plugin makes room
         self._refill()
         work = self._call("npa_poll", 0, self.budget)
@@ -277,31 +265,16 @@ class Shell:
             vectors >>= 1
             v += 1
 
-    # -- frames and rings ----------------------------------------------------------------------
-    def _take(self, n: int) -> np.ndarray:
-        self._nfree -= n
-        return self._free[self._nfree:self._nfree + n].copy()
-
-    def _queue_resend(self, idx: np.ndarray) -> None:
-        """Frames that went out on `tx` and came back unsent: first in line, in this order."""
-        self.state[idx] = RESEND
-        self._resend = np.concatenate([self._resend, idx])
-
-    def _release(self, idx: np.ndarray) -> None:
-        self.state[idx] = FREE
-        self._free[self._nfree:self._nfree + len(idx)] = idx
-        self._nfree += len(idx)
-
+    # -- rings ---------------------------------------------------------------------------------
     def _refill(self) -> None:
-        """Keep the fill ring topped up, with at most half the pool posted for RX."""
-        posted = int(np.count_nonzero(self.state == FILL))
-        n = min(self._room("fill"), self._nfree, max(self.rx_buffers - posted, 0))
+        """Keep the fill ring topped up, with at most `rx_buffers` frames posted."""
+        n = min(self._room("fill"), self.pool.nfree, max(self.rx_buffers - self.pool.posted(), 0))
         if n:
-            idx = self._take(n)
+            idx = self.pool.take(n)
             if self._produce("fill", idx, np.full(n, self.frame_size, np.int64)) < n:
-                self._release(idx)
+                self.pool.release(idx)
                 return
-            self.state[idx] = FILL
+            self.pool.state[idx] = FILL
 
     def _room(self, name: str) -> int:
         try:
@@ -311,15 +284,11 @@ class Shell:
             return 0
 
     def _produce(self, name: str, idx: np.ndarray, lens: np.ndarray) -> int:
-        ring = self.rings[name]
-        prod = ring.producer()
         try:
-            n = ring.produce_burst(self.pool_base + idx * self.frame_size, lens)
+            return self.reaper.produce(name, idx, lens)
         except RingError as e:
             self._fault(str(e))
             return 0
-        self._shadow[name][(prod + np.arange(n)) & ring.mask] = idx[:n]
-        return n
 
     def _consume(self, ring: str) -> np.ndarray | None:
         try:
@@ -328,64 +297,17 @@ class Shell:
             self._fault(str(e))
             return None
 
-    def _claim(self, ent: np.ndarray, state: int, ring: str) -> tuple[np.ndarray, np.ndarray]:
-        """Which entries name a pool frame that the plugin holds in `state` (first copy only)."""
-        off = ent["addr"].astype(np.int64) - self.pool_base
-        idx = off // self.frame_size
-        ok = (off >= 0) & (idx < self.nframes) & (off % self.frame_size == 0)
-        self._refuse(ring, "address outside the pool", ~ok)
-        idx = np.where(ok, idx, 0)
-        held = ok & (self.state[idx] == state)
-        self._refuse(ring, "frame not held by the plugin", ok & ~held)
-        sel = idx[held]
-        if len(sel) > 1:  # a frame handed back twice in one burst: the last copy counts
-            order = np.arange(len(sel))
-            self._mark[sel] = order
-            twice = np.zeros(len(held), bool)
-            twice[np.flatnonzero(held)[self._mark[sel] != order]] = True
-            held &= ~twice
-            self._refuse(ring, "frame handed back twice", twice)
-        return idx, held
-
-    def _refuse(self, ring: str, why: str, mask: np.ndarray) -> None:
-        if (n := int(mask.sum())):
-            self.refused[f"{ring}: {why}"] += n
-
     def _reap_txc(self) -> None:
-        ent = self._consume("txc")
-        if ent is None or not len(ent):
-            return
-        idx, ok = self._claim(ent, TX, "txc")
-        flags = ent["flags"]
-        unsent = ok & (flags & UNSENT != 0)
-        done = ok & ~unsent
-        self.stats["tx_done"] += int(done.sum())
-        self.stats["tx_errors"] += int((done & (flags & ERROR != 0)).sum())
-        self.stats["tx_unsent"] += int(unsent.sum())
-        self._release(idx[done])
-        if unsent.any():
-            self._queue_resend(idx[unsent])
+        if (ent := self._consume("txc")) is not None:
+            self.reaper.txc(ent)
 
     def _reap_rx(self) -> Frames:
         ent = self._consume("rx")
-        if ent is None or not len(ent):
-            return Frames.empty()
-        idx, ok = self._claim(ent, FILL, "rx")
-        lens = ent["len"].astype(np.int64)
-        data = ok & (ent["flags"] & EMPTY == 0)
-        bad = data & ((lens < ETH_HEADER) | (lens > self.mtu))
-        self._refuse("rx", "bad length", bad)
-        good = data & ~bad
-        frames = gather(self.mem, self.pool_base + idx[good] * self.frame_size, lens[good])
-        self.stats["rx_frames"] += len(frames)
-        self.stats["rx_empty"] += int((ok & ~data).sum())
-        self._release(idx[ok])
-        return frames
+        return Frames.empty() if ent is None else self.reaper.rx(ent)
 
     # -- accounting ----------------------------------------------------------------------------
     def holdings(self) -> dict[str, int]:
-        counts = np.bincount(self.state, minlength=len(STATE_NAMES))
-        return dict(zip(STATE_NAMES, counts.tolist()))
+        return self.pool.holdings()
 
     def held_by_plugin(self) -> int:
-        return int(((self.state == TX) | (self.state == FILL)).sum())
+        return self.pool.held_by_plugin()

@@ -8,10 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from runtime.sandbox import LoadError, NpaError, read_manifest
 from shell_api import Manifest
-
-from .errors import LoadError, NpaError
-from .loader import read_manifest
 
 
 @dataclass(frozen=True)

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from runtime.sandbox import Sandbox
 from shell_api import ABI_MAJOR, ABI_MINOR, CFG_MAGIC, INIT_CFG, Feature, Manifest
 
 from .rings import ShellRing
-from .sandbox import Sandbox
 
 RING_NAMES = ("tx", "txc", "fill", "rx")
 

@@ -14,16 +14,10 @@ from typing import Callable
 import numpy as np
 
 from nic_model.sriov import SriovNic
-from nic_model.vf import Vf
-
-from .errors import LoadError
-from .guest import Flow, Sink, TrafficGen
-from .hypervisor import EMULATED, Hypervisor
-from .loader import ImageReport, analyse
-from .policy import Policy
-from .region import RegionPlan
-from .sandbox import Sandbox
-from .shell import Driver, Shell
+from runtime.guest import Flow, Sink, TrafficGen
+from runtime.hypervisor import EMULATED, Hypervisor, Policy, Vm
+from runtime.sandbox import ImageReport, LoadError, RegionPlan, Sandbox, analyse
+from runtime.shell import Driver, Shell
 
 STALL_STEPS = 2000  # steps without any frame moving before a run is declared stuck
 
@@ -39,18 +33,11 @@ def plugin_base(i: int) -> int:
 
 
 @dataclass
-class Vm:
-    index: int
-    mac: int
-    vf: Vf
-    box: Sandbox
-    shell: Shell
+class GuestVm(Vm):
+    """The hypervisor's VM record plus the guest's workload: what it sends and what it checks."""
+
     gen: TrafficGen
     sink: Sink
-
-    @property
-    def name(self) -> str:
-        return f"vm{self.index}"
 
 
 def pairs(n: int) -> list[tuple[int, int]]:
@@ -78,21 +65,21 @@ class Host:
         macs = [(self.hv.policy.for_vm(f"vm{i}").mac_ints or (vm_mac(i),))[0] for i in range(vms)]
         flows = [Flow(k, macs[a], macs[b], packets, sizes) for k, (a, b) in enumerate(pairs(vms))]
         self.flows = flows
-        self.vms: list[Vm] = []
+        self.vms: list[GuestVm] = []
         for i in range(vms):
             vf = nic.vfs[i]
             nic.set_vf_mac(vf, macs[i])
             box = Sandbox(region.at(plugin_base(i)), bar=vf)
             shell = Shell(box, ring_size=ring_size, frames=pool_frames, budget=budget,
                           reset_vf=vf.reset, clock=lambda: nic.now_us)
-            self.vms.append(Vm(i, macs[i], vf, box, shell,
+            self.vms.append(GuestVm(i, macs[i], vf, box, shell,
                                TrafficGen([f for f in flows if f.src == macs[i]], burst=budget),
                                Sink(macs[i], [f for f in flows if f.dst == macs[i]])))
         self._sink_of = {f.id: vm.sink for vm in self.vms for f in flows if f.dst == vm.mac}
         self.steps = 0
         self.managed = False  # VMs run under the hypervisor (modes), not a fixed driver
 
-    def boot(self, driver: Callable[[Vm], Driver] | None = None, label: str = "host driver") -> None:
+    def boot(self, driver: Callable[[GuestVm], Driver] | None = None, label: str = "host driver") -> None:
         """Boot every VM on the emulated path, then offer each its VF: the hypervisor injects the
         plugin at the base it chose and the shell initialises it. `driver` instead attaches
         another driver of the same ABI directly (benchmark baselines)."""
@@ -117,7 +104,7 @@ class Host:
         self.vms[i].sink.receive(self.hv.revoke(self.vms[i], reason))
 
     # -- the loop ------------------------------------------------------------------------------
-    def _window(self, vm: Vm) -> dict[int, int]:
+    def _window(self, vm: GuestVm) -> dict[int, int]:
         return {f.id: self.window - (f.sent - self._sink_of[f.id].check[f.id].received)
                 for f in vm.gen.flows}
 

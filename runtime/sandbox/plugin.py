@@ -13,7 +13,7 @@ from .errors import LoadError, cause
 from .fastcall import ExportCall, HostFuncs, StoreClock, trap_fault
 from .imports import ShellImports
 from .loader import ImageReport, Placement, analyse, place
-from .region import SharedRegion
+from .memory import SharedRegion
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,8 @@ import numpy as np
 
 from nic_model.frames import gather, scatter
 from nic_model.switch import Port, Switch
+from runtime.shell import DataPath
 from shell_api import DESC_FLAGS, Status
-
-from .datapath import DataPath
 
 EMPTY = DESC_FLAGS["EMPTY"][0]
 

@@ -32,7 +32,7 @@ from shell_api.abi import (
 from . import wasm
 from .engine import compile_module, engine
 from .errors import LoadError, cause
-from .region import WASM_PAGE
+from .memory import WASM_PAGE
 
 CHECKS = ("wasm", "manifest", "abi", "imports", "exports", "pic", "fit")  # in the order run
 MAX_IMAGE_BYTES = 4 << 20

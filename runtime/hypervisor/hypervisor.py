@@ -11,20 +11,29 @@ programmed.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from nic_model.frames import Frames
 from nic_model.sriov import SriovNic
+from runtime.sandbox import ImageReport, LoadError, NpaError, PluginFault
 
-from .control import (AddVlan, Endpoint, LinkState, RemoveVlan, Reply, Request, SetMac,
-                      SetMtu, SetMulticast, SetRxMode, VfOffer, VfRevoke, channel)
+from .control import (
+    AddVlan,
+    Endpoint,
+    LinkState,
+    RemoveVlan,
+    Reply,
+    Request,
+    SetMac,
+    SetMtu,
+    SetMulticast,
+    SetRxMode,
+    VfOffer,
+    VfRevoke,
+    channel,
+)
 from .emulated import EmulatedNic
-from .errors import LoadError, NpaError, PluginFault
-from .loader import ImageReport
 from .policy import Policy, Rules, format_mac, parse_mac
-
-if TYPE_CHECKING:
-    from .host import Vm
+from .vm import Vm
 
 EMULATED, PLUGIN = "emulated", "plugin"
 
@@ -56,7 +65,7 @@ class Hypervisor:
         self.ports: dict[int, VmPort] = {}
 
     # -- VMs -----------------------------------------------------------------------------------
-    def admit(self, vm: "Vm") -> None:
+    def admit(self, vm: Vm) -> None:
         """Program the VF's port from the policy and boot the VM on the emulated path."""
         rules = self.policy.for_vm(vm.name)
         nic, vf = self.nic, vm.vf
@@ -74,13 +83,13 @@ class Hypervisor:
         vm.shell.resend_after_fault = True  # the emulated path is always there to fall back to
         self._switch(vm, EMULATED, emu, "boot")
 
-    def mode(self, vm: "Vm") -> str:
+    def mode(self, vm: Vm) -> str:
         return self.ports[vm.index].mode
 
-    def modes(self, vm: "Vm") -> list[ModeChange]:
+    def modes(self, vm: Vm) -> list[ModeChange]:
         return self.ports[vm.index].modes
 
-    def _switch(self, vm: "Vm", mode: str, driver, reason: str) -> bool:
+    def _switch(self, vm: Vm, mode: str, driver, reason: str) -> bool:
         p = self.ports[vm.index]
         label = "emulated" if mode == EMULATED else f"{self.report.manifest.name} at 0x{p.plugin.base:x}"
         if not vm.shell.attach(driver, self.report.manifest.features if mode == PLUGIN else 0, label):
@@ -89,7 +98,7 @@ class Hypervisor:
         p.modes.append(ModeChange(self.nic.now_us, mode, reason))
         return True
 
-    def offer(self, vm: "Vm") -> Frames:
+    def offer(self, vm: Vm) -> Frames:
         """EMULATED -> PLUGIN: the VF is the VM's. Returns frames received on the way."""
         p = self.ports[vm.index]
         if p.mode != EMULATED:
@@ -107,7 +116,7 @@ class Hypervisor:
             self._switch(vm, EMULATED, p.emulated, f"plugin init failed: {vm.shell.events[-1].reason}")
         return got
 
-    def revoke(self, vm: "Vm", reason: str = "vf revoke") -> Frames:
+    def revoke(self, vm: Vm, reason: str = "vf revoke") -> Frames:
         """PLUGIN -> EMULATED, losing nothing: quiesce the plugin, reset the VF, re-send unsent."""
         p = self.ports[vm.index]
         if p.mode != PLUGIN:
@@ -121,7 +130,7 @@ class Hypervisor:
         self._switch(vm, EMULATED, p.emulated, reason)
         return got
 
-    def check_faults(self, vm: "Vm") -> None:
+    def check_faults(self, vm: Vm) -> None:
         """A plugin the shell disabled (trap, fuel, deadline, bad status): fall back."""
         p = self.ports[vm.index]
         if p.mode == PLUGIN and not vm.shell.active:
@@ -129,7 +138,7 @@ class Hypervisor:
             self._switch(vm, EMULATED, p.emulated, f"fault: {vm.shell.events[-1].reason}")
 
     # -- control path --------------------------------------------------------------------------
-    def serve(self, vm: "Vm") -> None:
+    def serve(self, vm: Vm) -> None:
         """Answer every request waiting on the VM's control channel."""
         p = self.ports[vm.index]
         while (got := p.host.recv()) is not None:
@@ -141,10 +150,10 @@ class Hypervisor:
                 rule, message, status = None, str(e), "error"
             p.host.send(Reply(id=msg_id, status=status, rule=rule, message=message), msg_id)
 
-    def _refuse(self, vm: "Vm", field_name: str, why: str) -> tuple[str, str]:
+    def _refuse(self, vm: Vm, field_name: str, why: str) -> tuple[str, str]:
         return f"vm.{vm.name}.{field_name}", why
 
-    def _request(self, vm: "Vm", p: VmPort, msg: Request) -> tuple[str | None, str]:
+    def _request(self, vm: Vm, p: VmPort, msg: Request) -> tuple[str | None, str]:
         r, nic, vf = p.rules, self.nic, vm.vf
         if isinstance(msg, SetMac):
             mac = parse_mac(msg.mac)

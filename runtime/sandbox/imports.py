@@ -10,10 +10,9 @@ import logging
 from collections import Counter, deque
 from typing import Callable, Protocol
 
-from nic_model.iommu import Iommu
-
 from .fastcall import HostTrap
-from .region import DmaHeap, SharedRegion
+from .heap import DmaHeap
+from .memory import SharedRegion
 
 log = logging.getLogger("npa.plugin")
 LOG_LEVELS = ("error", "warn", "info", "debug")
@@ -28,12 +27,36 @@ class Bar(Protocol):
     def write32(self, off: int, val: int) -> None: ...
 
 
+class Window(Protocol):
+    """The VF's IOMMU window: what `dma_alloc` hands out is mapped, what `dma_free` takes back
+    is unmapped."""
+
+    def map(self, iova: int, size: int) -> None: ...
+
+    def unmap(self, iova: int) -> bool: ...
+
+
+class NoDevice:
+    """The BAR of a sandbox with no VF behind it (inspection, trial loads): as on hardware for
+    an offset with no register, reads return 0 and writes are dropped; both are counted."""
+
+    def __init__(self) -> None:
+        self.ignored_reads = self.ignored_writes = 0
+
+    def read32(self, off: int) -> int:
+        self.ignored_reads += 1
+        return 0
+
+    def write32(self, off: int, val: int) -> None:
+        self.ignored_writes += 1
+
+
 class ShellImports:
     """Implements `shell.*` against one VM's region, DMA heap and VF BAR."""
 
     def __init__(self, region: SharedRegion, heap: DmaHeap, bar: Bar, *,
                  device_step: Callable[[int], None] | None = None, log_burst: int = 16,
-                 iommu: Iommu | None = None):
+                 iommu: Window | None = None):
         self.region, self.heap, self.bar, self.iommu = region, heap, bar, iommu
         self.device_step = device_step
         self.calls: Counter[str] = Counter()

@@ -14,7 +14,7 @@ from typing import Annotated, Literal, Union
 import msgpack
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from .errors import NpaError
+from runtime.sandbox import NpaError
 
 
 class ChannelError(NpaError):

@@ -10,9 +10,8 @@ import struct
 
 import numpy as np
 
+from runtime.sandbox import SharedRegion
 from shell_api import RING_DESC, RING_HDR
-
-from .region import SharedRegion
 
 _PROD = RING_HDR.offsets["producer"]
 _CONS = RING_HDR.offsets["consumer"]

@@ -27,7 +27,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .errors import NpaError
+from runtime.sandbox import NpaError
 
 ETH_HEADER = 14
 

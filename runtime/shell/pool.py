@@ -1,0 +1,73 @@
+"""The guest's frame pool and who holds each frame.
+
+Every pool frame belongs to exactly one side at a time: the shell (FREE, or RESEND: came back
+unsent and waits to go out first), or the plugin and its NIC (TX: handed over on `tx`; FILL:
+posted on `fill`). Free frames are a stack; TX frames remember their length and the order the
+guest handed them over in, so whatever comes back unsent is re-sent in the guest's order.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+FREE, TX, FILL, RESEND = 0, 1, 2, 3
+STATE_NAMES = ("free", "tx", "fill", "resend")
+
+
+class FramePool:
+    def __init__(self, base: int, frames: int, frame_size: int):
+        self.base, self.nframes, self.frame_size = base, frames, frame_size
+        self.state = np.zeros(frames, np.int8)
+        self.tx_len = np.zeros(frames, np.int64)  # what the guest handed over, for a re-send
+        self.tx_seq = np.zeros(frames, np.int64)  # the order the guest handed frames over in
+        self._seq = 0
+        self._free = np.arange(frames - 1, -1, -1, dtype=np.int64)  # a stack of free frames
+        self.nfree = frames
+        self.resend = np.zeros(0, np.int64)  # RESEND frames, first in line, in this order
+
+    def addrs(self, idx: np.ndarray) -> np.ndarray:
+        return self.base + idx * self.frame_size
+
+    def take(self, n: int) -> np.ndarray:
+        """`n` free frames (the caller checked there are), still FREE until handed over."""
+        self.nfree -= n
+        return self._free[self.nfree:self.nfree + n].copy()
+
+    def release(self, idx: np.ndarray) -> None:
+        self.state[idx] = FREE
+        self._free[self.nfree:self.nfree + len(idx)] = idx
+        self.nfree += len(idx)
+
+    def hand_over_tx(self, idx: np.ndarray, lens: np.ndarray) -> None:
+        """New guest frames went out on `tx`: remember their length and order."""
+        n = len(idx)
+        self.state[idx] = TX
+        self.tx_len[idx] = lens
+        self.tx_seq[idx] = self._seq + np.arange(n)
+        self._seq += n
+
+    def queue_resend(self, idx: np.ndarray) -> None:
+        """Frames that went out on `tx` and came back unsent: first in line, in this order."""
+        self.state[idx] = RESEND
+        self.resend = np.concatenate([self.resend, idx])
+
+    def requeue_tx(self) -> int:
+        """Every TX frame back to the re-send queue, merged with it in the guest's order (the
+        plugin is gone and cannot say which it sent). Returns how many were TX."""
+        tx = np.flatnonzero(self.state == TX)
+        pending = np.concatenate([self.resend, tx])
+        self.resend = np.zeros(0, np.int64)
+        self.queue_resend(pending[np.argsort(self.tx_seq[pending], kind="stable")])
+        return len(tx)
+
+    def held(self, state: int) -> np.ndarray:
+        return np.flatnonzero(self.state == state)
+
+    def posted(self) -> int:
+        return int(np.count_nonzero(self.state == FILL))
+
+    def holdings(self) -> dict[str, int]:
+        counts = np.bincount(self.state, minlength=len(STATE_NAMES))
+        return dict(zip(STATE_NAMES, counts.tolist()))
+
+    def held_by_plugin(self) -> int:
+        return int(((self.state == TX) | (self.state == FILL)).sum())

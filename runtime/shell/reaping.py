@@ -1,0 +1,106 @@
+"""Ring entries across the trust boundary: what the shell produces and what it takes back.
+
+The shell keeps a shadow of every entry it produced on `tx` and `fill` (which pool frame sits in
+which slot), because the ring memory is writable by the plugin and is never read back. Every
+entry the plugin produces on `txc` and `rx` is read once, then checked: address inside the pool
+and on a frame boundary, the frame in the state the ring implies (TX for `txc`, FILL for `rx`),
+each frame at most once per burst, the length within the frame and the MTU. What fails is
+refused and counted, never used. A broken ring index raises `RingError`: the caller's fault.
+"""
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+
+from nic_model.frames import Frames, gather
+from shell_api import DESC_FLAGS
+
+from .pool import FILL, TX, FramePool
+from .rings import ShellRing
+
+UNSENT, EMPTY, ERROR = (DESC_FLAGS[k][0] for k in ("UNSENT", "EMPTY", "ERROR"))
+ETH_HEADER = 14
+
+
+class Reaper:
+    def __init__(self, pool: FramePool, rings: dict[str, ShellRing], mem: np.ndarray, mtu: int,
+                 stats: Counter, refused: Counter):
+        self.pool, self.rings, self.mem, self.mtu = pool, rings, mem, mtu
+        self.stats, self.refused = stats, refused
+        self._shadow = {r: np.zeros(rings[r].size, np.int64) for r in ("tx", "fill")}
+        self._mark = np.zeros(pool.nframes, np.int64)  # scratch for duplicate detection
+
+    # -- what the shell produces -----------------------------------------------------------
+    def produce(self, name: str, idx: np.ndarray, lens: np.ndarray) -> int:
+        """Put frames `idx` on `tx` or `fill`; returns how many fit. RingError on a bad index."""
+        ring = self.rings[name]
+        prod = ring.producer()
+        n = ring.produce_burst(self.pool.addrs(idx), lens)
+        self._shadow[name][(prod + np.arange(n)) & ring.mask] = idx[:n]
+        return n
+
+    def untaken(self, name: str) -> np.ndarray:
+        """The frames still on `tx` or `fill` that the plugin never took, in ring order, from
+        the shadow; then the ring is reset. RingError when its consumer index is impossible."""
+        ring = self.rings[name]
+        n = ring.available()
+        idx = self._shadow[name][(ring.consumer() + np.arange(n)) & ring.mask]
+        ring.reset()
+        return idx[self.pool.state[idx] == (TX if name == "tx" else FILL)]
+
+    # -- what the plugin produces ----------------------------------------------------------
+    def claim(self, ent: np.ndarray, state: int, ring: str) -> tuple[np.ndarray, np.ndarray]:
+        """Which entries name a pool frame that the plugin holds in `state` (first copy only)."""
+        pool = self.pool
+        off = ent["addr"].astype(np.int64) - pool.base
+        idx = off // pool.frame_size
+        ok = (off >= 0) & (idx < pool.nframes) & (off % pool.frame_size == 0)
+        self.refuse(ring, "address outside the pool", ~ok)
+        idx = np.where(ok, idx, 0)
+        held = ok & (pool.state[idx] == state)
+        self.refuse(ring, "frame not held by the plugin", ok & ~held)
+        sel = idx[held]
+        if len(sel) > 1:  # a frame handed back twice in one burst: the last copy counts
+            order = np.arange(len(sel))
+            self._mark[sel] = order
+            twice = np.zeros(len(held), bool)
+            twice[np.flatnonzero(held)[self._mark[sel] != order]] = True
+            held &= ~twice
+            self.refuse(ring, "frame handed back twice", twice)
+        return idx, held
+
+    def refuse(self, ring: str, why: str, mask: np.ndarray) -> None:
+        if (n := int(mask.sum())):
+            self.refused[f"{ring}: {why}"] += n
+
+    def txc(self, ent: np.ndarray) -> None:
+        """Completions: sent frames go back to the pool, UNSENT ones to the re-send queue."""
+        if not len(ent):
+            return
+        idx, ok = self.claim(ent, TX, "txc")
+        flags = ent["flags"]
+        unsent = ok & (flags & UNSENT != 0)
+        done = ok & ~unsent
+        self.stats["tx_done"] += int(done.sum())
+        self.stats["tx_errors"] += int((done & (flags & ERROR != 0)).sum())
+        self.stats["tx_unsent"] += int(unsent.sum())
+        self.pool.release(idx[done])
+        if unsent.any():
+            self.pool.queue_resend(idx[unsent])
+
+    def rx(self, ent: np.ndarray) -> Frames:
+        """Received frames, copied out of their buffers; the buffers go back to the pool."""
+        if not len(ent):
+            return Frames.empty()
+        idx, ok = self.claim(ent, FILL, "rx")
+        lens = ent["len"].astype(np.int64)
+        data = ok & (ent["flags"] & EMPTY == 0)
+        bad = data & ((lens < ETH_HEADER) | (lens > self.mtu))
+        self.refuse("rx", "bad length", bad)
+        good = data & ~bad
+        frames = gather(self.mem, self.pool.addrs(idx[good]), lens[good])
+        self.stats["rx_frames"] += len(frames)
+        self.stats["rx_empty"] += int((ok & ~data).sum())
+        self.pool.release(idx[ok])
+        return frames
