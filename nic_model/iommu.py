@@ -1,9 +1,13 @@
-"""A VF's IOMMU window: the device reaches the VM's memory only through mapped ranges.
+"""A VF's IOMMU window on one VM's 64-bit DMA (guest-physical) address space.
 
-Identity-mapped (an I/O virtual address is the address in the VM's shared region), as with a
-guest whose DMA addresses are its physical addresses. The hypervisor maps what the DMA heap hands
-out and the frame pool; everything else, the guard page and the plugin image included, is a DMA
-fault: counted, remembered, and nothing is read or written.
+The space is made of backing memories, each at a fixed base: the plugin's linear memory at 0,
+the guest's memory (its frame pool) above 4 GiB. The window maps what the DMA heap hands out
+and the frame pool; everything else (the guard page, the plugin image, the shell's rings, the
+gap between the memories) is a DMA fault: counted, remembered, and nothing is read or written.
+
+Every address and length comes from a descriptor or a register the plugin wrote, so arithmetic
+is unsigned 64-bit and never wraps: a range is inside when `addr <= end` and `len <= end - addr`
+of one mapping (adjacent mappings join), never by computing `addr + len`.
 """
 from __future__ import annotations
 
@@ -11,19 +15,48 @@ import bisect
 
 import numpy as np
 
+from .frames import Frames, gather, scatter
+
+U64_MAX = (1 << 64) - 1
+
 
 class Iommu:
-    def __init__(self, mem):
-        self.mem = np.frombuffer(mem, np.uint8) if not isinstance(mem, np.ndarray) else mem
+    def __init__(self, mem=None):
+        self._spaces: list[tuple[int, np.ndarray]] = []  # (base, memory), sorted by base
+        self._space_bases = np.zeros(0, np.uint64)
         self._starts: list[int] = []
         self._ends: list[int] = []
         self._arrays: tuple[np.ndarray, np.ndarray] | None = None
         self.faults = 0
         self.last_fault: tuple[int, int] | None = None  # (address, length)
+        self.mem: np.ndarray | None = None  # the memory at DMA address 0 (the linear memory)
+        if mem is not None:
+            self.attach(0, mem)
+
+    # -- the address space (the hypervisor's side) ---------------------------------------------
+    def attach(self, base: int, mem) -> np.ndarray:
+        """Back [base, base + len(mem)) of the DMA space with `mem`; returns it as a u8 array."""
+        arr = np.frombuffer(mem, np.uint8) if not isinstance(mem, np.ndarray) else mem
+        if not 0 <= base <= U64_MAX - len(arr) + 1:
+            raise ValueError(f"memory at 0x{base:x} does not fit in 64 bits")
+        for b, m in self._spaces:
+            if base < b + len(m) and b < base + len(arr):
+                raise ValueError(f"memory at 0x{base:x} overlaps memory at 0x{b:x}")
+        self._spaces = sorted([*self._spaces, (base, arr)], key=lambda s: s[0])
+        self._space_bases = np.array([b for b, _ in self._spaces], np.uint64)
+        if base == 0:
+            self.mem = arr
+        return arr
+
+    def _space_of(self, iova: int, size: int) -> tuple[int, np.ndarray] | None:
+        for base, mem in self._spaces:
+            if base <= iova and size <= len(mem) - (iova - base) and iova - base <= len(mem):
+                return base, mem
+        return None
 
     def map(self, iova: int, size: int) -> None:
-        if size <= 0 or iova < 0 or iova + size > len(self.mem):
-            raise ValueError(f"cannot map [0x{iova:x}, +{size}) in a {len(self.mem)}-byte region")
+        if size <= 0 or iova < 0 or self._space_of(iova, size) is None:
+            raise ValueError(f"cannot map [0x{iova:x}, +{size}): not inside one memory of the space")
         i = bisect.bisect(self._starts, iova)
         if (i and self._ends[i - 1] > iova) or (i < len(self._starts) and self._starts[i] < iova + size):
             raise ValueError(f"[0x{iova:x}, +{size}) overlaps a mapping")
@@ -39,52 +72,110 @@ class Iommu:
             return True
         return False
 
+    # -- checks (untrusted addresses and lengths) ---------------------------------------------
     def covers(self, addr: int, length: int) -> bool:
         """True when every byte of [addr, addr+length) is mapped (adjacent mappings join)."""
-        if length <= 0:
-            return length == 0 and addr >= 0
+        addr, length = int(addr), int(length)
+        if addr < 0 or length < 0 or addr > U64_MAX or length > U64_MAX:
+            return False
         i = bisect.bisect(self._starts, addr) - 1
-        end = addr + length
-        while i >= 0 and i < len(self._starts) and self._starts[i] <= addr < self._ends[i]:
-            if end <= self._ends[i]:
-                return True
+        if i < 0 or addr > self._ends[i]:
+            return False
+        while length > self._ends[i] - addr:  # the rest lies in the next mapping, if adjacent
+            if i + 1 >= len(self._starts) or self._starts[i + 1] != self._ends[i]:
+                return False
+            length -= self._ends[i] - addr
             addr = self._ends[i]
             i += 1
-        return False
+        return length == 0 or addr < self._ends[i]
 
     def covers_all(self, addrs: np.ndarray, lens: np.ndarray) -> np.ndarray:
-        """`covers` for a burst: a boolean per (addr, len), one mapping lookup for all."""
+        """`covers` for a burst: a boolean per (addr, len), one mapping lookup for all. Both are
+        taken as unsigned 64-bit (an int64 -1 is 2^64-1, outside every mapping)."""
         if self._arrays is None:
-            self._arrays = (np.array(self._starts, np.int64), np.array(self._ends, np.int64))
+            self._arrays = (np.array(self._starts, np.uint64), np.array(self._ends, np.uint64))
         starts, ends = self._arrays
-        addrs, lens = addrs.astype(np.int64), lens.astype(np.int64)
+        a = np.asarray(addrs).astype(np.uint64)
+        n = np.asarray(lens).astype(np.uint64)
         if not len(starts):
-            return np.zeros(len(addrs), bool)
-        i = np.searchsorted(starts, addrs, side="right") - 1
-        ok = (i >= 0) & (lens >= 0) & (addrs + lens <= ends[np.maximum(i, 0)])
-        for j in np.flatnonzero(~ok):  # rare: a range across adjacent mappings
-            ok[j] = self.covers(int(addrs[j]), int(lens[j]))
+            return np.zeros(len(a), bool)
+        i = np.searchsorted(starts, a, side="right").astype(np.int64) - 1
+        end = ends[np.maximum(i, 0)]
+        inside = (i >= 0) & (a <= end)
+        ok = inside & (n <= np.where(inside, end - a, 0))
+        for j in np.flatnonzero(~ok & inside):  # rare: a range across adjacent mappings
+            ok[j] = self.covers(int(a[j]), int(n[j]))
         return ok
 
     def fault(self, addr: int, length: int, count: int = 1) -> None:
         """Record `count` refused device accesses, the last at [addr, +length)."""
         self.faults += count
-        self.last_fault = (addr, length)
+        self.last_fault = (int(addr), int(length))
 
-    def _fault(self, addr: int, length: int) -> None:
-        self.fault(addr, length)
+    # -- access (the caller checked the window) ----------------------------------------------
+    def view(self, addr: int, nbytes: int) -> np.ndarray:
+        """The bytes of a covered range, as a view of the memory backing it."""
+        base, mem = self._space_of(int(addr), int(nbytes))
+        off = int(addr) - base
+        return mem[off:off + nbytes]
+
+    def _offsets(self, addrs: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Covered addresses split by backing memory: (rows, memory, offsets) per memory used."""
+        a = np.asarray(addrs).astype(np.uint64)
+        k = np.searchsorted(self._space_bases, a, side="right").astype(np.int64) - 1
+        out = []
+        for s in np.unique(k):
+            base, mem = self._spaces[int(s)]
+            rows = np.flatnonzero(k == s)
+            out.append((rows, mem, (a[rows] - np.uint64(base)).astype(np.int64)))
+        return out
+
+    def gather(self, addrs: np.ndarray, lens: np.ndarray) -> Frames:
+        """Read covered frames into a burst."""
+        lens = np.asarray(lens).astype(np.int64)
+        parts = self._offsets(addrs)
+        if len(parts) == 1:
+            _, mem, off = parts[0]
+            return gather(mem, off, lens)
+        data = np.zeros((len(lens), int(lens.max()) if len(lens) else 0), np.uint8)
+        for rows, mem, off in parts:
+            f = gather(mem, off, lens[rows])
+            data[rows, :f.data.shape[1]] = f.data
+        return Frames(data, lens)
+
+    def scatter(self, addrs: np.ndarray, frames: Frames, room) -> np.ndarray:
+        """Write covered frames, each into a buffer of `room` bytes (one size, or one per
+        frame): never past it, whatever the burst's width. A frame longer than its buffer is
+        not written (the vendor model decides what that means first). Returns which were."""
+        n = len(frames)
+        room = np.broadcast_to(np.asarray(room, np.int64), (n,))
+        fits = frames.lens <= room
+        if not fits.all():
+            addrs, frames, room = np.asarray(addrs)[fits], frames.take(fits), room[fits]
+        if not len(frames):
+            return fits
+        width = int(frames.lens.max())
+        if frames.data.shape[1] > width:  # padding left by frames taken out of the burst
+            frames = Frames(frames.data[:, :width], frames.lens)
+        # Whole rows are one numpy copy; exact writes when a row would leave its buffer or the
+        # window.
+        exact = bool((room < width).any()) or not self.covers_all(addrs, np.full(len(frames), width)).all()
+        for rows, mem, off in self._offsets(addrs):
+            part = frames if len(rows) == len(frames) else frames.take(rows)
+            scatter(mem, off, part, exact=exact)
+        return fits
 
     def read(self, addr: int, length: int) -> bytes | None:
         """Device read; None (and a counted fault) outside the window."""
         if not self.covers(addr, length):
-            self._fault(addr, length)
+            self.fault(addr, length)
             return None
-        return bytes(self.mem[addr:addr + length])
+        return bytes(self.view(addr, length))
 
     def write(self, addr: int, data: bytes) -> bool:
         """Device write; False (a counted fault, nothing written) outside the window."""
         if not self.covers(addr, len(data)):
-            self._fault(addr, len(data))
+            self.fault(addr, len(data))
             return False
-        self.mem[addr:addr + len(data)] = np.frombuffer(data, np.uint8)
+        self.view(addr, len(data))[:] = np.frombuffer(data, np.uint8)
         return True

@@ -179,7 +179,7 @@ class IxgbeVf(Vf):
         if not n:
             return
         idx = (head + np.arange(n)) % size
-        inside = self.dma_scatter(ring["pkt_addr"][idx], frames)  # read once, before the write-back
+        inside = self.dma_scatter(ring["pkt_addr"][idx], frames, bsize)  # read once, before the write-back
         ok = frames.take(inside)
         wb = ring.view(RX_WB)
         wb["pkt_info"][idx] = 0

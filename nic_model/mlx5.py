@@ -225,7 +225,7 @@ class Mlx5Vf(Vf):
         n = min(n, int(np.searchsorted(np.cumsum(signaled), room, side="right")))
         wqe, idx, signaled = wqe[:n], idx[:n], signaled[:n]
         length = wqe["byte_count"].astype(np.int64)
-        addr = wqe["addr"].astype(np.int64)
+        addr = wqe["addr"]
         good = ((wqe["opmod_idx_opcode"] & 0xFF) == OP_SEND) & (length >= MIN_FRAME) & (length <= MAX_FRAME)
         inside = self.iommu.covers_all(addr, length)
         bad = np.flatnonzero(~(good & inside))

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .bar import Bar0
-from .frames import Frames, gather, scatter
+from .frames import Frames
 from .iommu import Iommu
 from .switch import Port, Switch
 
@@ -42,7 +42,6 @@ class Vf(Bar0):
         super().__init__()
         self.index, self.port, self.switch = index, port, switch
         self.stats = VfStats()
-        self.mem: np.ndarray | None = None
         self.iommu: Iommu | None = None
         self.eims = 0  # enabled vectors
         self.eicr = 0  # latched causes, one bit per vector
@@ -60,9 +59,9 @@ class Vf(Bar0):
 
     # -- assignment (the hypervisor's side) ---------------------------------------------------
     def attach(self, mem) -> Iommu:
-        """Give the VF a VM's memory; it reaches it only through the returned IOMMU window."""
+        """Give the VF a VM's DMA space, `mem` at address 0 (more memories attach to the window
+        later); it reaches them only through the returned IOMMU window."""
         self.iommu = Iommu(mem)
-        self.mem = self.iommu.mem
         return self.iommu
 
     @property
@@ -111,7 +110,7 @@ class Vf(Bar0):
             if self.iommu is not None:
                 self.dma_fault(addr, nbytes)
             return None
-        return self.mem[addr:addr + nbytes].view(dtype)
+        return self.iommu.view(addr, nbytes).view(dtype)
 
     def _faults(self, addr: np.ndarray, lens: np.ndarray, inside: np.ndarray) -> None:
         if not inside.all():
@@ -119,29 +118,24 @@ class Vf(Bar0):
             self.dma_fault(int(addr[j]), int(lens[j]), int((~inside).sum()))
 
     def dma_gather(self, addr: np.ndarray, lens: np.ndarray) -> tuple[Frames, np.ndarray]:
-        """Read the frames at `addr`; a buffer outside the IOMMU window is a fault, not read.
-        Returns the frames read and which addresses were inside."""
-        addr, lens = addr.astype(np.int64), lens.astype(np.int64)
+        """Read the frames at `addr` (u64); a buffer outside the IOMMU window is a fault, not
+        read. Returns the frames read and which addresses were inside."""
+        addr, lens = np.asarray(addr).astype(np.uint64), np.asarray(lens).astype(np.int64)
         inside = self.iommu.covers_all(addr, lens)
         self._faults(addr, lens, inside)
-        return gather(self.mem, addr[inside], lens[inside]), inside
+        return self.iommu.gather(addr[inside], lens[inside]), inside
 
-    def dma_scatter(self, addr: np.ndarray, frames: Frames, room: np.ndarray | None = None) -> np.ndarray:
-        """Write `frames` at `addr`, each into a buffer of `room` bytes (default: at least the
-        longest frame); a buffer outside the IOMMU window is a fault and nothing is written
-        there. Returns which addresses were inside."""
-        addr = addr.astype(np.int64)
-        inside = self.iommu.covers_all(addr, frames.lens)
+    def dma_scatter(self, addr: np.ndarray, frames: Frames, room) -> np.ndarray:
+        """Write `frames` at `addr` (u64), each into a buffer of `room` bytes (the size posted:
+        one value or one per buffer); a buffer outside the IOMMU window is a fault and nothing
+        is written there, and no write passes its buffer. Returns which frames were written."""
+        addr = np.asarray(addr).astype(np.uint64)
+        room = np.broadcast_to(np.asarray(room, np.int64), (len(frames),))
+        inside = self.iommu.covers_all(addr, np.minimum(frames.lens, room))
         self._faults(addr, frames.lens, inside)
-        ok = frames.take(inside)
-        # Whole-row writes are one numpy copy; exact ones when a row would leave its buffer
-        # or the window.
-        width = ok.data.shape[1]
-        rows_ok = self.iommu.covers_all(addr[inside], np.full(len(ok), width)).all()
-        if room is not None:
-            rows_ok &= bool((room[inside] >= width).all())
-        scatter(self.mem, addr[inside], ok, exact=not rows_ok)
-        return inside
+        written = np.zeros(len(frames), bool)
+        written[inside] = self.iommu.scatter(addr[inside], frames.take(inside), room[inside])
+        return written
 
     # -- the vendor's ring engine --------------------------------------------------------------
     def reset(self) -> None:

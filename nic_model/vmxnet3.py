@@ -249,7 +249,7 @@ class Vmxnet3Vf(Vf):
         if not n:
             return
         slots = self.rxr.slots(n)
-        inside = self.dma_scatter(ring["addr"][slots], frames)
+        inside = self.dma_scatter(ring["addr"][slots], frames, self.rx_buf_size)
         ok = frames.take(inside)
         self.stats.rx_frames += len(ok)
         self.stats.rx_bytes += ok.nbytes

@@ -3,25 +3,17 @@
 Everything a plugin author sees (the C header, the ABI reference) is generated from this package
 by `python -m shell_api.gen`; a test fails when the generated files drift.
 """
-from .abi import (
-                  ABI_MAJOR,
-                  ABI_MINOR,
-                  EXPORTS,
-                  IMPORT_MODULE,
-                  IMPORTS,
-                  OPTIONAL_EXPORTS,
-                  PIC_IMPORTS,
-                  FuncSpec,
-                  abi_compatible,
-)
+from .abi import (ABI_MAJOR, ABI_MINOR, EXPORTS, GUEST_MEMORY_BASE, IMPORT_MODULE, IMPORTS,
+                  OPTIONAL_EXPORTS, PIC_IMPORTS, FuncSpec, abi_compatible)
 from .features import Feature
 from .layout import CFG_MAGIC, DESC_FLAGS, INIT_CFG, RING_DESC, RING_HDR, Layout
 from .manifest import MANIFEST_SECTION, Manifest, ManifestError, PluginToml
+from .limits import LIMIT, LIMITS, Limit
 from .status import Status
 
 __all__ = [
     "ABI_MAJOR", "ABI_MINOR", "EXPORTS", "IMPORTS", "IMPORT_MODULE", "OPTIONAL_EXPORTS",
     "PIC_IMPORTS", "FuncSpec", "abi_compatible", "Feature", "DESC_FLAGS", "INIT_CFG", "RING_DESC",
     "RING_HDR", "CFG_MAGIC", "Layout", "MANIFEST_SECTION", "Manifest", "ManifestError",
-    "PluginToml", "Status",
+    "PluginToml", "Status", "GUEST_MEMORY_BASE", "LIMIT", "LIMITS", "Limit",
 ]

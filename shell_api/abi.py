@@ -4,7 +4,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 ABI_MAJOR = 1
-ABI_MINOR = 0
+ABI_MINOR = 1  # 1.1 added `pool_base_hi` to the init block (frames moved above 4 GiB)
+
+# Where the guest's memory (the frame pool) sits in a VM's 64-bit DMA address space: above
+# everything a wasm32 plugin can address, so a frame address is a value it copies, never a
+# pointer it can follow.
+GUEST_MEMORY_BASE = 1 << 32
 
 IMPORT_MODULE = "shell"
 EXPORT_PREFIX = "npa_"
@@ -47,10 +52,12 @@ IMPORTS: tuple[FuncSpec, ...] = (
              "Write a 32-bit VF BAR0 register: ring base/length, head/tail doorbells, interrupt "
              "mask, reset. Registers outside the data path are ignored and counted."),
     FuncSpec("dma_alloc", (("size", "u32"), ("align", "u32")), ("u32",),
-             "Allocate `size` bytes of DMA-able memory aligned to `align` (a power of two) inside "
-             "the VF's IOMMU window; returns its address, or 0 on failure."),
+             "Allocate `size` bytes of zeroed DMA-able memory aligned to `align` (a power of two, "
+             "at most 1 MiB) inside the VF's IOMMU window; returns its address, or 0 on failure."),
     FuncSpec("dma_free", (("addr", "u32"),), (),
-             "Return memory obtained from `dma_alloc`; it leaves the IOMMU window."),
+             "Return memory obtained from `dma_alloc`; it leaves the IOMMU window. Any other "
+             "address (never allocated, already freed, inside a block) is ignored, counted and "
+             "logged."),
     FuncSpec("udelay", (("us", "u32"),), (),
              "Wait `us` microseconds of device time: the device makes progress meanwhile."),
     FuncSpec("log", (("level", "u32"), ("ptr", "u32"), ("len", "u32")), (),

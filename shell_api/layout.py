@@ -67,7 +67,7 @@ class Layout:
 CFG_MAGIC = 0x3141504E  # "NPA1", little-endian
 
 RING_DESC = Layout("npa_desc", "One shell-ring entry (16 bytes).", [
-    Field("addr", "u64", "frame address in the shared region (inside the frame pool)"),
+    Field("addr", "u64", "frame address in the guest's memory (opaque: copy it, never dereference it)"),
     Field("len", "u32", "frame length in bytes; for `fill`, the buffer size"),
     Field("flags", "u16", "NPA_DESC_* flags"),
     Field("vlan", "u16", "VLAN TCI, valid when NPA_DESC_VLAN is set"),
@@ -102,10 +102,11 @@ INIT_CFG = Layout("npa_init_cfg", "The init config block the shell writes before
     Field("num_vectors", "u16", "interrupt vectors; queue q raises vector q"),
     Field("mtu", "u32", "largest frame the shell will send or accept, in bytes, without FCS"),
     Field("frame_size", "u32", "size of every frame buffer of the pool"),
-    Field("pool_base", "u32", "address of the frame pool"),
+    Field("pool_base", "u32", "low 32 bits of the frame pool's DMA address"),
     Field("pool_frames", "u32", "number of frames in the pool"),
     *[f for r in _RINGS for f in (
         Field(f"{r}_ring", "u32", f"address of the `{r}` ring header"),
         Field(f"{r}_size", "u32", f"entries in the `{r}` ring, a power of two"))],
-    Field("reserved", "u32", "reserved, zero", 13),
+    Field("pool_base_hi", "u32", "high 32 bits of the frame pool's DMA address (v1.1)"),
+    Field("reserved", "u32", "reserved, zero", 12),
 ])

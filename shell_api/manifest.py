@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .abi import ABI_MAJOR, ABI_MINOR
 from .features import Feature
+from .limits import LIMIT
 
 MANIFEST_SECTION = "npa.manifest"
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
@@ -21,6 +22,22 @@ VERSION_PATTERN = r"^\d+\.\d+\.\d+([-+][0-9A-Za-z.-]+)?$"
 
 class ManifestError(ValueError):
     """A manifest that cannot be read or does not fit the schema; the message names the field."""
+
+
+_MANIFEST_KEYS = ("abi", "name", "version", "vendor", "devices", "features")
+MANIFEST_LIMIT = LIMIT["manifest_bytes"]
+
+
+def _unique_keys(pairs: list) -> dict:
+    """A msgpack map whose keys are all strings, none twice (a later copy must not win)."""
+    out: dict = {}
+    for k, v in pairs:
+        if not isinstance(k, str):
+            raise ManifestError(f"{MANIFEST_SECTION}: a map key is {type(k).__name__}, not a string")
+        if k in out:
+            raise ManifestError(f"{MANIFEST_SECTION}: field {k!r} appears twice")
+        out[k] = v
+    return out
 
 
 def _first_error(where: str, err: ValidationError) -> ManifestError:
@@ -67,13 +84,22 @@ class Manifest(BaseModel):
 
     @classmethod
     def decode(cls, payload: bytes) -> "Manifest":
+        """The manifest in an image; ManifestError naming the field for anything else."""
+        if len(payload) > MANIFEST_LIMIT:
+            raise ManifestError(f"{MANIFEST_SECTION}: {len(payload)} bytes; the limit is {MANIFEST_LIMIT}")
         try:
-            raw = msgpack.unpackb(payload, raw=False, strict_map_key=True)
+            raw = msgpack.unpackb(payload, raw=False, strict_map_key=True,
+                                  object_pairs_hook=_unique_keys)
+        except ManifestError:
+            raise
         except Exception as e:  # msgpack raises several unrelated types on garbage
             raise ManifestError(f"{MANIFEST_SECTION}: not msgpack ({e})") from None
         if not isinstance(raw, dict):
             raise ManifestError(f"{MANIFEST_SECTION}: expected a map, got {type(raw).__name__}")
-        raw = dict(raw)
+        unknown = [k for k in raw if k not in _MANIFEST_KEYS]
+        if unknown:
+            raise ManifestError(f"{MANIFEST_SECTION}: field {unknown[0]!r}: not a manifest field "
+                                f"(expected {', '.join(_MANIFEST_KEYS)})")
         abi = raw.pop("abi", None)
         if not (isinstance(abi, list) and len(abi) == 2):
             raise ManifestError(f"{MANIFEST_SECTION}: field 'abi': expected [major, minor]")

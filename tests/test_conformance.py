@@ -23,7 +23,10 @@ BROKEN_C = {
                          "lifecycle::reset_then_init", "lifecycle::reinjection",
                          "ownership::unsent_frames_resent", "faults::device_reset_under_traffic",
                          "faults::dma_fault"},
-    "CORRUPTS_BIG_FRAMES": {"datapath::every_frame_size", "datapath::ring_wraparound"},
+    # It dereferences a frame address to flip a byte. Frames live in the guest's memory above
+    # 4 GiB (ABI 1.1), so the pointer it forms lands in its own linear memory: no frame is
+    # touched and every check passes (tests/test_containment.py asserts the bytes).
+    "CORRUPTS_BIG_FRAMES": set(),
     "IGNORES_BACKPRESSURE": {"datapath::backpressure"},
     "NEVER_REARMS": {"interrupts::interrupt_driven_traffic", "interrupts::intr_acks_and_reports_queues"},
     "TRAPS_ON_ZERO_BUDGET": {"budgets::poll_honours_budget"},

@@ -21,8 +21,9 @@ EMPTY = DESC_FLAGS["EMPTY"][0]
 
 
 class EmulatedNic:
-    def __init__(self, dp: DataPath, mem: np.ndarray, port: Port, switch: Switch):
-        self.dp, self.mem, self.port, self.switch = dp, mem, port, switch
+    def __init__(self, dp: DataPath, port: Port, switch: Switch):
+        self.dp, self.port, self.switch = dp, port, switch
+        self.guest = dp.guest  # it reaches the frames as the hypervisor: in the guest's memory
         self.rings = dp.rings
         self.posted = np.zeros(0, np.int64)  # RX buffers the shell posted, in order
         self.up = False
@@ -46,8 +47,8 @@ class EmulatedNic:
         ent = self.rings["tx"].consume_burst(n)
         if not len(ent):
             return 0
-        addr, lens = ent["addr"].astype(np.int64), ent["len"].astype(np.int64)
-        self.switch.forward(self.port, gather(self.mem, addr, lens))
+        addr, lens = ent["addr"], ent["len"].astype(np.int64)
+        self.switch.forward(self.port, gather(self.guest.np, self.guest.offsets(addr), lens))
         self.rings["txc"].produce_burst(addr, lens)
         self.stats["tx_frames"] += len(ent)
         return len(ent)
@@ -66,7 +67,7 @@ class EmulatedNic:
             frames = frames.take(~over)
         k = len(frames)
         addr, self.posted = self.posted[:k], self.posted[k:]
-        scatter(self.mem, addr, frames)
+        scatter(self.guest.np, self.guest.offsets(addr), frames)
         rx.produce_burst(addr, frames.lens)
         self.stats["rx_frames"] += k
         return k

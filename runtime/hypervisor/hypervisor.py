@@ -77,7 +77,7 @@ class Hypervisor:
         up = rules.state != "disable"
         nic.set_vf_link(vf, up)
         guest, host = channel()
-        emu = EmulatedNic(vm.shell.dp, vm.box.region.np, vf.port, nic.switch)
+        emu = EmulatedNic(vm.shell.dp, vf.port, nic.switch)
         self.ports[vm.index] = VmPort(rules, guest, host, emu)
         host.send(LinkState(up=up))
         vm.shell.resend_after_fault = True  # the emulated path is always there to fall back to

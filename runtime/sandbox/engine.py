@@ -29,12 +29,20 @@ def _config() -> wasmtime.Config:
     c.wasm_gc = False
     c.wasm_exceptions = False
     c.wasm_component_model = False
+    # Off as well: what the loader's code scan (wasm.shape) does not decode is not compiled.
+    c.wasm_relaxed_simd = False
+    c.wasm_simd = False
+    c.wasm_tail_call = False
+    c.wasm_function_references = False
+    c.wasm_stack_switching = False
+    c.wasm_custom_page_sizes = False
+    c.wasm_wide_arithmetic = False
     c.cranelift_opt_level = "speed"
     return c
 
 
 # Part of the cache key: a different engine setup must not reuse an artifact.
-CONFIG_FINGERPRINT = "fuel,epoch,nomove,nothreads,nomem64,nomultimem,nogc,noexn,speed"
+CONFIG_FINGERPRINT = "fuel,epoch,nomove,nothreads,nomem64,nomultimem,nogc,noexn,nosimd,notail,speed"
 
 
 @lru_cache(maxsize=1)

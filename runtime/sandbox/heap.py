@@ -1,4 +1,9 @@
-"""The DMA heap: `shell.dma_alloc`'s allocator over the DMA part of a VM's linear memory."""
+"""The DMA heap: `shell.dma_alloc`'s allocator over the DMA part of a VM's linear memory.
+
+The plugin allocates and frees here (hardware rings, doorbell records, queue configs). The
+shell's own structures (its rings and the init block) are carved off the top once, with
+`reserve`: they are never in the free list, so no `dma_free` or `dma_alloc` can reach them.
+"""
 from __future__ import annotations
 
 import bisect
@@ -15,7 +20,7 @@ class DmaHeap:
         self.allocated: dict[int, int] = {}  # addr -> size
 
     def alloc(self, size: int, align: int = 8) -> int:
-        if size <= 0 or align <= 0 or align & (align - 1) or align > 1 << 20:
+        if not 0 < size <= self.end - self.start or align <= 0 or align & (align - 1) or align > 1 << 20:
             return 0
         for i, (a, b) in enumerate(self._free):
             addr = (a + align - 1) & ~(align - 1)
@@ -28,7 +33,21 @@ class DmaHeap:
                 return addr
         return 0
 
+    def reserve(self, size: int, align: int = 64) -> int:
+        """Take [addr, addr + size) off the top of the heap for good (the shell's structures):
+        out of the free list and not `allocated`, so `free` refuses it. 0 if it does not fit."""
+        a, b = self._free[-1] if self._free else (0, 0)
+        addr = (b - size) & ~(align - 1)
+        if size <= 0 or addr < a:
+            return 0
+        self._free[-1:] = [(a, addr)] if addr > a else []
+        if b > addr + size:  # the alignment slack stays free
+            self._free.append((addr + size, b))
+        return addr
+
     def free(self, addr: int) -> bool:
+        """Give back a live block `alloc` returned; False (nothing changes) for any other
+        address: never allocated, already freed, inside a block, or reserved."""
         size = self.allocated.pop(addr, None)
         if size is None:
             return False

@@ -17,6 +17,7 @@ from .memory import SharedRegion
 log = logging.getLogger("npa.plugin")
 LOG_LEVELS = ("error", "warn", "info", "debug")
 MAX_LOG_LINE = 512
+REFUSALS_LOGGED = 8  # per import; the count goes on
 
 
 class Bar(Protocol):
@@ -66,6 +67,8 @@ class ShellImports:
         self.logs_suppressed = 0
         self.udelay_us = 0
         self.fail_dma_alloc = False  # a test (or the conformance suite) makes dma_alloc fail
+        self.refused: Counter[str] = Counter()  # calls refused, by import
+        self.tag = "plugin"  # how log lines name this VM's plugin
 
     def mmio_read32(self, off: int) -> int:
         self.calls["mmio_read32"] += 1
@@ -80,14 +83,26 @@ class ShellImports:
         if self.fail_dma_alloc:
             return 0
         addr = self.heap.alloc(size, align)
-        if addr and self.iommu is not None:
-            self.iommu.map(addr, size)  # the VF may now reach it
+        if addr:
+            self.region.np[addr:addr + size] = 0  # a freed block may have held anything
+            if self.iommu is not None:
+                self.iommu.map(addr, size)  # the VF may now reach it
         return addr
 
     def dma_free(self, addr: int) -> None:
+        """Only a live block `dma_alloc` gave this plugin; anything else is ignored, counted
+        and logged (the pool, a shell ring, the init block, a double free...)."""
         self.calls["dma_free"] += 1
-        if self.heap.free(addr) and self.iommu is not None:
+        if not self.heap.free(addr):
+            self.refuse("dma_free", f"0x{addr:x} is not a block dma_alloc gave this plugin")
+        elif self.iommu is not None:
             self.iommu.unmap(addr)
+
+    def refuse(self, what: str, why: str) -> None:
+        """A Shell API call refused: counted, and logged for the first few of a kind."""
+        self.refused[what] += 1
+        if self.refused[what] <= REFUSALS_LOGGED:
+            log.warning("%s: %s refused: %s", self.tag, what, why)
 
     def udelay(self, us: int) -> None:
         self.calls["udelay"] += 1
@@ -106,7 +121,7 @@ class ShellImports:
         text = self.region.read(ptr, min(length, MAX_LOG_LINE)).decode("utf-8", "replace")
         name = LOG_LEVELS[level] if level < len(LOG_LEVELS) else f"level{level}"
         self.logs.append((name, text))
-        log.log({0: 40, 1: 30, 2: 20}.get(level, 10), "plugin: %s", text)
+        log.log({0: 40, 1: 30, 2: 20}.get(level, 10), "%s: %s", self.tag, text)
 
     def refill_log_tokens(self) -> None:
         """The rate limit: at most `log_burst` lines between two refills (one per host step)."""

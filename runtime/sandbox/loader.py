@@ -1,8 +1,10 @@
 """The loader: refuses what the Shell API does not allow, places the rest where it is told.
 
-Checks, in this order, each failing with one line that names the cause: valid wasm; manifest
-present and decodable; ABI compatible; imports; exports; position independence (`dylink.0`);
-then, for a given base, that the image and its stack fit the hypervisor's plugin slot.
+Checks, in this order, each failing with one line that names the cause: valid wasm within the
+loader's limits (`shell_api.limits`, read from the bytes before any compiler runs); manifest
+present and decodable; ABI compatible; imports; exports; position independence (`dylink.0`
+well-formed, every data segment inside the memory it declares); then, for a given base, that
+the image and its stack fit the hypervisor's plugin slot.
 """
 from __future__ import annotations
 
@@ -11,14 +13,7 @@ from dataclasses import dataclass, field
 
 import wasmtime
 
-from shell_api import (
-    ABI_MAJOR,
-    ABI_MINOR,
-    MANIFEST_SECTION,
-    Manifest,
-    ManifestError,
-    abi_compatible,
-)
+from shell_api import ABI_MAJOR, ABI_MINOR, LIMIT, MANIFEST_SECTION, Manifest, ManifestError, abi_compatible
 from shell_api.abi import (
     EXPORT_PREFIX,
     EXPORTS,
@@ -35,7 +30,7 @@ from .errors import LoadError, cause
 from .memory import WASM_PAGE
 
 CHECKS = ("wasm", "manifest", "abi", "imports", "exports", "pic", "fit")  # in the order run
-MAX_IMAGE_BYTES = 4 << 20
+MAX_IMAGE_BYTES = LIMIT["image_bytes"]
 TABLE_BASE = 1  # keep table slot 0 empty, so a null function pointer traps
 
 
@@ -66,6 +61,7 @@ class ImageReport:
     exports: list[ExportRow] = field(default_factory=list)
     dylink: wasm.DylinkInfo | None = None
     memory_import: wasm.Extern | None = None
+    shape: wasm.Shape | None = None
     error: LoadError | None = None
     module: wasmtime.Module | None = None
     cached: bool = False
@@ -137,6 +133,40 @@ def read_manifest(image: bytes) -> Manifest:
         raise LoadError("manifest", str(e)) from None
 
 
+def _over_limits(shape: wasm.Shape) -> str | None:
+    """The first loader limit the image's code breaks, as one line; None when within all."""
+    counts = {"types": shape.types, "functions": shape.functions, "code_bytes": shape.code_bytes,
+              "body_bytes": shape.largest_body, "locals": shape.most_locals,
+              "nesting": shape.deepest_nesting, "globals": shape.globals,
+              "table_entries": max(shape.tables, default=0), "data_segments": len(shape.data),
+              "element_segments": shape.element_segments}
+    for name, n in counts.items():
+        if n > LIMIT[name]:
+            return f"exceeds the loader's limit on {name.replace('_', ' ')}: {n}, at most {LIMIT[name]}"
+    return None
+
+
+def _dylink_lies(d: wasm.DylinkInfo, shape: wasm.Shape) -> str | None:
+    """What `dylink.0` declares against what the image does: alignments and table size within
+    the limits, and every data segment inside the memory it declares, placed relative to
+    `env.__memory_base` (an absolute offset would write wherever it names at injection)."""
+    for name, value in (("memory_align", d.memory_align), ("table_align", d.table_align),
+                        ("table_entries", d.table_size)):
+        if value > LIMIT[name]:
+            return f"dylink.0 asks for {name.replace('_', ' ')} {value}; at most {LIMIT[name]}"
+    base = (shape.imported_globals.index("__memory_base")
+            if "__memory_base" in shape.imported_globals else None)
+    for i, seg in enumerate(shape.data):
+        if seg.active and (seg.base_global is None or seg.base_global != base):
+            return (f"data segment {i} is placed at an absolute offset, not relative to "
+                    "env.__memory_base: not position-independent")
+        start = seg.offset if seg.active else 0
+        if seg.size > d.memory_size or start > d.memory_size - seg.size:
+            return (f"data segment {i} ([{start}, +{seg.size})) lies outside the "
+                    f"{d.memory_size} bytes dylink.0 declares")
+    return None
+
+
 def analyse(image: bytes, use_cache: bool = True) -> ImageReport:
     """Run the static checks; stops at the first failure, recording it in `error`."""
     rep = ImageReport(size=len(image))
@@ -149,6 +179,12 @@ def analyse(image: bytes, use_cache: bool = True) -> ImageReport:
         return fail("wasm", f"image is {len(image)} bytes, more than the {MAX_IMAGE_BYTES} allowed")
     if image[:4] != wasm.MAGIC[:4]:
         return fail("wasm", "not a wasm module (no \\0asm magic)")
+    try:
+        rep.shape = wasm.shape(image)
+    except wasm.WasmFormatError as e:
+        return fail("wasm", f"invalid wasm: {e}")
+    if (over := _over_limits(rep.shape)) is not None:
+        return fail("wasm", over)
     try:
         wasmtime.Module.validate(engine(), image)
     except wasmtime.WasmtimeError as e:
@@ -178,13 +214,18 @@ def analyse(image: bytes, use_cache: bool = True) -> ImageReport:
         if spec.name not in present:
             return fail("exports", f"missing export {spec.name}: func {spec.wasm_signature()}")
 
-    rep.dylink = wasm.dylink_info(image)
+    try:
+        rep.dylink = wasm.dylink_info(image)
+    except wasm.WasmFormatError as e:
+        return fail("pic", f"dylink.0: {e}")
     if rep.dylink is None:
         return fail("pic", "not position-independent: no dylink.0 section first "
                     "(build with -fPIC -shared)")
     if rep.dylink.needed:
         return fail("pic", f"needs shared libraries {', '.join(rep.dylink.needed)}; "
                     "a plugin must be self-contained")
+    if (lie := _dylink_lies(rep.dylink, rep.shape)) is not None:
+        return fail("pic", lie)
     if any(sid == 5 for sid, _, _ in wasm.sections(image)):
         return fail("pic", "defines its own memory; a plugin must import env.memory")
 

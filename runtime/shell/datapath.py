@@ -1,4 +1,6 @@
-"""Lays out one VM's data-path memory in its DMA heap: frame pool, shell rings, init config."""
+"""Lays out one VM's data path: the frame pool in the guest's memory, the shell rings and the
+init config block in the plugin's linear memory (reserved off the DMA heap's top, so never in
+its free list), and the IOMMU window's view of the pool."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -6,6 +8,7 @@ from dataclasses import dataclass
 from runtime.sandbox import Sandbox
 from shell_api import ABI_MAJOR, ABI_MINOR, CFG_MAGIC, INIT_CFG, Feature, Manifest
 
+from .guest_memory import GuestMemory
 from .rings import ShellRing
 
 RING_NAMES = ("tx", "txc", "fill", "rx")
@@ -14,11 +17,16 @@ RING_NAMES = ("tx", "txc", "fill", "rx")
 @dataclass
 class DataPath:
     cfg_addr: int
-    pool_base: int
+    guest: GuestMemory
     frames: int
     frame_size: int
     rings: dict[str, ShellRing]
     mtu: int = 1514
+
+    @property
+    def pool_base(self) -> int:
+        """The frame pool's DMA address: the start of the guest's memory."""
+        return self.guest.base
 
     def offer(self, box: Sandbox, features: int) -> None:
         """Rewrite the features the shell offers (the manifest's, intersected) before init."""
@@ -27,17 +35,19 @@ class DataPath:
 
 def setup(box: Sandbox, manifest: Manifest | None = None, *, ring_size: int = 256, frames: int = 1024,
           frame_size: int = 2048, mtu: int = 1514, offer: Feature = Feature.INTR) -> DataPath:
-    """Allocate the pool, the four shell rings and the init config block; write the block."""
-    pool = box.heap.alloc(frames * frame_size, 4096)
+    """Make the guest's memory and pool, reserve the four shell rings and the init config
+    block, map the pool into the VF's window and write the block."""
+    guest = GuestMemory(frames * frame_size)
     rings = {}
     for name in RING_NAMES:
-        addr = box.heap.alloc(ShellRing.bytes_for(ring_size), 64)
-        rings[name] = ShellRing(box.region, addr, ring_size)
-    cfg = box.heap.alloc(INIT_CFG.size, 64)
-    if not (pool and cfg and all(r.addr for r in rings.values())):
+        addr = box.heap.reserve(ShellRing.bytes_for(ring_size), 64)
+        rings[name] = ShellRing(box.region, addr, ring_size) if addr else None
+    cfg = box.heap.reserve(INIT_CFG.size, 64)
+    if not (cfg and all(rings.values())):
         raise MemoryError("the region's DMA heap is too small for this data path")
     if box.iommu is not None:
-        box.iommu.map(pool, frames * frame_size)  # frames are the only shell memory the VF reaches
+        box.iommu.attach(guest.base, guest.np)
+        box.iommu.map(guest.base, guest.size)  # frames are the only shell memory the VF reaches
     bar = box.bar
     vendor = getattr(bar, "PCI_VENDOR", manifest.devices[0].vendor if manifest else 0)
     device = getattr(bar, "PCI_DEVICE", manifest.devices[0].device if manifest else 0)
@@ -45,8 +55,8 @@ def setup(box: Sandbox, manifest: Manifest | None = None, *, ring_size: int = 25
         magic=CFG_MAGIC, abi_major=ABI_MAJOR, abi_minor=ABI_MINOR, cfg_size=INIT_CFG.size,
         features=int(offer) & (manifest.features if manifest else ~0), pci_vendor=vendor, pci_device=device,
         bar0_size=getattr(bar, "SIZE", 0), num_queues=1,
-        num_vectors=getattr(bar, "NUM_VECTORS", 1), mtu=mtu, frame_size=frame_size, pool_base=pool,
-        pool_frames=frames,
+        num_vectors=getattr(bar, "NUM_VECTORS", 1), mtu=mtu, frame_size=frame_size,
+        pool_base=guest.base & 0xFFFFFFFF, pool_base_hi=guest.base >> 32, pool_frames=frames,
         **{f"{n}_ring": r.addr for n, r in rings.items()},
         **{f"{n}_size": r.size for n, r in rings.items()}))
-    return DataPath(cfg, pool, frames, frame_size, rings, mtu)
+    return DataPath(cfg, guest, frames, frame_size, rings, mtu)

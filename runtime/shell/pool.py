@@ -1,4 +1,4 @@
-"""The guest's frame pool and who holds each frame.
+"""The guest's frame pool (in the guest's memory) and who holds each frame.
 
 Every pool frame belongs to exactly one side at a time: the shell (FREE, or RESEND: came back
 unsent and waits to go out first), or the plugin and its NIC (TX: handed over on `tx`; FILL:
@@ -14,7 +14,8 @@ STATE_NAMES = ("free", "tx", "fill", "resend")
 
 
 class FramePool:
-    def __init__(self, base: int, frames: int, frame_size: int):
+    def __init__(self, mem: np.ndarray, base: int, frames: int, frame_size: int):
+        self.mem = mem  # the guest's memory; frame i is mem[i * frame_size:][:frame_size]
         self.base, self.nframes, self.frame_size = base, frames, frame_size
         self.state = np.zeros(frames, np.int8)
         self.tx_len = np.zeros(frames, np.int64)  # what the guest handed over, for a re-send
@@ -25,7 +26,12 @@ class FramePool:
         self.resend = np.zeros(0, np.int64)  # RESEND frames, first in line, in this order
 
     def addrs(self, idx: np.ndarray) -> np.ndarray:
+        """The frames' DMA addresses, as ring entries carry them."""
         return self.base + idx * self.frame_size
+
+    def offsets(self, idx: np.ndarray) -> np.ndarray:
+        """The frames' offsets in `mem`."""
+        return idx * self.frame_size
 
     def take(self, n: int) -> np.ndarray:
         """`n` free frames (the caller checked there are), still FREE until handed over."""

@@ -24,9 +24,9 @@ ETH_HEADER = 14
 
 
 class Reaper:
-    def __init__(self, pool: FramePool, rings: dict[str, ShellRing], mem: np.ndarray, mtu: int,
+    def __init__(self, pool: FramePool, rings: dict[str, ShellRing], mtu: int,
                  stats: Counter, refused: Counter):
-        self.pool, self.rings, self.mem, self.mtu = pool, rings, mem, mtu
+        self.pool, self.rings, self.mtu = pool, rings, mtu
         self.stats, self.refused = stats, refused
         self._shadow = {r: np.zeros(rings[r].size, np.int64) for r in ("tx", "fill")}
         self._mark = np.zeros(pool.nframes, np.int64)  # scratch for duplicate detection
@@ -53,9 +53,11 @@ class Reaper:
     def claim(self, ent: np.ndarray, state: int, ring: str) -> tuple[np.ndarray, np.ndarray]:
         """Which entries name a pool frame that the plugin holds in `state` (first copy only)."""
         pool = self.pool
-        off = ent["addr"].astype(np.int64) - pool.base
+        addr = ent["addr"].astype(np.uint64)  # unsigned: no value wraps below the pool
+        inside = (addr >= np.uint64(pool.base)) & (addr - np.uint64(pool.base) < np.uint64(pool.nframes * pool.frame_size))
+        off = np.where(inside, addr - np.uint64(pool.base), 0).astype(np.int64)
         idx = off // pool.frame_size
-        ok = (off >= 0) & (idx < pool.nframes) & (off % pool.frame_size == 0)
+        ok = inside & (off % pool.frame_size == 0)
         self.refuse(ring, "address outside the pool", ~ok)
         idx = np.where(ok, idx, 0)
         held = ok & (pool.state[idx] == state)
@@ -99,7 +101,7 @@ class Reaper:
         bad = data & ((lens < ETH_HEADER) | (lens > self.mtu))
         self.refuse("rx", "bad length", bad)
         good = data & ~bad
-        frames = gather(self.mem, self.pool.addrs(idx[good]), lens[good])
+        frames = gather(self.pool.mem, self.pool.offsets(idx[good]), lens[good])
         self.stats["rx_frames"] += len(frames)
         self.stats["rx_empty"] += int((ok & ~data).sum())
         self.pool.release(idx[ok])

@@ -50,12 +50,11 @@ class Shell:
         self.box, self.budget, self.reset_vf, self.clock = box, budget, reset_vf, clock
         self.dp = datapath.setup(box, ring_size=ring_size, frames=frames, frame_size=frame_size, mtu=mtu)
         self.rings = self.dp.rings
-        self.mem = box.region.np
         self.mtu = mtu
-        self.pool = FramePool(self.dp.pool_base, frames, frame_size)
+        self.pool = FramePool(self.dp.guest.np, self.dp.pool_base, frames, frame_size)
         self.stats: Counter[str] = Counter()
         self.refused: Counter[str] = Counter()
-        self.reaper = Reaper(self.pool, self.rings, self.mem, mtu, self.stats, self.refused)
+        self.reaper = Reaper(self.pool, self.rings, mtu, self.stats, self.refused)
         self.driver: Driver | None = None
         self.rx_buffers = frames // 2  # at most this many frames posted for RX at a time
         # With an emulated path to fall back to, frames on the TX path when a plugin faults are
@@ -214,7 +213,7 @@ class Shell:
             return 0
         idx = self.pool.take(n)
         part = frames if n == len(frames) else frames.take(slice(0, n))
-        scatter(self.mem, self.pool.addrs(idx), part)
+        scatter(self.pool.mem, self.pool.offsets(idx), part)
         if self._produce("tx", idx, part.lens) < n:  # the plugin broke the ring: a fault
             self.pool.release(idx)
             return 0
