@@ -10,8 +10,9 @@ import typer
 from rich.table import Table
 
 from runtime.hypervisor import image_for
-from runtime.sandbox import ImageReport, LoadError, NpaError, PluginFault, RegionPlan, Sandbox, analyse
-from shell_api import ABI_MAJOR, ABI_MINOR, ManifestError
+from runtime.sandbox import (ImageReport, LoadError, NpaError, PluginFault, RegionPlan, Sandbox, analyse,
+                             measures)
+from shell_api import ABI_MAJOR, ABI_MINOR, LIMIT, ManifestError
 
 from . import bench, toolchain
 from . import run as runner
@@ -113,6 +114,7 @@ def _report_json(path: Path, rep: ImageReport, error: str | None, placement: dic
         "imports": [vars(i) for i in rep.imports],
         "exports": [vars(e) for e in rep.exports],
         "dylink": None if rep.dylink is None else vars(rep.dylink) | {"needed": list(rep.dylink.needed)},
+        "limits": {name: {"image": value, "limit": LIMIT[name]} for name, value in measures(rep).items()},
         "placement": placement,
     }
 
@@ -171,6 +173,10 @@ def _print_report(path: Path, rep: ImageReport, placement: dict | None) -> None:
             role = f"[red]refused[/]: {e.note}" if e.role == "refused" else e.role
             et.add_row(e.name, e.kind, role)
         out.print(et)
+    lt = Table("measure", "image", "limit", title="loader limits (shell_api/limits.py)", title_justify="left")
+    for name, value in measures(rep).items():
+        lt.add_row(name, f"{value:,}" if value <= LIMIT[name] else f"[red]{value:,}[/]", f"{LIMIT[name]:,}")
+    out.print(lt)
 
 
 BUNDLED = Path(__file__).resolve().parent.parent / "plugins-wasm"

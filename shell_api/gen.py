@@ -12,6 +12,7 @@ from .abi import (
     ABI_MINOR,
     C_TYPE,
     EXPORTS,
+    GUEST_MEMORY_BASE,
     IMPORT_MODULE,
     IMPORTS,
     OPTIONAL_EXPORTS,
@@ -19,6 +20,7 @@ from .abi import (
 )
 from .features import Feature
 from .layout import CFG_MAGIC, DESC_FLAGS, INIT_CFG, RING_DESC, RING_HDR, Layout
+from .limits import LIMITS
 from .manifest import MANIFEST_SECTION
 from .status import Status
 
@@ -174,6 +176,29 @@ def reference() -> str:
         f"A plugin states the ABI it was built for in its manifest. The runtime (v{ABI_MAJOR}.{ABI_MINOR})",
         "loads it when the majors are equal and the plugin's minor is not newer than the runtime's:",
         "a minor adds, never changes. Anything else is refused at load.", "",
+        "| version | added |", "|---|---|",
+        "| 1.0 | the imports, exports, rings and init block below |",
+        "| 1.1 | `pool_base_hi` in the init block: the frame pool moved to the guest's memory above "
+        "4 GiB. A 1.0 plugin, which copies frame addresses as u64 values, runs unchanged |", "",
+        "## Memory", "",
+        "A VM has one 64-bit DMA (guest-physical) address space and two memories in it:", "",
+        "- **The plugin's linear memory**, imported as `env.memory`, fixed in size (`memory.grow`",
+        "  fails) and mapped at DMA address 0. The hypervisor lays it out: a guard page at 0, the",
+        "  plugin image and its stack at a base it chooses, the DMA heap (`dma_alloc`), and the",
+        "  shell's rings and init block, which are never part of the heap.",
+        f"- **The guest's memory**, holding the frame pool, at DMA address 0x{GUEST_MEMORY_BASE:x} (4 GiB)",
+        "  and above. A wasm32 plugin cannot form a pointer to it.", "",
+        "Frame addresses in ring entries are therefore opaque u64 values: a plugin copies them",
+        "from shell-ring entries into its hardware descriptors and back, and never dereferences",
+        "them (a 32-bit pointer made from one lands in the plugin's own memory, not on a frame).",
+        "Why: a vendor's driver must not be able to read or rewrite a guest's packets",
+        "(confidentiality and integrity of guest data against vendor code), which no native VF",
+        "driver can promise. The NIC reaches frames by DMA through the VF's IOMMU window, which maps",
+        "exactly what `dma_alloc` handed out plus the frame pool; any other address a descriptor",
+        "names is a DMA fault, and a DMA write never passes the end of the buffer it was posted with.", "",
+        "`dma_alloc` returns zeroed memory. `dma_free` takes only a live address `dma_alloc`",
+        "returned to this plugin; anything else (the pool, a shell ring, the init block, the middle",
+        "of a block, a second free) is ignored, counted and logged.", "",
         "## Module shape", "",
         "A plugin is a position-independent wasm32 module (`dylink.0` section, built with",
         "`-fPIC -shared`) that imports its memory. The loader places it at a base the hypervisor",
@@ -210,7 +235,10 @@ def reference() -> str:
         "two of descriptors. Indices are free-running u32 and wrap at 2^32; entry `i` lives at",
         "slot `i & (size - 1)`. A ring is empty when `producer == consumer` and full when",
         "`producer - consumer == size`. The producer writes entries, then publishes `producer`;",
-        "the consumer reads entries, then publishes `consumer`.", "",
+        "the consumer reads entries, then publishes `consumer`. Every ring's indices are 0 when",
+        "`npa_init` is called. The shell keeps its own index of each ring privately and never",
+        "reads it back; the plugin's is checked on every use: an index that moves backwards or",
+        "past the other side's is a fault.", "",
         "| ring | producer | consumer | carries |", "|---|---|---|---|",
         "| `tx` | shell | plugin | frames to send |",
         "| `txc` | plugin | shell | frames sent (or handed back UNSENT) |",
@@ -230,7 +258,17 @@ def reference() -> str:
         f"A custom section `{MANIFEST_SECTION}` holding a msgpack map: `abi` [major, minor],",
         "`name`, `version` (semver), `vendor`, `devices` [[pci vendor, pci device], ...] and",
         "`features` (NPA_F_* bits). `npa build` writes it from `plugin.toml`; it is readable",
-        "without instantiating the module.", "",
+        "without instantiating the module. A map with a key that is not a string, a key given",
+        "twice or a key not listed here is refused.", "",
+        "## Loader limits", "",
+        "Read from the image's bytes before any compiler runs; an image over one is refused with",
+        "the limit named (`npa inspect` shows the image's figures next to them). Active data",
+        "segments must be placed relative to `env.__memory_base` and lie, like passive ones,",
+        "inside the memory size `dylink.0` declares. Instructions beyond MVP, sign extension,",
+        "saturating truncation, bulk memory, reference types and multi-value (SIMD, threads, tail",
+        "calls, exceptions, GC) are refused.", "",
+        "| limit | value | what |", "|---|---:|---|",
+        *[f"| `{lim.name}` | {lim.value:,} | {lim.doc} |" for lim in LIMITS], "",
     ]
     return "\n".join(md)
 

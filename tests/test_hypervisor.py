@@ -156,7 +156,7 @@ def test_control_messages_round_trip_and_bad_frames_are_one_line_errors():
     assert hv_side.recv() == (msg_id, SetMac(mac="02:00:00:00:00:01"))
     assert decode(encode(7, Reply(id=7, status="refused", rule="vm.vm0.trust"))) == (
         7, Reply(id=7, status="refused", rule="vm.vm0.trust"))
-    for frame, msg in ((b"\xc1", "not msgpack"), (encode(1, SetMac(mac="x"))[:-1], "not msgpack"),
+    for frame, msg in ((b"\xc1", "not msgpack"), (encode(1, SetMac(mac="02:00:00:00:00:01"))[:-1], "not msgpack"),
                        (b"\x81\xa2id\x01", "kind"), (b"\x82\xa2id\x01\xa4kind\xa5tele?", "kind")):
         with pytest.raises(ChannelError, match=msg):
             decode(frame)

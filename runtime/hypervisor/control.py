@@ -12,13 +12,19 @@ from collections import deque
 from typing import Annotated, Literal, Union
 
 import msgpack
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, TypeAdapter, ValidationError
 
 from runtime.sandbox import NpaError
 
 
 class ChannelError(NpaError):
     """A frame that is not a valid control message."""
+
+
+MAX_FRAME = 16 << 10  # a control frame larger than this is refused undecoded
+MAX_GROUPS = 256  # multicast groups in one request (the policy's limit is usually far lower)
+# A MAC address as the guest writes it: six hex octets, so every value is 48-bit by construction.
+Mac = Annotated[str, Field(pattern=r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")]
 
 
 class _Msg(BaseModel):
@@ -28,33 +34,33 @@ class _Msg(BaseModel):
 # -- shell -> hypervisor ------------------------------------------------------------------------
 class SetMac(_Msg):
     kind: Literal["set_mac"] = "set_mac"
-    mac: str
+    mac: Mac
 
 
 class SetRxMode(_Msg):
     kind: Literal["set_rx_mode"] = "set_rx_mode"
-    promisc: bool = False
-    allmulti: bool = False
+    promisc: StrictBool = False
+    allmulti: StrictBool = False
 
 
 class AddVlan(_Msg):
     kind: Literal["add_vlan"] = "add_vlan"
-    vid: int = Field(ge=1, le=4094)
+    vid: StrictInt = Field(ge=1, le=4094)
 
 
 class RemoveVlan(_Msg):
     kind: Literal["remove_vlan"] = "remove_vlan"
-    vid: int = Field(ge=1, le=4094)
+    vid: StrictInt = Field(ge=1, le=4094)
 
 
 class SetMulticast(_Msg):
     kind: Literal["set_multicast"] = "set_multicast"
-    groups: tuple[str, ...] = ()
+    groups: tuple[Mac, ...] = Field(default=(), max_length=MAX_GROUPS)
 
 
 class SetMtu(_Msg):
     kind: Literal["set_mtu"] = "set_mtu"
-    mtu: int = Field(ge=68, le=65535)
+    mtu: StrictInt = Field(ge=68, le=65535)
 
 
 # -- hypervisor -> shell ------------------------------------------------------------------------
@@ -72,7 +78,7 @@ class VfRevoke(_Msg):
 
 class LinkState(_Msg):
     kind: Literal["link_state"] = "link_state"
-    up: bool
+    up: StrictBool
 
 
 class Reply(_Msg):
@@ -97,11 +103,13 @@ def encode(msg_id: int, msg: BaseModel) -> bytes:
 
 def decode(frame: bytes) -> tuple[int, BaseModel]:
     """(id, message) from one frame; ChannelError naming what is wrong."""
+    if len(frame) > MAX_FRAME:
+        raise ChannelError(f"control frame of {len(frame)} bytes; the limit is {MAX_FRAME}")
     try:
-        data = msgpack.unpackb(frame)
-    except (msgpack.UnpackException, ValueError) as e:
+        data = msgpack.unpackb(frame, strict_map_key=True)
+    except Exception as e:  # msgpack raises several unrelated types on garbage
         raise ChannelError(f"control frame is not msgpack: {e}") from None
-    if not isinstance(data, dict) or not isinstance(data.get("id"), int):
+    if not isinstance(data, dict) or type(data.get("id")) is not int or not 0 <= data["id"] < 1 << 63:
         raise ChannelError("control frame is not a map with an integer 'id'")
     msg_id = data.pop("id")
     if data.get("kind") == "reply":

@@ -18,6 +18,7 @@ from runtime.sandbox import ImageReport, LoadError, NpaError, PluginFault
 
 from .control import (
     AddVlan,
+    ChannelError,
     Endpoint,
     LinkState,
     RemoveVlan,
@@ -56,6 +57,7 @@ class VmPort:
     plugin: object | None = None
     mode: str = ""
     modes: list[ModeChange] = field(default_factory=list)
+    control_errors: int = 0  # frames from the guest that were not a valid request
 
 
 class Hypervisor:
@@ -141,8 +143,13 @@ class Hypervisor:
     def serve(self, vm: Vm) -> None:
         """Answer every request waiting on the VM's control channel."""
         p = self.ports[vm.index]
-        while (got := p.host.recv()) is not None:
-            msg_id, msg = got
+        while p.host.pending():
+            try:
+                msg_id, msg = p.host.recv()
+            except ChannelError as e:  # the guest is untrusted too: answered, counted, no more
+                p.control_errors += 1
+                p.host.send(Reply(id=0, status="error", message=str(e)), 0)
+                continue
             try:
                 rule, message = self._request(vm, p, msg)
                 status = "refused" if rule else "ok"

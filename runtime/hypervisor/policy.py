@@ -120,9 +120,11 @@ class Policy:
     def load(cls, path: str | Path) -> "Policy":
         path = Path(path)
         try:
-            text = path.read_text()
+            text = path.read_text(encoding="utf-8")
         except OSError as e:
             raise PolicyError(f"{path}: {e.strerror}") from None
+        except UnicodeDecodeError as e:
+            raise PolicyError(f"{path}: not UTF-8 text (byte {e.start})") from None
         try:
             raw = tomllib.loads(text)
         except tomllib.TOMLDecodeError as e:
@@ -130,6 +132,10 @@ class Policy:
         if unknown := sorted(set(raw) - {"defaults", "vm"}):
             raise PolicyError(f"{path}:{_line_of(text, unknown[0], '') or _line_of(text, '', unknown[0]) or '?'}: "
                               f"'{unknown[0]}': a policy has [defaults] and [vm.NAME] tables only")
+        for table in ("defaults", "vm"):
+            if not isinstance(raw.get(table, {}), dict):
+                raise PolicyError(f"{path}:{_line_of(text, '', table) or '?'}: '{table}' must be a "
+                                  f"table ([{table}]{'' if table == 'defaults' else ' or [vm.NAME]'})")
         vms = raw.get("vm", {})
         if bad := [n for n, t in vms.items() if not isinstance(t, dict)]:
             raise PolicyError(f"{path}: 'vm.{bad[0]}' must be a table ([vm.{bad[0]}])")

@@ -11,11 +11,12 @@ from .engine import cache_dir
 from .errors import LoadError, NpaError, PluginFault
 from .heap import DmaHeap
 from .imports import Bar, NoDevice, ShellImports
-from .loader import CHECKS, MAX_IMAGE_BYTES, ImageReport, Placement, analyse, place, read_manifest
+from .loader import (CHECKS, MAX_IMAGE_BYTES, ImageReport, Placement, analyse, measures, place,
+                     read_manifest)
 from .memory import GUARD_SIZE, WASM_PAGE, RegionPlan, SharedRegion
 from .plugin import Budgets, Plugin, load
 
 __all__ = ["wasm", "Sandbox", "cache_dir", "LoadError", "NpaError", "PluginFault", "DmaHeap", "Bar",
            "NoDevice", "ShellImports", "CHECKS", "MAX_IMAGE_BYTES", "ImageReport", "Placement",
-           "analyse", "place", "read_manifest", "GUARD_SIZE", "WASM_PAGE", "RegionPlan",
+           "analyse", "measures", "place", "read_manifest", "GUARD_SIZE", "WASM_PAGE", "RegionPlan",
            "SharedRegion", "Budgets", "Plugin", "load"]

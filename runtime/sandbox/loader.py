@@ -133,14 +133,23 @@ def read_manifest(image: bytes) -> Manifest:
         raise LoadError("manifest", str(e)) from None
 
 
-def _over_limits(shape: wasm.Shape) -> str | None:
+def measures(rep: ImageReport) -> dict[str, int]:
+    """What the image measures against each loader limit it has been read far enough for."""
+    out = {"image_bytes": rep.size}
+    if (s := rep.shape) is not None:
+        out.update(types=s.types, functions=s.functions, code_bytes=s.code_bytes,
+                   body_bytes=s.largest_body, locals=s.most_locals, nesting=s.deepest_nesting,
+                   globals=s.globals, table_entries=max(s.tables, default=0),
+                   data_segments=len(s.data), element_segments=s.element_segments)
+    if (d := rep.dylink) is not None:
+        out.update(memory_align=d.memory_align, table_align=d.table_align,
+                   table_entries=max(out.get("table_entries", 0), d.table_size))
+    return out
+
+
+def _over_limits(rep: ImageReport) -> str | None:
     """The first loader limit the image's code breaks, as one line; None when within all."""
-    counts = {"types": shape.types, "functions": shape.functions, "code_bytes": shape.code_bytes,
-              "body_bytes": shape.largest_body, "locals": shape.most_locals,
-              "nesting": shape.deepest_nesting, "globals": shape.globals,
-              "table_entries": max(shape.tables, default=0), "data_segments": len(shape.data),
-              "element_segments": shape.element_segments}
-    for name, n in counts.items():
+    for name, n in measures(rep).items():
         if n > LIMIT[name]:
             return f"exceeds the loader's limit on {name.replace('_', ' ')}: {n}, at most {LIMIT[name]}"
     return None
@@ -183,7 +192,7 @@ def analyse(image: bytes, use_cache: bool = True) -> ImageReport:
         rep.shape = wasm.shape(image)
     except wasm.WasmFormatError as e:
         return fail("wasm", f"invalid wasm: {e}")
-    if (over := _over_limits(rep.shape)) is not None:
+    if (over := _over_limits(rep)) is not None:
         return fail("wasm", over)
     try:
         wasmtime.Module.validate(engine(), image)

@@ -35,18 +35,22 @@ class Reaper:
     def produce(self, name: str, idx: np.ndarray, lens: np.ndarray) -> int:
         """Put frames `idx` on `tx` or `fill`; returns how many fit. RingError on a bad index."""
         ring = self.rings[name]
-        prod = ring.producer()
+        prod = ring.produced
         n = ring.produce_burst(self.pool.addrs(idx), lens)
         self._shadow[name][(prod + np.arange(n)) & ring.mask] = idx[:n]
         return n
 
     def untaken(self, name: str) -> np.ndarray:
         """The frames still on `tx` or `fill` that the plugin never took, in ring order, from
-        the shadow; then the ring is reset. RingError when its consumer index is impossible."""
+        the shadow and the shell's own producer index; the ring is reset either way. RingError
+        when the consumer index the plugin published is impossible (the caller takes the
+        frames back by their state instead)."""
         ring = self.rings[name]
-        n = ring.available()
-        idx = self._shadow[name][(ring.consumer() + np.arange(n)) & ring.mask]
-        ring.reset()
+        try:
+            cons, n = ring.outstanding()
+        finally:
+            ring.reset()
+        idx = self._shadow[name][(cons + np.arange(n)) & ring.mask]
         return idx[self.pool.state[idx] == (TX if name == "tx" else FILL)]
 
     # -- what the plugin produces ----------------------------------------------------------

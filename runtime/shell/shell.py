@@ -109,15 +109,18 @@ class Shell:
             else:
                 self.events.append(Event(self.clock(), "detach", "quiesced"))
                 self.driver = None
+                self._reset_rings()  # the next driver starts every ring at index 0
         return Frames.concat(got)
 
     def _take_back_untaken(self) -> None:
-        """Entries the plugin never took from `tx`/`fill` are still the shell's."""
+        """Entries the plugin never took from `tx`/`fill` are still the shell's. With a broken
+        consumer index nothing is taken from the ring: the frames stay TX/FILL, and
+        `drop_plugin` takes them back by their state."""
         for name in ("tx", "fill"):
             try:
                 idx = self.reaper.untaken(name)
-            except RingError:
-                self.reaper.refuse(name, "consumer index ahead of producer", np.ones(1, bool))
+            except RingError as e:
+                self.reaper.refuse(name, str(e).split(": ", 1)[-1], np.ones(1, bool))
                 continue
             if name == "tx":
                 self.pool.queue_resend(idx)
@@ -125,9 +128,11 @@ class Shell:
                 self.pool.release(idx)
 
     def _call(self, name: str, *args: int) -> int:
+        if self.driver is None:  # dropped for a fault a moment ago: never called again
+            return -Status.DEVICE
         try:
             return getattr(self.driver, name)(*args)
-        except PluginFault as e:
+        except (PluginFault, RingError) as e:
             self._fault(str(e))
             return -Status.DEVICE
 
@@ -192,6 +197,9 @@ class Shell:
             self.stats["tx_abandoned"] += len(tx)
             self.pool.release(tx)
         self.pool.release(self.pool.held(FILL))
+        self._reset_rings()
+
+    def _reset_rings(self) -> None:
         for ring in self.rings.values():
             ring.reset()
 
@@ -233,6 +241,8 @@ class Shell:
         pool = self.pool
         idx = pool.resend
         n = self._produce("tx", idx, pool.tx_len[idx])
+        if self.driver is None:  # a fault on the way rebuilt the queue from every frame's state
+            return False
         pool.state[idx[:n]] = TX
         pool.resend = idx[n:]
         self.stats["tx_resent"] += n
@@ -245,7 +255,8 @@ class Shell:
         self.need_poll = False
         if len(self.pool.resend) and not self._flush_resend():
             self.need_poll = True  # more to re-send once the plugin makes room
-        self._refill()
+        if self.driver is not None:  # a broken ring on the way was a fault
+            self._refill()
         work = self._call("npa_poll", 0, self.budget)
         if self.driver is not None and work < 0:
             self._fault(f"npa_poll returned {Status.describe(-work)}")
