@@ -57,12 +57,18 @@ def npa(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
 
 def build_broken(tmp: Path, bugs) -> dict[str, Path]:
     """Compile C fixtures at once (in parallel), each with the ixgbevf plugin's manifest."""
+    return build_variants(tmp, FIXTURES / "broken.c", "BUG", bugs)
+
+
+def build_variants(tmp: Path, source: Path, macro: str, names) -> dict[str, Path]:
+    """Compile one C source wrapping the ixgbevf plugin once per `-D<macro>=<name>`, in
+    parallel, each with the ixgbevf plugin's manifest."""
     src = ROOT / "plugins-src" / "ixgbevf"
     procs = {}
-    for bug in bugs:
+    for bug in names:
         out = tmp / f"{bug.lower()}.raw.wasm"
         cmd = [*toolchain.compiler(), *toolchain.CFLAGS, "-I", str(toolchain.INCLUDE_DIR),
-               "-I", str(src), f"-DBUG={bug}", "-o", str(out), str(FIXTURES / "broken.c")]
+               "-I", str(src), f"-D{macro}={bug}", "-o", str(out), str(source)]
         procs[bug] = (out, subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True))
     images = {}
     for bug, (out, proc) in procs.items():

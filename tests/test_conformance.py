@@ -18,7 +18,6 @@ BUNDLED = sorted((ROOT / "plugins-wasm").glob("*.wasm"))
 BROKEN_C = {
     "LOSES_FRAME_ON_QUIESCE": {"ownership::quiesce_returns_every_frame",
                                "ownership::unsent_frames_resent"},
-    # Every check that sends enough traffic to wrap the rx ring in multi-frame polls sees it.
     # Every check whose traffic wraps the rx ring (shell rings restart at index 0 after a
     # quiesce, so the ownership check's few frames no longer reach the wrap).
     "REORDERS_AT_WRAP": {"datapath::bursts_1_to_256", "datapath::ring_wraparound",

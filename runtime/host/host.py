@@ -97,8 +97,9 @@ class Host:
             self.hv.admit(vm)
             vm.sink.receive(self.hv.offer(vm))
 
-    def offer(self, i: int) -> None:
-        self.vms[i].sink.receive(self.hv.offer(self.vms[i]))
+    def offer(self, i: int, image: ImageReport | None = None) -> None:
+        """Offer VM i its VF again, optionally with another plugin image."""
+        self.vms[i].sink.receive(self.hv.offer(self.vms[i], image))
 
     def revoke(self, i: int, reason: str = "vf revoke") -> None:
         self.vms[i].sink.receive(self.hv.revoke(self.vms[i], reason))

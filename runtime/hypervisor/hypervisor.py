@@ -54,6 +54,7 @@ class VmPort:
     guest: Endpoint  # the shell's side of the control channel
     host: Endpoint  # the hypervisor's side
     emulated: EmulatedNic
+    report: ImageReport  # the image this VM's VF gets
     plugin: object | None = None
     mode: str = ""
     modes: list[ModeChange] = field(default_factory=list)
@@ -75,15 +76,21 @@ class Hypervisor:
         nic.set_vf_spoofchk(vf, rules.spoofchk)
         nic.set_vf_trust(vf, rules.trust)
         nic.set_vf_vlan(vf, rules.vlan)
-        nic.set_vf_max_frame(vf, rules.max_frame)
+        nic.set_vf_max_frame(vf, self._max_frame(vm, rules.max_frame))
         up = rules.state != "disable"
         nic.set_vf_link(vf, up)
         guest, host = channel()
         emu = EmulatedNic(vm.shell.dp, vf.port, nic.switch)
-        self.ports[vm.index] = VmPort(rules, guest, host, emu)
+        self.ports[vm.index] = VmPort(rules, guest, host, emu, self.report)
         host.send(LinkState(up=up))
         vm.shell.resend_after_fault = True  # the emulated path is always there to fall back to
         self._switch(vm, EMULATED, emu, "boot")
+
+    @staticmethod
+    def _max_frame(vm: Vm, policy_max: int) -> int:
+        """The VF port never passes a frame longer than the guest's buffers, whatever the policy
+        allows and whatever buffer size the plugin programs into its VF."""
+        return min(policy_max, vm.shell.frame_size)
 
     def mode(self, vm: Vm) -> str:
         return self.ports[vm.index].mode
@@ -93,23 +100,26 @@ class Hypervisor:
 
     def _switch(self, vm: Vm, mode: str, driver, reason: str) -> bool:
         p = self.ports[vm.index]
-        label = "emulated" if mode == EMULATED else f"{self.report.manifest.name} at 0x{p.plugin.base:x}"
-        if not vm.shell.attach(driver, self.report.manifest.features if mode == PLUGIN else 0, label):
+        label = "emulated" if mode == EMULATED else f"{p.report.manifest.name} at 0x{p.plugin.base:x}"
+        if not vm.shell.attach(driver, p.report.manifest.features if mode == PLUGIN else 0, label):
             return False
         p.mode = mode
         p.modes.append(ModeChange(self.nic.now_us, mode, reason))
         return True
 
-    def offer(self, vm: Vm) -> Frames:
-        """EMULATED -> PLUGIN: the VF is the VM's. Returns frames received on the way."""
+    def offer(self, vm: Vm, image: ImageReport | None = None) -> Frames:
+        """EMULATED -> PLUGIN: the VF is the VM's, driven by `image` (default: the one it had).
+        Returns frames received on the way."""
         p = self.ports[vm.index]
         if p.mode != EMULATED:
             return Frames.empty()
+        if image is not None and image is not p.report:
+            p.report, p.plugin = image, None
         got = vm.shell.quiesce()
         p.host.send(VfOffer(vf=vm.vf.index, pci_id=vm.vf.pci_id, bar0_size=vm.vf.SIZE))
         try:
             if p.plugin is None:
-                p.plugin = vm.box.load(self.report)
+                p.plugin = vm.box.load(p.report)
         except (LoadError, PluginFault) as e:
             self._switch(vm, EMULATED, p.emulated, f"plugin refused: {e}")
             return got
@@ -191,6 +201,9 @@ class Hypervisor:
         elif isinstance(msg, SetMtu):
             if msg.mtu > r.max_mtu:
                 return self._refuse(vm, "max_mtu", f"MTU {msg.mtu} is above {r.max_mtu}")
+            if msg.mtu + 14 > vm.shell.frame_size:
+                return self._refuse(vm, "max_mtu", f"MTU {msg.mtu} does not fit the guest's "
+                                    f"{vm.shell.frame_size}-byte frame buffers")
             nic.set_vf_max_frame(vf, msg.mtu + 14)
         else:
             raise ValueError(f"{msg.kind} is not a request")

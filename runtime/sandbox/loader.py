@@ -138,7 +138,8 @@ def measures(rep: ImageReport) -> dict[str, int]:
     out = {"image_bytes": rep.size}
     if (s := rep.shape) is not None:
         out.update(types=s.types, functions=s.functions, code_bytes=s.code_bytes,
-                   body_bytes=s.largest_body, locals=s.most_locals, nesting=s.deepest_nesting,
+                   body_bytes=s.largest_body, locals=s.most_locals, total_locals=s.total_locals,
+                   nesting=s.deepest_nesting,
                    globals=s.globals, table_entries=max(s.tables, default=0),
                    data_segments=len(s.data), element_segments=s.element_segments)
     if (d := rep.dylink) is not None:

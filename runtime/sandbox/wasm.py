@@ -259,6 +259,7 @@ class Shape:
     code_bytes: int = 0
     largest_body: int = 0
     most_locals: int = 0
+    total_locals: int = 0
     deepest_nesting: int = 0
     tables: tuple[int, ...] = ()  # the minimum size of every table it defines
     globals: int = 0
@@ -430,7 +431,7 @@ def _shape(data: bytes) -> Shape:
             n, pos = _leb(data, pos)
             out["functions"] = n
             out["code_bytes"] = end - pos
-            largest = most_locals = deepest = 0
+            largest = most_locals = deepest = total_locals = 0
             for f in range(n):
                 size, pos = _leb(data, pos)
                 body_end = pos + size
@@ -446,9 +447,11 @@ def _shape(data: bytes) -> Shape:
                     locals_ += count
                     pos += 1
                 most_locals = max(most_locals, locals_)
+                total_locals += locals_
                 deepest = max(deepest, _body_nesting(data, pos, body_end, f))
                 pos = body_end
-            out.update(largest_body=largest, most_locals=most_locals, deepest_nesting=deepest)
+            out.update(largest_body=largest, most_locals=most_locals, total_locals=total_locals,
+                       deepest_nesting=deepest)
         elif sid == 11:
             n, pos = _leb(data, pos)
             for i in range(n):
@@ -469,7 +472,8 @@ def _shape(data: bytes) -> Shape:
                 pos += size
     return Shape(types=out.get("types", 0), functions=out.get("functions", 0),
                  code_bytes=out.get("code_bytes", 0), largest_body=out.get("largest_body", 0),
-                 most_locals=out.get("most_locals", 0), deepest_nesting=out.get("deepest_nesting", 0),
+                 most_locals=out.get("most_locals", 0), total_locals=out.get("total_locals", 0),
+                 deepest_nesting=out.get("deepest_nesting", 0),
                  tables=tuple(out["tables"]), globals=out.get("globals", 0),
                  imported_globals=tuple(out["imported_globals"]), data=tuple(out["data"]),
                  element_segments=out.get("element_segments", 0))

@@ -75,5 +75,14 @@ class FramePool:
         counts = np.bincount(self.state, minlength=len(STATE_NAMES))
         return dict(zip(STATE_NAMES, counts.tolist()))
 
+    def check(self) -> None:
+        """The ownership invariant: the free stack holds exactly the FREE frames and the re-send
+        queue exactly the RESEND frames, each once. AssertionError naming what broke."""
+        for name, held, state in (("free stack", self._free[:self.nfree], FREE),
+                                  ("re-send queue", self.resend, RESEND)):
+            got, want = np.sort(held), np.flatnonzero(self.state == state)
+            assert len(got) == len(want) and (got == want).all(), \
+                f"the {name} and the {STATE_NAMES[state]} frames disagree (a frame owned twice?)"
+
     def held_by_plugin(self) -> int:
         return int(((self.state == TX) | (self.state == FILL)).sum())

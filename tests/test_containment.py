@@ -1,0 +1,114 @@
+"""Containment I: hostile plugins beside a well-behaved VM (tests/hostile/hostile.c).
+
+Each attack breaks one rule; each is asserted contained: no exception out of the host loop, no
+byte of either guest's memory changed outside what the NIC legitimately wrote, no frame
+corrupted, the misbehaviour counted, every pool frame back with its shell, owned once.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from helpers import ROOT, build_variants
+from nic_model.sriov import SriovNic
+from runtime.guest import size_schedule
+from runtime.host import Host
+from runtime.hypervisor import EMULATED, PLUGIN
+from runtime.sandbox import analyse
+
+HOSTILE = ROOT / "tests" / "hostile" / "hostile.c"
+GOOD = (ROOT / "plugins-wasm" / "ixgbevf.wasm").read_bytes()
+CANARY = 0xA5
+ATTACKS = ("RX_ADDR_WRAPS", "TX_ADDR_WRAPS", "TX_OVERSIZE", "FREES_SHELL_MEMORY",
+           "REWRITES_FRAMES", "FILL_CONSUMER_AHEAD", "TX_CONSUMER_BACK", "RX_BUFFER_HUGE")
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory):
+    return build_variants(tmp_path_factory.mktemp("hostile"), HOSTILE, "ATTACK", ATTACKS)
+
+
+def tails(vm) -> np.ndarray:
+    """The bytes past the MTU in every frame buffer of a VM's pool: no legitimate write of a
+    frame (at most MTU bytes) ever reaches them."""
+    shell = vm.shell
+    return shell.pool.mem.reshape(shell.nframes, shell.frame_size)[:, shell.mtu:]
+
+
+def run_beside(image, packets: int = 3000) -> Host:
+    """vm0 runs `image`, vm1 the real ixgbevf plugin; both send `mixed` sizes to each other."""
+    host = Host(SriovNic("ixgbevf", 2), GOOD, 2, packets=packets, sizes=size_schedule("mixed"))
+    for vm in host.vms:
+        tails(vm)[:] = CANARY
+    host.boot()
+    host.revoke(0)
+    host.offer(0, analyse(image.read_bytes()))
+    host.run()
+    return host
+
+
+def assert_contained(host: Host) -> None:
+    for vm in host.vms:
+        assert (tails(vm) == CANARY).all(), f"{vm.name}: bytes past the MTU were written"
+        assert vm.sink.unexpected == 0, f"{vm.name} received frames of no flow"
+        for fid, check in vm.sink.check.items():
+            assert check.corrupted == 0, f"{vm.name} flow {fid}: {check.corrupted} corrupted"
+        assert vm.shell.held_by_plugin() == 0, f"{vm.name}: frames still with a plugin"
+        vm.shell.pool.check()
+    peer = host.vms[1]  # its own data path never missed a beat (its flow to vm0 may wait on vm0)
+    assert host.hv.mode(peer) == PLUGIN and not peer.shell.refused
+    assert peer.shell.stats["tx_done"] > 0
+    assert not [e for e in peer.shell.events if e.kind == "fault"]
+
+
+@pytest.mark.parametrize("attack", ["RX_ADDR_WRAPS", "TX_ADDR_WRAPS"])
+def test_a_buffer_address_that_wraps_is_a_dma_fault(hostile, attack):
+    host = run_beside(hostile[attack])
+    assert_contained(host)
+    assert host.vms[0].vf.stats.dma_faults > 0  # refused by the IOMMU, counted, nothing moved
+
+
+def test_oversize_frames_never_widen_another_vms_dma_writes(hostile):
+    host = run_beside(hostile["TX_OVERSIZE"])
+    assert_contained(host)
+    assert host.vms[0].vf.port.stats.oversize > 0  # vf0's 3000-byte frames were dropped
+    assert host.vms[1].sink.check[0].received > 0  # and its others reached vm1 intact
+
+
+def test_dma_free_refuses_what_the_plugin_never_allocated(hostile):
+    host = run_beside(hostile["FREES_SHELL_MEMORY"])
+    assert_contained(host)
+    vm = host.vms[0]
+    # the pool, two shell rings, the init block, the guard page, the middle of a block and a
+    # double free: seven refusals; traffic went on through the plugin, nothing lost
+    assert vm.box.host.refused["dma_free"] == 7
+    assert host.hv.mode(vm) == PLUGIN and host.clean()
+
+
+def test_a_plugin_cannot_reach_the_frames_it_moves(hostile):
+    host = run_beside(hostile["REWRITES_FRAMES"])
+    assert_contained(host)  # every frame it "rewrote" arrived byte for byte
+    assert host.vms[1].sink.check[0].received > 0
+
+
+def test_a_fill_consumer_past_the_producer_is_a_fault_not_a_crash(hostile):
+    host = run_beside(hostile["FILL_CONSUMER_AHEAD"])
+    assert_contained(host)
+    vm = host.vms[0]
+    assert host.hv.mode(vm) == EMULATED and "consumer index" in host.hv.modes(vm)[-1].reason
+    assert host.clean() is False or host.hv.modes(vm)[-1].reason.startswith("fault")
+
+
+def test_a_tx_consumer_moved_back_releases_no_frame_twice(hostile):
+    host = run_beside(hostile["TX_CONSUMER_BACK"])
+    assert_contained(host)  # pool.check(): no frame on the free stack twice
+    host.offer(0)  # and the VM takes its plugin again afterwards
+    host.revoke(0)
+    assert_contained(host)
+    assert any("moved backwards" in why for why in host.vms[0].shell.refused)
+
+
+def test_a_plugin_programming_huge_rx_buffers_cannot_overflow_them(hostile):
+    host = run_beside(hostile["RX_BUFFER_HUGE"])
+    assert_contained(host)  # the VF port never passes more than the guest's buffers hold
+    assert host.vms[0].sink.check[1].received > 0
