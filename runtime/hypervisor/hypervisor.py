@@ -18,7 +18,6 @@ from runtime.sandbox import ImageReport, LoadError, NpaError, PluginFault
 
 from .control import (
     AddVlan,
-    ChannelError,
     Endpoint,
     LinkState,
     RemoveVlan,
@@ -151,20 +150,18 @@ class Hypervisor:
 
     # -- control path --------------------------------------------------------------------------
     def serve(self, vm: Vm) -> None:
-        """Answer every request waiting on the VM's control channel."""
+        """Answer every request waiting on the VM's control channel. The guest is untrusted too:
+        a frame that is not a valid request is answered with an error and counted, no more."""
         p = self.ports[vm.index]
         while p.host.pending():
+            msg_id, rule = 0, None
             try:
                 msg_id, msg = p.host.recv()
-            except ChannelError as e:  # the guest is untrusted too: answered, counted, no more
-                p.control_errors += 1
-                p.host.send(Reply(id=0, status="error", message=str(e)), 0)
-                continue
-            try:
                 rule, message = self._request(vm, p, msg)
                 status = "refused" if rule else "ok"
-            except (ValueError, PermissionError, NpaError) as e:
-                rule, message, status = None, str(e), "error"
+            except (ValueError, PermissionError, NpaError) as e:  # ChannelError included
+                message, status = str(e), "error"
+                p.control_errors += 1
             p.host.send(Reply(id=msg_id, status=status, rule=rule, message=message), msg_id)
 
     def _refuse(self, vm: Vm, field_name: str, why: str) -> tuple[str, str]:
