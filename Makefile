@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 NPA    := $(VENV)/bin/npa
 STAMP  := $(VENV)/.installed
 
-.PHONY: all demo test build abi bench conformance clean
+.PHONY: all demo test fuzz build abi bench conformance clean
 
 all: test
 
@@ -24,6 +24,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest
+
+# Property tests at every trust boundary, long: at least 100,000 inputs, counted per boundary.
+fuzz: $(STAMP)
+	NPA_FUZZ_EXAMPLES=25000 $(PY) -m pytest tests/test_fuzz.py -p no:cacheprovider
 
 build: $(STAMP)
 	$(NPA) build

@@ -40,7 +40,10 @@ Write-back format:
     u32 status_error  bit 0 DD, bit 1 EOP, bit 3 VP (VLAN stripped); bit 29 RXE (frame error)
     u16 length; u16 vlan
 A frame whose buffer lies outside the IOMMU window is not written: the descriptor comes back with
-DD, EOP and RXE and length 0, a DMA fault is counted and the misc vector raised.
+DD, EOP and RXE and length 0, a DMA fault is counted and the misc vector raised. A frame longer
+than BSIZEPKT is dropped before it reaches a descriptor and counted in rx_oversize (the 82599
+would spread it over several descriptors; this model has one buffer per frame). No write ever
+passes BSIZEPKT bytes from a buffer's address, and addresses are 64-bit and checked unsigned.
 """
 from __future__ import annotations
 

@@ -44,7 +44,9 @@ CQE (64 bytes): 0x2C u32 byte_cnt; 0x37 u8 syndrome (error CQEs); 0x38 u32 qpn;
 every CQE to op_own 0xF1). A send CQE completes its WQE and every one before it.
 A bad send WQE or a send buffer outside the IOMMU window gets a REQ_ERR CQE and puts the send
 queue in error (it stops; EVENTS bit 0, vector 1). A receive buffer outside the window or
-shorter than the frame gets a RESP_ERR CQE; the receive queue goes on.
+shorter than the frame gets a RESP_ERR CQE (syndrome LOCAL_LENGTH, counted in rx_oversize:
+flagged, not truncated, nothing written); the receive queue goes on. No write ever passes a
+receive WQE's byte_count.
 """
 from __future__ import annotations
 

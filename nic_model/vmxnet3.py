@@ -25,7 +25,9 @@ Queue config block (64 bytes, little-endian, in DMA memory):
     u64 tx_ring, tx_comp, rx_ring, rx_comp   ring base addresses (16-byte entries, 64-aligned)
     u32 tx_size, tx_comp_size, rx_size, rx_comp_size   entries: 32..4096, multiples of 32;
                                              a completion ring holds at least its ring's size
-    u32 rx_buf_size                          bytes in every RX buffer; longer frames are dropped
+    u32 rx_buf_size                          bytes in every RX buffer; a longer frame is dropped
+                                             and counted in rx_oversize, and no write ever
+                                             passes rx_buf_size bytes from a buffer's address
 
 TX descriptor (Vmxnet3_TxDesc, 16 bytes):
     u64 addr

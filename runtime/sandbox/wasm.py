@@ -191,6 +191,30 @@ def _mem_type(lim: tuple[int, int | None, int]) -> str:
     return f"memory {lo}..{'' if hi is None else hi} pages{extra}"
 
 
+def _imports(data: bytes, pos: int) -> list[tuple[str, str, int, object]]:
+    """The import section's entries: (module, name, kind, what it describes: a type index, a
+    table's (reftype, limits), a memory's limits, a global's (valtype, mutable))."""
+    n, pos = _leb(data, pos)
+    out = []
+    for _ in range(n):
+        mod, pos = _name(data, pos)
+        name, pos = _name(data, pos)
+        kind, pos = data[pos], pos + 1
+        if kind == 0:
+            desc, pos = _leb(data, pos)
+        elif kind == 1:
+            lim, end = _limits(data, pos + 1)
+            desc, pos = (data[pos], lim), end
+        elif kind == 2:
+            desc, pos = _limits(data, pos)
+        elif kind == 3:
+            desc, pos = (data[pos], data[pos + 1]), pos + 2
+        else:
+            raise WasmFormatError(f"import {mod}.{name} has unsupported kind {kind}")
+        out.append((mod, name, kind, desc))
+    return out
+
+
 def interface(data: bytes) -> tuple[list[Extern], list[Extern]]:
     """The imports and exports of a (validated) module, read from its binary."""
     types: list[str] = []
@@ -204,29 +228,18 @@ def interface(data: bytes) -> tuple[list[Extern], list[Extern]]:
                 t, pos = _functype(data, pos)
                 types.append(t)
         elif sid == 2:
-            n, pos = _leb(data, pos)
-            for _ in range(n):
-                mod, pos = _name(data, pos)
-                name, pos = _name(data, pos)
-                kind = data[pos]
-                pos += 1
+            for mod, name, kind, desc in _imports(data, pos):
                 if kind == 0:
-                    idx, pos = _leb(data, pos)
-                    imports.append(Extern(mod, name, "func", types[idx]))
-                    func_types.append(types[idx])
+                    imports.append(Extern(mod, name, "func", types[desc]))
+                    func_types.append(types[desc])
                 elif kind == 1:
-                    ref = _VALTYPES.get(data[pos], "?")
-                    lim, pos = _limits(data, pos + 1)
-                    imports.append(Extern(mod, name, "table", f"table {ref}", lim))
+                    ref, lim = desc
+                    imports.append(Extern(mod, name, "table", f"table {_VALTYPES.get(ref, '?')}", lim))
                 elif kind == 2:
-                    lim, pos = _limits(data, pos)
-                    imports.append(Extern(mod, name, "memory", _mem_type(lim), lim))
-                elif kind == 3:
-                    vt, mut = _VALTYPES.get(data[pos], "?"), data[pos + 1]
-                    pos += 2
-                    imports.append(Extern(mod, name, "global", f"global {'mut ' if mut else ''}{vt}"))
+                    imports.append(Extern(mod, name, "memory", _mem_type(desc), desc))
                 else:
-                    raise WasmFormatError(f"import {mod}.{name} has unsupported kind {kind}")
+                    vt, mut = desc
+                    imports.append(Extern(mod, name, "global", f"global {'mut ' if mut else ''}{_VALTYPES.get(vt, '?')}"))
         elif sid == 3:
             n, pos = _leb(data, pos)
             for _ in range(n):
@@ -402,22 +415,7 @@ def _shape(data: bytes) -> Shape:
         if sid == 1:
             out["types"], _ = _leb(data, pos)
         elif sid == 2:
-            n, pos = _leb(data, pos)
-            for _ in range(n):
-                _mod, pos = _name(data, pos)
-                name, pos = _name(data, pos)
-                kind = data[pos]
-                if kind == 0:
-                    pos = _skip_leb(data, pos + 1, 5)
-                elif kind == 1:
-                    _, pos = _limits(data, pos + 2)
-                elif kind == 2:
-                    _, pos = _limits(data, pos + 1)
-                elif kind == 3:
-                    out["imported_globals"].append(name)
-                    pos += 3
-                else:
-                    raise WasmFormatError(f"import {name} has unsupported kind {kind}")
+            out["imported_globals"] = [name for _, name, kind, _ in _imports(data, pos) if kind == 3]
         elif sid == 4:
             n, pos = _leb(data, pos)
             for _ in range(n):

@@ -4,23 +4,7 @@
  * exception out of the host loop, no byte changed outside its VF's window, no other VM's frame
  * touched, every refusal counted.
  */
-#include "npa_shell.h"
-
-#undef NPA_EXPORT
-#define NPA_EXPORT(n) static
-#define npa_init real_init
-#define npa_poll real_poll
-#define npa_intr real_intr
-#define npa_quiesce real_quiesce
-#define npa_reset real_reset
-#include "ixgbevf.c"
-#undef npa_init
-#undef npa_poll
-#undef npa_intr
-#undef npa_quiesce
-#undef npa_reset
-#undef NPA_EXPORT
-#define NPA_EXPORT(n) __attribute__((export_name(#n)))
+#include "ixgbevf_wrapped.h"
 
 #define RX_ADDR_WRAPS 1       /* RX buffers at 0x7FFFFFFFFFFFFF00: address + length wraps int64 */
 #define TX_ADDR_WRAPS 2       /* TX buffers at 2^64 - 256 */

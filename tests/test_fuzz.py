@@ -1,0 +1,290 @@
+"""Property tests at every trust boundary (hypothesis): random descriptors and doorbells at each
+NIC model, random ring entries and indices at the shell, random images derived from the bundled
+ones at the loader, random policies and control frames at the hypervisor.
+
+Each checks: no exception escapes, no byte outside a window changes, no frame is owned twice,
+every refusal is counted. `make test` runs a short version; `make fuzz` sets NPA_FUZZ_EXAMPLES
+and prints the inputs tried per boundary (tests/conftest.py).
+"""
+from __future__ import annotations
+
+import os
+import struct
+from collections import Counter
+
+import msgpack
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from helpers import ROOT
+from nic_model.frames import Frames
+from nic_model.sriov import MODELS, SriovNic
+from runtime.guest import size_schedule
+from runtime.host import Host
+from runtime.hypervisor import Policy, PolicyError
+from runtime.sandbox import LoadError, PluginFault, Sandbox, analyse
+from runtime.shell import Shell
+from shell_api import GUEST_MEMORY_BASE, RING_DESC, RING_HDR, Status
+
+EXAMPLES = int(os.environ.get("NPA_FUZZ_EXAMPLES", "40"))
+COUNTS: Counter[str] = Counter()  # inputs tried per boundary, read by tests/conftest.py
+FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+U64 = [0, 1, 2**32 - 1, 2**32, 2**63 - 1, 2**63, 2**64 - 256, 2**64 - 1]
+U32 = [0, 1, 13, 14, 60, 1514, 2048, 9728, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFF]
+
+
+# -- NIC models: random descriptors and doorbells -------------------------------------------------
+LIN, GUEST = 1 << 20, 1 << 18
+WINDOW = (0x4000, 0x10000)  # mapped part of the linear memory: where rings may live
+
+
+def _interesting(rng: np.random.Generator, n: int, base_values: list[int]) -> np.ndarray:
+    """u64 values: the window's edges and insides, 64-bit edges, or anything."""
+    choices = base_values + [WINDOW[0], WINDOW[1] - 64, GUEST_MEMORY_BASE,
+                             GUEST_MEMORY_BASE + GUEST // 2 - 64, GUEST_MEMORY_BASE + GUEST]
+    pick = rng.integers(0, 3, n)
+    out = rng.integers(0, 2**64 - 1, n, dtype=np.uint64, endpoint=True)  # anything
+    out[pick == 0] = rng.choice(np.array(choices, np.uint64), int((pick == 0).sum()))
+    inside = rng.integers(WINDOW[0], WINDOW[1], int((pick == 1).sum()))
+    out[pick == 1] = inside.astype(np.uint64)
+    return out
+
+
+@FUZZ
+@given(model=st.sampled_from(sorted(MODELS)), seed=st.integers(0, 2**32 - 1),
+       writes=st.lists(st.tuples(st.integers(0, 0x1FFF), st.sampled_from(U32) | st.integers(0, 2**32 - 1)),
+                       max_size=40))
+def test_nic_models_survive_random_descriptors_and_doorbells(model, seed, writes):
+    rng = np.random.default_rng(seed)
+    nic = SriovNic(model, 1)
+    vf = nic.vfs[0]
+    lin, guest = np.zeros(LIN, np.uint8), np.zeros(GUEST, np.uint8)
+    iommu = vf.attach(lin)
+    iommu.attach(GUEST_MEMORY_BASE, guest)
+    iommu.map(WINDOW[0], WINDOW[1] - WINDOW[0])
+    iommu.map(GUEST_MEMORY_BASE, GUEST // 2)  # the second half stays outside the window
+    # descriptor memory: random bytes, with u64 fields every 8 bytes biased to hostile addresses
+    area = lin[WINDOW[0]:WINDOW[1]]
+    area[:] = rng.integers(0, 256, len(area), dtype=np.uint8)
+    words = area.view(np.uint64)
+    every = rng.random(len(words)) < 0.3
+    words[every] = _interesting(rng, int(every.sum()), U64)
+    outside = (lin[:WINDOW[0]].copy(), lin[WINDOW[1]:].copy(), guest[GUEST // 2:].copy())
+    lens = rng.integers(14, 1515, 64)
+    vf.port.deliver(Frames(rng.integers(0, 256, (64, int(lens.max())), dtype=np.uint8), lens))
+    regs = sorted(vf.regs)
+    for i, (off, val) in enumerate(writes):
+        vf.write32(regs[off % len(regs)] if off & 1 else off, val)  # declared registers mostly
+        if i % 4 == 3:
+            nic.step()
+    for _ in range(3):
+        nic.step()
+    assert (lin[:WINDOW[0]] == outside[0]).all() and (lin[WINDOW[1]:] == outside[1]).all()
+    assert (guest[GUEST // 2:] == outside[2]).all(), "a DMA write outside the window"
+    assert vf.stats.dma_faults == iommu.faults  # every refused access counted
+    COUNTS["nic models: descriptors and doorbells"] += 1
+
+
+# -- the shell: random ring entries and indices, forwards and backwards ------------------------
+_PROD, _CONS = RING_HDR.offsets["producer"], RING_HDR.offsets["consumer"]
+
+
+class ChaosPlugin:
+    """A plugin that takes what a real one would, then writes whatever `draw` says: entries for
+    frames it holds, for others, at 64-bit edges; indices forwards, backwards, anywhere."""
+
+    def __init__(self, shell: Shell, draw):
+        self.shell, self.draw, self.mem = shell, draw, shell.box.region.mem
+        self.held: list[int] = []
+
+    def _idx(self, ring, which: int) -> int:
+        return struct.unpack_from("<I", self.mem, ring.addr + which)[0]
+
+    def _set(self, ring, which: int, v: int) -> None:
+        struct.pack_into("<I", self.mem, ring.addr + which, v & 0xFFFFFFFF)
+
+    def _take(self, name: str) -> None:
+        ring = self.shell.rings[name]
+        prod, cons = self._idx(ring, _PROD), self._idx(ring, _CONS)
+        n = min((prod - cons) & 0xFFFFFFFF, ring.size)
+        self.held += [int(ring.desc["addr"][(cons + i) & ring.mask]) for i in range(n)]
+        self._set(ring, _CONS, cons + n)
+
+    def _give(self, name: str) -> None:
+        ring, d = self.shell.rings[name], self.draw
+        prod = self._idx(ring, _PROD)
+        n = d(st.integers(0, 6))
+        for i in range(n):
+            addr = d(st.sampled_from(self.held) if self.held and d(st.booleans())
+                     else st.sampled_from(U64 + [self.shell.pool_base + 2048 * 3]))
+            ring.desc[(prod + i) & ring.mask] = (addr, d(st.sampled_from(U32)),
+                                                 d(st.integers(0, 0xFFFF)), 0)
+            if addr in self.held:
+                self.held.remove(addr)
+        jump = d(st.sampled_from([0, 0, 0, 1, -1, ring.size, -ring.size, 2**31, 7]))
+        self._set(ring, _PROD, prod + n + jump if d(st.booleans()) else prod + jump)
+
+    def _move_back(self) -> None:
+        name = self.draw(st.sampled_from(["tx", "fill", "txc", "rx"]))
+        ring = self.shell.rings[name]
+        which = self.draw(st.sampled_from([_PROD, _CONS]))
+        self._set(ring, which, self._idx(ring, which) + self.draw(st.sampled_from([-1, -ring.size, 1, 3])))
+
+    def npa_init(self, cfg_addr: int) -> int:
+        return self.draw(st.sampled_from([Status.OK] * 4 + [Status.NOMEM]))
+
+    def npa_poll(self, queue: int, budget: int) -> int:
+        self._take("tx")
+        self._take("fill")
+        for name in self.draw(st.lists(st.sampled_from(["txc", "rx", "back"]), max_size=3)):
+            self._move_back() if name == "back" else self._give(name)
+        return self.draw(st.sampled_from([0, 5, budget, -Status.DEVICE, 2**31 - 1]))
+
+    def npa_intr(self, vector: int) -> int:
+        return self.draw(st.sampled_from([0, 1, 0xFFFFFFFF]))
+
+    def npa_quiesce(self) -> int:
+        if self.draw(st.booleans()):
+            self._give("txc")
+            self._give("rx")
+        return self.draw(st.sampled_from([Status.OK, Status.STATE, Status.DEVICE]))
+
+    def npa_reset(self) -> int:
+        return Status.OK
+
+
+@FUZZ
+@given(data=st.data())
+def test_the_shell_survives_random_entries_and_indices(data):
+    nic = SriovNic("ixgbevf", 1)
+    shell = Shell(Sandbox(bar=nic.vfs[0]), ring_size=16, frames=64, budget=16,
+                  reset_vf=nic.vfs[0].reset)
+    shell.resend_after_fault = data.draw(st.booleans())
+    frames = Frames(np.zeros((8, 60), np.uint8), np.full(8, 60))
+    shell.attach(ChaosPlugin(shell, data.draw), 0)
+    for _ in range(data.draw(st.integers(1, 6))):
+        shell.transmit(frames)
+        shell.poll()
+        shell.interrupt(data.draw(st.integers(0, 3)))
+        shell.pool.check()  # no frame owned twice, none lost from the books
+    shell.quiesce()
+    if shell.active:
+        shell.drop_plugin()
+    shell.pool.check()
+    assert shell.held_by_plugin() == 0 and sum(shell.holdings().values()) == shell.nframes
+    COUNTS["shell: ring entries and indices"] += 1
+
+
+# -- the loader: images derived from the bundled ones --------------------------------------------
+BUNDLED = [p.read_bytes() for p in sorted((ROOT / "plugins-wasm").glob("*.wasm"))]
+
+
+@FUZZ
+@given(which=st.integers(0, len(BUNDLED) - 1), data=st.data())
+def test_the_loader_refuses_mutated_images_with_a_load_error(which, data):
+    image = bytearray(BUNDLED[which])
+    for _ in range(data.draw(st.integers(1, 4))):
+        kind = data.draw(st.sampled_from(["flip", "byte", "cut", "insert", "leb"]))
+        pos = data.draw(st.integers(0, len(image) - 1))
+        if kind == "flip":
+            image[pos] ^= 1 << data.draw(st.integers(0, 7))
+        elif kind == "byte":
+            image[pos] = data.draw(st.integers(0, 255))
+        elif kind == "cut":
+            del image[pos:pos + data.draw(st.integers(1, 64))]
+        elif kind == "insert":
+            image[pos:pos] = data.draw(st.binary(min_size=1, max_size=16))
+        else:  # a LEB128 that runs on, or a huge count
+            image[pos:pos + 1] = data.draw(st.sampled_from([b"\xff\xff\xff\xff\x0f", b"\x80" * 9 + b"\x01"]))
+    rep = analyse(bytes(image), use_cache=False)  # never raises: the verdict is in the report
+    if rep.error is None:
+        try:  # what passed every check loads, or is refused at instantiation with one line
+            Sandbox().load(rep)
+        except (LoadError, PluginFault) as e:
+            assert "\n" not in str(e)
+    COUNTS["loader: mutated images"] += 1
+
+
+# -- the hypervisor: random policies and control frames -----------------------------------------
+FIELDS = ["mac", "macs", "trust", "spoofchk", "vlan", "guest_vlans", "max_mtu", "multicast_limit",
+          "state", "bogus"]
+VALUES = st.one_of(st.integers(-2**70, 2**70), st.booleans(), st.text(max_size=20),
+                   st.sampled_from(["02:00:00:00:00:01", "01:00:5e:00:00:01", "auto", "disable"]),
+                   st.lists(st.integers(-5, 5000), max_size=4), st.lists(st.text(max_size=8), max_size=3))
+
+
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"').encode("unicode_escape").decode() + '"'
+    return str(v)
+
+
+@FUZZ
+@given(tables=st.dictionaries(st.sampled_from(["defaults", "vm.vm0", "vm.vm1", "vm", "vm.x y", "other"]),
+                              st.dictionaries(st.sampled_from(FIELDS), VALUES, max_size=5), max_size=4),
+       raw=st.one_of(st.none(), st.text(max_size=60), st.binary(max_size=40)))
+def test_random_policies_are_accepted_or_refused_with_one_line(tmp_path_factory, tables, raw):
+    path = tmp_path_factory.getbasetemp() / "fuzz-policy.toml"
+    if raw is None:
+        text = "".join(f"[{t}]\n" + "".join(f"{k} = {_toml_value(v)}\n" for k, v in body.items())
+                       for t, body in tables.items())
+        path.write_text(text)
+    else:
+        path.write_bytes(raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw)
+    try:
+        pol = Policy.load(path)
+    except PolicyError as e:
+        assert "\n" not in str(e)
+    else:
+        for name in ("vm0", "vm1", "vm7"):
+            pol.for_vm(name)
+    COUNTS["hypervisor: policies"] += 1
+
+
+@pytest.fixture(scope="module")
+def control_host() -> Host:
+    h = Host(SriovNic("ixgbevf", 4), (ROOT / "plugins-wasm" / "ixgbevf.wasm").read_bytes(), 2,
+             packets=50, sizes=size_schedule(60))
+    h.boot()
+    return h
+
+
+MSG = st.recursive(st.one_of(st.integers(-2**63, 2**64 - 1), st.booleans(), st.none(), st.text(max_size=24),
+                             st.binary(max_size=8), st.floats(allow_nan=True)),
+                   lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+                   max_leaves=12)
+KINDS = ["set_mac", "set_rx_mode", "add_vlan", "remove_vlan", "set_multicast", "set_mtu", "vf_offer",
+         "reply", "nope"]
+
+
+@FUZZ
+@given(frames=st.lists(st.one_of(
+    st.binary(max_size=64),
+    st.builds(lambda k, body, i: msgpack.packb({"id": i, "kind": k, **body}),
+              st.sampled_from(KINDS), st.dictionaries(st.sampled_from(["mac", "groups", "vid", "mtu", "promisc",
+                                                                        "allmulti", "x"]), MSG, max_size=3),
+              st.integers(-3, 2**64 - 1))), min_size=1, max_size=6))
+def test_random_control_frames_never_leave_the_host_loop(control_host, frames):
+    h = control_host
+    vm = h.vms[0]
+    p = h.hv.ports[vm.index]
+    while p.guest.recv() is not None:
+        pass
+    errors = p.control_errors
+    p.guest.outbox.extend(frames)
+    h.step()  # serves them: nothing escapes
+    replies = []
+    while (got := p.guest.recv()) is not None:
+        replies.append(got[1])
+    assert len(replies) == len(frames)  # every frame answered
+    assert p.control_errors - errors == sum(r.status == "error" for r in replies)  # and counted
+    mcast = vm.vf.port.policy.multicast
+    assert all(0 <= g < 2**48 for g in mcast)
+    COUNTS["hypervisor: control frames"] += len(frames)
