@@ -15,6 +15,7 @@ import bisect
 
 import numpy as np
 
+from .dma_record import FrameRecord
 from .frames import Frames, gather, scatter
 
 U64_MAX = (1 << 64) - 1
@@ -30,6 +31,7 @@ class Iommu:
         self.faults = 0
         self.last_fault: tuple[int, int] | None = None  # (address, length)
         self.mem: np.ndarray | None = None  # the memory at DMA address 0 (the linear memory)
+        self.record: FrameRecord | None = None  # per-frame grants and record over the frame pool
         if mem is not None:
             self.attach(0, mem)
 
@@ -63,6 +65,13 @@ class Iommu:
         self._starts.insert(i, iova)
         self._ends.insert(i, iova + size)
         self._arrays = None
+
+    def map_frames(self, base: int, frame_size: int, frames: int) -> FrameRecord:
+        """Map a frame pool whose frames the device reaches only one grant at a time; returns
+        the record the shell grants through and the hypervisor settles with."""
+        self.map(base, frame_size * frames)
+        self.record = FrameRecord(base, frame_size, frames)
+        return self.record
 
     def unmap(self, iova: int) -> bool:
         i = bisect.bisect_left(self._starts, iova)

@@ -41,8 +41,9 @@ Write-back format:
     u16 length; u16 vlan
 A frame whose buffer lies outside the IOMMU window is not written: the descriptor comes back with
 DD, EOP and RXE and length 0, a DMA fault is counted and the misc vector raised. A frame longer
-than BSIZEPKT is dropped before it reaches a descriptor and counted in rx_oversize (the 82599
-would spread it over several descriptors; this model has one buffer per frame). No write ever
+than BSIZEPKT (0 included) stops the RX queue before it, with the misc vector raised and
+rx_oversize counted; the frame waits in the port (the 82599 would spread it over several
+descriptors; this model has one buffer per frame, and loses nothing to a misprogrammed size). No write ever
 passes BSIZEPKT bytes from a buffer's address, and addresses are 64-bit and checked unsigned.
 """
 from __future__ import annotations
@@ -173,11 +174,11 @@ class IxgbeVf(Vf):
         posted = (r[VFRDT] - head) % size
         if not posted:
             return  # frames wait in the port's buffer (and drop there when it is full)
-        frames = self.port.receive(posted)
         bsize = (r[VFSRRCTL] & SRRCTL_BSIZE_MASK) * 1024
-        if (over := frames.lens > bsize).any():
-            self.stats.rx_oversize += int(over.sum())
-            frames = frames.take(~over)
+        frames, stopped = self.receive_fitting(posted, bsize)
+        if stopped:  # the frame that does not fit waits in the port; the queue stops
+            r[VFRXDCTL] &= ~DCTL_ENABLE
+            self.raise_cause(1 << self.MISC_VECTOR)
         n = len(frames)
         if not n:
             return

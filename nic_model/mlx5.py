@@ -44,14 +44,16 @@ CQE (64 bytes): 0x2C u32 byte_cnt; 0x37 u8 syndrome (error CQEs); 0x38 u32 qpn;
 every CQE to op_own 0xF1). A send CQE completes its WQE and every one before it.
 A bad send WQE or a send buffer outside the IOMMU window gets a REQ_ERR CQE and puts the send
 queue in error (it stops; EVENTS bit 0, vector 1). A receive buffer outside the window or
-shorter than the frame gets a RESP_ERR CQE (syndrome LOCAL_LENGTH, counted in rx_oversize:
-flagged, not truncated, nothing written); the receive queue goes on. No write ever passes a
-receive WQE's byte_count.
+shorter than the frame gets a RESP_ERR CQE with syndrome LOCAL_LENGTH and puts the receive queue
+in error; the frame waits in the port (counted in rx_oversize, nothing written, nothing lost).
+A receive buffer outside the window gets RESP_ERR (LOCAL_PROT) and the queue goes on. No write
+ever passes a receive WQE's byte_count.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from .dma_record import READ
 from .switch import Port, Switch
 from .vf import Vf
 
@@ -229,7 +231,7 @@ class Mlx5Vf(Vf):
         length = wqe["byte_count"].astype(np.int64)
         addr = wqe["addr"]
         good = ((wqe["opmod_idx_opcode"] & 0xFF) == OP_SEND) & (length >= MIN_FRAME) & (length <= MAX_FRAME)
-        inside = self.iommu.covers_all(addr, length)
+        inside = self.dma_check(addr, length, READ)
         bad = np.flatnonzero(~(good & inside))
         end = int(bad[0]) if len(bad) else n
         frames, _ = self.dma_gather(addr[:end], length[:end])
@@ -260,19 +262,20 @@ class Mlx5Vf(Vf):
         n = min(posted, cq.room(int(db["recv_cq_ci"]) & CQ_INDEX))
         if not n:
             return  # frames wait in the port's buffer
-        frames = self.port.receive(n)
-        n = len(frames)
         idx = self.rq_ci + np.arange(n)
         wqe = rq[idx & (size - 1)]  # read once
         room = wqe["byte_count"].astype(np.int64)
-        fits = frames.lens <= room
-        self.stats.rx_oversize += int((~fits).sum())
-        inside = np.zeros(n, bool)
-        inside[fits] = self.dma_scatter(wqe["addr"][fits], frames.take(fits), room[fits])
-        ok = fits & inside
+        frames, stopped = self.receive_fitting(n, room)
+        n = len(frames)
+        idx, wqe, room = idx[:n], wqe[:n], room[:n]
+        ok = self.dma_scatter(wqe["addr"], frames, room) if n else np.zeros(0, bool)
         self.stats.rx_frames += int(ok.sum())
         self.stats.rx_bytes += int(frames.lens[ok].sum())
         cq.write(cqv, np.where(ok, CQE_RESP_SEND, CQE_RESP_ERR), idx, np.where(ok, frames.lens, 0),
-                 np.where(ok, 0, np.where(fits, SYND_LOCAL_PROT, SYND_LOCAL_LENGTH)))
+                 np.where(ok, 0, SYND_LOCAL_PROT))
         self.rq_ci = (self.rq_ci + n) & WQE_COUNTER
+        if stopped:  # the frame that does not fit its WQE waits in the port; the RQ errors
+            cq.write(cqv, CQE_RESP_ERR, self.rq_ci + np.arange(1), 0, SYND_LOCAL_LENGTH)
+            self.rq_ci = (self.rq_ci + 1) & WQE_COUNTER
+            self._error("rq")
         self.raise_cause(1)

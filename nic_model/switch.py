@@ -97,6 +97,13 @@ class Port:
         self.queued -= n
         return Frames.concat(parts)
 
+    def unreceive(self, frames: Frames) -> None:
+        """Put frames taken by `receive` back at the head, in order (the device could not take
+        them after all)."""
+        if len(frames):
+            self._fifo.appendleft(frames)
+            self.queued += len(frames)
+
     def flush(self) -> int:
         """Drop everything buffered (the device behind the port was reset); returns the count."""
         n, self.queued = self.queued, 0

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .bar import Bar0
+from .dma_record import READ, WRITE
 from .frames import Frames
 from .iommu import Iommu
 from .switch import Port, Switch
@@ -117,25 +118,61 @@ class Vf(Bar0):
             j = int(np.flatnonzero(~inside)[-1])
             self.dma_fault(int(addr[j]), int(lens[j]), int((~inside).sum()))
 
-    def dma_gather(self, addr: np.ndarray, lens: np.ndarray) -> tuple[Frames, np.ndarray]:
-        """Read the frames at `addr` (u64); a buffer outside the IOMMU window is a fault, not
-        read. Returns the frames read and which addresses were inside."""
-        addr, lens = np.asarray(addr).astype(np.uint64), np.asarray(lens).astype(np.int64)
+    def dma_check(self, addr: np.ndarray, lens: np.ndarray, kind: int) -> np.ndarray:
+        """Which frame buffers the device may read (`READ`) or write (`WRITE`): inside the
+        window and, where the IOMMU keeps a frame record, a pool frame granted for `kind`."""
+        return self._allowed(addr, lens, kind)[0]
+
+    def _allowed(self, addr: np.ndarray, lens: np.ndarray, kind: int) -> tuple[np.ndarray, np.ndarray]:
+        """(allowed, granted but refused by the window: frames the device drops)."""
         inside = self.iommu.covers_all(addr, lens)
+        if (rec := self.iommu.record) is None:
+            return inside, np.zeros(len(inside), bool)
+        granted = rec.allowed(addr, lens, kind)
+        return inside & granted, granted & ~inside
+
+    def _recorded(self, addr: np.ndarray, lens: np.ndarray, used: np.ndarray, dropped: np.ndarray,
+                  kind: int) -> None:
+        if (rec := self.iommu.record) is not None:
+            rec.use(addr[used], lens[used], kind)
+            rec.fail(addr[dropped])
+
+    def dma_gather(self, addr: np.ndarray, lens: np.ndarray) -> tuple[Frames, np.ndarray]:
+        """Read the frames at `addr` (u64); a buffer the device may not read is a fault, not
+        read. Returns the frames read and which addresses were allowed."""
+        addr, lens = np.asarray(addr).astype(np.uint64), np.asarray(lens).astype(np.int64)
+        inside, dropped = self._allowed(addr, lens, READ)
         self._faults(addr, lens, inside)
+        self._recorded(addr, lens, inside, dropped, READ)
         return self.iommu.gather(addr[inside], lens[inside]), inside
 
     def dma_scatter(self, addr: np.ndarray, frames: Frames, room) -> np.ndarray:
         """Write `frames` at `addr` (u64), each into a buffer of `room` bytes (the size posted:
-        one value or one per buffer); a buffer outside the IOMMU window is a fault and nothing
+        one value or one per buffer); a buffer the device may not write is a fault and nothing
         is written there, and no write passes its buffer. Returns which frames were written."""
         addr = np.asarray(addr).astype(np.uint64)
         room = np.broadcast_to(np.asarray(room, np.int64), (len(frames),))
-        inside = self.iommu.covers_all(addr, np.minimum(frames.lens, room))
+        inside, dropped = self._allowed(addr, np.minimum(frames.lens, room), WRITE)
         self._faults(addr, frames.lens, inside)
         written = np.zeros(len(frames), bool)
         written[inside] = self.iommu.scatter(addr[inside], frames.take(inside), room[inside])
+        self._recorded(addr, frames.lens, written, dropped, WRITE)
         return written
+
+    def receive_fitting(self, limit: int, room) -> tuple[Frames, bool]:
+        """Up to `limit` frames from the port, stopping before the first longer than its buffer
+        (`room`: one size, or one per buffer): that frame and the rest stay in the port, so the
+        plugin's misprogrammed buffer size loses nothing. Returns (frames, whether it stopped);
+        on a stop the caller stops its queue with an error, as on a malformed ring."""
+        frames = self.port.receive(limit)
+        room = np.asarray(room, np.int64)
+        over = frames.lens > (room if room.ndim == 0 else room[:len(frames)])
+        if not over.any():
+            return frames, False
+        k = int(np.argmax(over))
+        self.port.unreceive(frames.take(slice(k, None)))
+        self.stats.rx_oversize += 1
+        return frames.take(slice(0, k)), True
 
     # -- the vendor's ring engine --------------------------------------------------------------
     def reset(self) -> None:

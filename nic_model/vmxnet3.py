@@ -25,9 +25,10 @@ Queue config block (64 bytes, little-endian, in DMA memory):
     u64 tx_ring, tx_comp, rx_ring, rx_comp   ring base addresses (16-byte entries, 64-aligned)
     u32 tx_size, tx_comp_size, rx_size, rx_comp_size   entries: 32..4096, multiples of 32;
                                              a completion ring holds at least its ring's size
-    u32 rx_buf_size                          bytes in every RX buffer; a longer frame is dropped
-                                             and counted in rx_oversize, and no write ever
-                                             passes rx_buf_size bytes from a buffer's address
+    u32 rx_buf_size                          bytes in every RX buffer; a longer frame stops the
+                                             RX queue before it (ECR, rx_oversize counted) and
+                                             waits in the port; no write ever passes
+                                             rx_buf_size bytes from a buffer's address
 
 TX descriptor (Vmxnet3_TxDesc, 16 bytes):
     u64 addr
@@ -243,10 +244,9 @@ class Vmxnet3Vf(Vf):
         posted = self._owned(self.rxr, ring, RXD_GEN_SHIFT, self.regs[RXPROD])
         if not posted:
             return  # frames wait in the port's buffer
-        frames = self.port.receive(posted)
-        if (over := frames.lens > self.rx_buf_size).any():
-            self.stats.rx_oversize += int(over.sum())
-            frames = frames.take(~over)
+        frames, stopped = self.receive_fitting(posted, self.rx_buf_size)
+        if stopped:  # the frame that does not fit waits in the port; the queue stops
+            self._queue_error("rx")
         n = len(frames)
         if not n:
             return

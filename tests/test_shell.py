@@ -8,6 +8,8 @@ from nic_model.sriov import SriovNic
 from runtime.guest import Flow, build, size_schedule
 from runtime.sandbox import RegionPlan, Sandbox
 from runtime.shell import RingError, Shell, ShellRing
+from nic_model.dma_record import READ, WRITE
+from runtime.shell import DESC, EMPTY, UNSENT
 from shell_api import Status
 
 IXGBEVF = (ROOT / "plugins-wasm" / "ixgbevf.wasm").read_bytes()
@@ -15,7 +17,9 @@ SRC, DST = 0x020000000001, 0x020000000002
 
 
 class ScriptedPlugin:
-    """A driver that answers each poll by writing the given raw entries into txc/rx."""
+    """A driver that answers each poll by writing the given raw entries into txc/rx, and plays
+    its device too: what it reports sent the device read, what it reports received the device
+    wrote (as far as the device's grants allow, into the device's own record)."""
 
     def __init__(self, shell):
         self.shell, self.txc, self.rx = shell, [], []
@@ -23,7 +27,16 @@ class ScriptedPlugin:
     def npa_init(self, cfg):
         return Status.OK
 
+    def _device(self, entries, flag, kind):
+        rec = self.shell.dp.record
+        e = np.array([x for x in entries if not x[2] & flag], DESC)
+        if rec is not None and len(e):
+            ok = rec.allowed(e["addr"], e["len"], kind)
+            rec.use(e["addr"][ok], e["len"][ok], kind)
+
     def npa_poll(self, queue, budget):
+        self._device(self.txc, UNSENT, READ)
+        self._device(self.rx, EMPTY, WRITE)
         self.shell.rings["txc"].produce(self.txc)
         self.shell.rings["rx"].produce(self.rx)
         self.txc, self.rx = [], []
@@ -76,7 +89,7 @@ def test_rx_entry_with_impossible_length_is_refused_and_its_frame_reclaimed(shel
     shell.attach(drv, 0)
     shell.poll()  # posts fill buffers
     fill = shell.rings["fill"].consume()
-    drv.rx = [(fill[0][0], 9000, 0, 0), (fill[1][0], 64, 0, 0)]
+    drv.rx = [(fill[0][0], 2000, 0, 0), (fill[1][0], 64, 0, 0)]  # 2000: above the MTU
     got = shell.poll()
     assert len(got) == 1 and shell.refused == {"rx: bad length": 1}
     assert shell.stats["rx_frames"] == 1

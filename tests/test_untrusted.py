@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from nic_model import ixgbe as hw
+from nic_model.frames import Frames
 from nic_model.iommu import Iommu
 from nic_model.sriov import SriovNic
 from runtime.host import Host
@@ -51,6 +52,20 @@ def test_address_plus_length_that_wraps_is_outside(iommu):
 def test_a_burst_never_reads_or_writes_across_the_gap_between_memories(iommu):
     assert not iommu.covers(0x1000, GUEST_MEMORY_BASE)  # linear memory up into guest memory
     assert not iommu.covers(GUEST_MEMORY_BASE - 1, 2)
+
+
+def test_a_burst_wider_than_its_buffers_never_writes_past_them(iommu):
+    """Frames taken out of a burst leave its rows wide (3000 bytes here); writing the rest into
+    2048-byte buffers must not copy whole rows."""
+    guest = iommu.view(GUEST_MEMORY_BASE, 0x8000)
+    guest[:] = 0xA5
+    lens = np.array([3000, 60, 1514])
+    wide = Frames(np.where(np.arange(3000) < lens[:, None], 7, 0).astype(np.uint8), lens)
+    burst = wide.take(np.array([False, True, True]))
+    addrs = np.array([GUEST_MEMORY_BASE, GUEST_MEMORY_BASE + 2048], np.uint64)
+    assert iommu.scatter(addrs, burst, 2048).all()
+    assert (guest[:60] == 7).all() and (guest[60:2048] != 7).all()  # padding at most, in its buffer
+    assert (guest[2048:2048 + 1514] == 7).all() and (guest[4096:] == 0xA5).all()
 
 
 def test_a_ring_base_at_the_top_of_64_bits_stops_the_queue_without_an_exception():

@@ -58,6 +58,8 @@ class VmPort:
     mode: str = ""
     modes: list[ModeChange] = field(default_factory=list)
     control_errors: int = 0  # frames from the guest that were not a valid request
+    progress: int = -1  # the watchdog's last view of the data path's progress
+    progress_us: int = 0  # and when it last moved
 
 
 class Hypervisor:
@@ -100,9 +102,10 @@ class Hypervisor:
     def _switch(self, vm: Vm, mode: str, driver, reason: str) -> bool:
         p = self.ports[vm.index]
         label = "emulated" if mode == EMULATED else f"{p.report.manifest.name} at 0x{p.plugin.base:x}"
-        if not vm.shell.attach(driver, p.report.manifest.features if mode == PLUGIN else 0, label):
+        if not vm.shell.attach(driver, p.report.manifest.features if mode == PLUGIN else 0, label,
+                               on_vf=mode == PLUGIN):
             return False
-        p.mode = mode
+        p.mode, p.progress = mode, -1  # the watchdog starts afresh
         p.modes.append(ModeChange(self.nic.now_us, mode, reason))
         return True
 
@@ -142,11 +145,37 @@ class Hypervisor:
         return got
 
     def check_faults(self, vm: Vm) -> None:
-        """A plugin the shell disabled (trap, fuel, deadline, bad status): fall back."""
+        """A plugin the shell disabled (trap, fuel, deadline, bad status) or the watchdog
+        caught: fall back."""
         p = self.ports[vm.index]
+        if p.mode == PLUGIN and vm.shell.active:
+            self._watchdog(vm, p)
         if p.mode == PLUGIN and not vm.shell.active:
             p.plugin = None  # a faulted instance is never called again
             self._switch(vm, EMULATED, p.emulated, f"fault: {vm.shell.events[-1].reason}")
+
+    def _watchdog(self, vm: Vm, p: VmPort) -> None:
+        """Work the device could do (TX frames handed over and not read, RX frames written and
+        not handed back, frames waiting at the VF's port while the plugin holds buffers) and no
+        progress for `watchdog_us` of device time: the plugin is faulted."""
+        shell, rec, now = vm.shell, vm.shell.record, self.nic.now_us
+        if rec is None:
+            return
+        s = shell.stats
+        progress = rec.position + s["tx_done"] + s["tx_unsent"] + s["rx_frames"] + s["rx_empty"]
+        if progress != p.progress:
+            p.progress, p.progress_us = progress, now
+            return
+        if now - p.progress_us <= p.rules.watchdog_us:
+            return
+        waiting = shell.waiting(rec)
+        if vm.vf.port.pending() and shell.pool.posted():
+            waiting += vm.vf.port.pending()
+        if waiting:
+            shell.fault(f"watchdog: no progress for {now - p.progress_us} µs of device time "
+                        f"with {waiting} frames waiting")
+        else:
+            p.progress_us = now  # idle, not stuck
 
     # -- control path --------------------------------------------------------------------------
     def serve(self, vm: Vm) -> None:

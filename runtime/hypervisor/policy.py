@@ -62,6 +62,9 @@ class Rules(BaseModel):
     max_mtu: int = Field(1500, ge=68, le=9702)
     multicast_limit: int = Field(16, ge=0, le=4096)
     state: Literal["auto", "enable", "disable"] = "auto"
+    # The data-path watchdog: a plugin that leaves work the device could do untouched this long
+    # (device time) is faulted, as Linux's netdev TX timeout and ENA's keep-alive do.
+    watchdog_us: int = Field(5000, ge=100, le=10_000_000)
 
     @model_validator(mode="before")
     @classmethod

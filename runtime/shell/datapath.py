@@ -22,6 +22,7 @@ class DataPath:
     frame_size: int
     rings: dict[str, ShellRing]
     mtu: int = 1514
+    record: object | None = None  # the IOMMU's frame record (nic_model.dma_record), with a VF
 
     @property
     def pool_base(self) -> int:
@@ -45,9 +46,10 @@ def setup(box: Sandbox, manifest: Manifest | None = None, *, ring_size: int = 25
     cfg = box.heap.reserve(INIT_CFG.size, 64)
     if not (cfg and all(rings.values())):
         raise MemoryError("the region's DMA heap is too small for this data path")
-    if box.iommu is not None:
+    record = None
+    if box.iommu is not None:  # frames are the only shell memory the VF reaches, one grant at a time
         box.iommu.attach(guest.base, guest.np)
-        box.iommu.map(guest.base, guest.size)  # frames are the only shell memory the VF reaches
+        record = box.iommu.map_frames(guest.base, frame_size, frames)
     bar = box.bar
     vendor = getattr(bar, "PCI_VENDOR", manifest.devices[0].vendor if manifest else 0)
     device = getattr(bar, "PCI_DEVICE", manifest.devices[0].device if manifest else 0)
@@ -59,4 +61,4 @@ def setup(box: Sandbox, manifest: Manifest | None = None, *, ring_size: int = 25
         pool_base=guest.base & 0xFFFFFFFF, pool_base_hi=guest.base >> 32, pool_frames=frames,
         **{f"{n}_ring": r.addr for n, r in rings.items()},
         **{f"{n}_size": r.size for n, r in rings.items()}))
-    return DataPath(cfg, guest, frames, frame_size, rings, mtu)
+    return DataPath(cfg, guest, frames, frame_size, rings, mtu, record)

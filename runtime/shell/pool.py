@@ -56,10 +56,10 @@ class FramePool:
         self.state[idx] = RESEND
         self.resend = np.concatenate([self.resend, idx])
 
-    def requeue_tx(self) -> int:
-        """Every TX frame back to the re-send queue, merged with it in the guest's order (the
-        plugin is gone and cannot say which it sent). Returns how many were TX."""
-        tx = np.flatnonzero(self.state == TX)
+    def requeue_tx(self, tx: np.ndarray | None = None) -> int:
+        """TX frames (default: every one) back to the re-send queue, merged with it in the
+        guest's order. Returns how many."""
+        tx = np.flatnonzero(self.state == TX) if tx is None else tx
         pending = np.concatenate([self.resend, tx])
         self.resend = np.zeros(0, np.int64)
         self.queue_resend(pending[np.argsort(self.tx_seq[pending], kind="stable")])

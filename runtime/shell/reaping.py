@@ -4,8 +4,12 @@ The shell keeps a shadow of every entry it produced on `tx` and `fill` (which po
 which slot), because the ring memory is writable by the plugin and is never read back. Every
 entry the plugin produces on `txc` and `rx` is read once, then checked: address inside the pool
 and on a frame boundary, the frame in the state the ring implies (TX for `txc`, FILL for `rx`),
-each frame at most once per burst, the length within the frame and the MTU. What fails is
-refused and counted, never used. A broken ring index raises `RingError`: the caller's fault.
+each frame at most once per burst, the length within the frame and the MTU. With a VF behind
+the plugin, each entry is also checked against the device's own record (the IOMMU's frame
+record): a completion only for a frame the device read, a received frame only from a buffer the
+device wrote, with the length it wrote; where the plugin's word and the record disagree, the
+record wins and the disagreement is counted. What fails is refused and counted, never used. A
+broken ring index raises `RingError`: the caller's fault.
 """
 from __future__ import annotations
 
@@ -25,8 +29,8 @@ ETH_HEADER = 14
 
 class Reaper:
     def __init__(self, pool: FramePool, rings: dict[str, ShellRing], mtu: int,
-                 stats: Counter, refused: Counter):
-        self.pool, self.rings, self.mtu = pool, rings, mtu
+                 stats: Counter, refused: Counter, record=None):
+        self.pool, self.rings, self.mtu, self.record = pool, rings, mtu, record
         self.stats, self.refused = stats, refused
         self._shadow = {r: np.zeros(rings[r].size, np.int64) for r in ("tx", "fill")}
         self._mark = np.zeros(pool.nframes, np.int64)  # scratch for duplicate detection
@@ -88,12 +92,30 @@ class Reaper:
         flags = ent["flags"]
         unsent = ok & (flags & UNSENT != 0)
         done = ok & ~unsent
+        if self.record is not None:  # the device's record, not the plugin's word
+            read = self.record.was_read(idx)
+            self.refuse("txc", "completion for a frame the device never read", done & ~read)
+            self.refuse("txc", "handed back unsent after the device read it", unsent & read)
+            done, unsent = ok & read, unsent & ~read  # a refused completion stays with the plugin
+            self.record.revoke(idx[done | unsent])
         self.stats["tx_done"] += int(done.sum())
         self.stats["tx_errors"] += int((done & (flags & ERROR != 0)).sum())
         self.stats["tx_unsent"] += int(unsent.sum())
         self.pool.release(idx[done])
         if unsent.any():
             self.pool.queue_resend(idx[unsent])
+
+    def _in_arrival_order(self, idx: np.ndarray, written: np.ndarray) -> np.ndarray:
+        """Which written buffers of a burst come in the order the device filled them: each the
+        oldest not handed back yet. From the first out of order on, none."""
+        rec, pool = self.record, self.pool
+        pending = np.sort(rec.written_at[(pool.state == FILL) & (rec.written_at >= 0)])
+        got = rec.written_at[idx[written]]
+        match = got == pending[:len(got)]
+        upto = len(got) if match.all() else int(np.argmin(match))
+        keep = np.zeros(len(written), bool)
+        keep[np.flatnonzero(written)[:upto]] = True
+        return keep
 
     def rx(self, ent: np.ndarray) -> Frames:
         """Received frames, copied out of their buffers; the buffers go back to the pool."""
@@ -102,6 +124,17 @@ class Reaper:
         idx, ok = self.claim(ent, FILL, "rx")
         lens = ent["len"].astype(np.int64)
         data = ok & (ent["flags"] & EMPTY == 0)
+        if (rec := self.record) is not None:  # the device's record, not the plugin's word
+            written = ok & rec.was_written(idx)
+            late = written & ~self._in_arrival_order(idx, written)
+            self.refuse("rx", "handed back out of arrival order", late)
+            ok, written, data = ok & ~late, written & ~late, data & ~late  # late ones wait
+            self.refuse("rx", "data in a buffer the device never wrote", data & ~written)
+            self.refuse("rx", "handed back empty after the device wrote it", ok & ~data & written)
+            self.refuse("rx", "length differs from what the device wrote",
+                        data & written & (lens != rec.written_len[idx]))
+            data, lens = written, np.where(written, rec.written_len[idx], 0)
+            rec.revoke(idx[ok])
         bad = data & ((lens < ETH_HEADER) | (lens > self.mtu))
         self.refuse("rx", "bad length", bad)
         good = data & ~bad

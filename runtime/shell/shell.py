@@ -14,7 +14,7 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-from nic_model.frames import Frames, scatter
+from nic_model.frames import Frames, gather, scatter
 from runtime.sandbox import PluginFault, Sandbox
 from shell_api import Status
 
@@ -55,6 +55,7 @@ class Shell:
         self.stats: Counter[str] = Counter()
         self.refused: Counter[str] = Counter()
         self.reaper = Reaper(self.pool, self.rings, mtu, self.stats, self.refused)
+        self.record = None  # the VF's DMA record while a driver of the VF is attached
         self.driver: Driver | None = None
         self.rx_buffers = frames // 2  # at most this many frames posted for RX at a time
         # With an emulated path to fall back to, frames on the TX path when a plugin faults are
@@ -82,9 +83,15 @@ class Shell:
         return self.driver is not None
 
     # -- plugin lifecycle ----------------------------------------------------------------------
-    def attach(self, driver: Driver, features: int, label: str = "plugin") -> bool:
-        """Initialise `driver` on this data path; False (and a fault event) if it fails."""
+    def attach(self, driver: Driver, features: int, label: str = "plugin", *,
+               on_vf: bool = True) -> bool:
+        """Initialise `driver` on this data path; False (and a fault event) if it fails.
+        `on_vf`: it drives the VF, whose DMA record then holds it to the truth (the emulated
+        vNIC is the hypervisor's and moves frames itself)."""
         self.dp.offer(self.box, features)
+        self.record = self.reaper.record = self.dp.record if on_vf else None
+        if self.record is not None:
+            self.record.clear()  # a new driver: no grant from before reaches its device
         self.driver = driver
         status = self._call("npa_init", self.dp.cfg_addr)
         if self.driver is None:
@@ -126,6 +133,11 @@ class Shell:
                 self.pool.queue_resend(idx)
             else:
                 self.pool.release(idx)
+
+    def fault(self, reason: str) -> None:
+        """Disable the plugin for `reason` (the hypervisor's watchdog and fairness account call
+        this); its frames are settled as on any fault."""
+        self._fault(reason)
 
     def _call(self, name: str, *args: int) -> int:
         if self.driver is None:  # dropped for a fault a moment ago: never called again
@@ -184,19 +196,36 @@ class Shell:
 
     def drop_plugin(self) -> None:
         """Disable the plugin without its help (after a fault, or a reset by the hypervisor):
-        reset the VF and take back every frame it held. Whether a TX frame left the wire is
-        unknown: with `resend_after_fault` those are queued to be sent again, in the guest's
-        order; otherwise they are counted `tx_abandoned`."""
+        reset the VF, then settle every frame it held against the device's own record (exactly
+        once): TX frames the device read are done; the others are re-sent in the guest's order
+        (with `resend_after_fault`, else counted `tx_abandoned`); RX buffers the device wrote
+        are delivered in arrival order; the rest go back to the pool. Without a record (no VF
+        behind the plugin) whether a TX frame left is unknown, and all are re-sent."""
         self.driver = None
         if self.reset_vf is not None:
-            self.reset_vf()
+            self.reset_vf()  # from here the record is final: the device does nothing more
+        rec, pool = self.record, self.pool
+        tx = pool.held(TX)
+        if rec is not None:
+            sent = rec.was_read(tx)
+            self.stats["tx_settled_sent"] += int(sent.sum())
+            pool.release(tx[sent])
+            tx = tx[~sent]
         if self.resend_after_fault:
-            self.stats["tx_resent_after_fault"] += self.pool.requeue_tx()
+            self.stats["tx_resent_after_fault"] += pool.requeue_tx(tx)
         else:
-            tx = self.pool.held(TX)
             self.stats["tx_abandoned"] += len(tx)
-            self.pool.release(tx)
-        self.pool.release(self.pool.held(FILL))
+            pool.release(tx)
+        fill = pool.held(FILL)
+        if rec is not None:
+            got = fill[rec.was_written(fill)]
+            got = got[np.argsort(rec.written_at[got], kind="stable")]  # arrival order
+            frames = gather(pool.mem, pool.offsets(got), rec.written_len[got])
+            self.stats["rx_frames"] += len(frames)
+            self.stats["rx_settled"] += len(frames)
+            self._salvaged.append(frames)
+            rec.revoke()
+        pool.release(fill)
         self._reset_rings()
 
     def _reset_rings(self) -> None:
@@ -226,6 +255,7 @@ class Shell:
             self.pool.release(idx)
             return 0
         self.pool.hand_over_tx(idx, part.lens)
+        self._grant(idx, write=False)
         self.stats["tx_frames"] += n
         self.need_poll = True
         return n
@@ -244,6 +274,7 @@ class Shell:
         if self.driver is None:  # a fault on the way rebuilt the queue from every frame's state
             return False
         pool.state[idx[:n]] = TX
+        self._grant(idx[:n], write=False)
         pool.resend = idx[n:]
         self.stats["tx_resent"] += n
         return not len(pool.resend)
@@ -285,6 +316,16 @@ class Shell:
                 self.pool.release(idx)
                 return
             self.pool.state[idx] = FILL
+            self._grant(idx, write=True)
+
+    def _grant(self, idx: np.ndarray, write: bool) -> None:
+        """Let the device reach these frames once, as they go to the plugin (TX frames in the
+        guest's order)."""
+        if (rec := self.record) is not None:
+            if write:
+                rec.grant_write(idx)
+            else:
+                rec.grant_read(idx, self.pool.tx_seq[idx])
 
     def _room(self, name: str) -> int:
         try:
@@ -316,6 +357,13 @@ class Shell:
         return Frames.empty() if ent is None else self.reaper.rx(ent)
 
     # -- accounting ----------------------------------------------------------------------------
+    def waiting(self, rec) -> int:
+        """Frames the device could move that nobody moved: TX frames handed over that the
+        device has not read, RX frames it wrote that the plugin has not handed back."""
+        state = self.pool.state
+        return int(((state == TX) & ~rec.was_read(slice(None))).sum()
+                   + ((state == FILL) & rec.was_written(slice(None))).sum())
+
     def holdings(self) -> dict[str, int]:
         return self.pool.holdings()
 

@@ -1,0 +1,123 @@
+"""The device's own record of what it did with a VM's frame pool, kept by the IOMMU.
+
+Frame buffers are granted to the device one at a time, as a strict IOMMU maps a buffer per DMA:
+a TX frame for one read, an RX buffer for one write. The device reaches a pool frame only at its
+start, only with the grant for that direction, each grant once, and TX frames only in the order
+the guest handed them over (a plugin that skips or reorders frames stalls its own queue, and the
+watchdog settles it); every use is written down in order (as VT-d and AMD-Vi access/dirty bits record, at frame granularity). So a plugin
+can neither make the device send a frame twice nor deliver stale bytes, and after any failure
+the hypervisor reads, through the PF and never through the plugin, exactly which frames the
+device sent and which buffers it filled, and in what order: the truth to settle against.
+
+Arrays are indexed by frame. Positions are a counter over all uses, so "since the grant" and
+"arrival order" are comparisons of integers. Everything here is numpy over bursts.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+NONE, READ, WRITE = 0, 1, 2  # what a frame is granted for
+
+
+class FrameRecord:
+    def __init__(self, base: int, frame_size: int, frames: int):
+        self.base, self.frame_size, self.frames = base, frame_size, frames
+        self.end = base + frame_size * frames
+        self.grant = np.zeros(frames, np.int8)
+        self.read_at = np.full(frames, -1, np.int64)  # position of the read since the grant
+        self.written_at = np.full(frames, -1, np.int64)  # position of the write since the grant
+        self.written_len = np.zeros(frames, np.int64)
+        self.failed = np.zeros(frames, bool)  # the device tried a granted frame; the window refused
+        self.order = np.zeros(frames, np.int64)  # TX: the guest's order of a frame granted for reading
+        self.position = 0  # uses so far: the device's progress, for the watchdog
+        self.refused = 0  # accesses to the pool without a grant (also counted as DMA faults)
+
+    # -- the shell's side: grants, as it hands frames over -------------------------------------
+    def grant_read(self, idx: np.ndarray, order: np.ndarray) -> None:
+        """TX frames, with the order the guest handed them over in: the device reads them in it."""
+        self.order[idx] = order
+        self.grant[idx] = READ
+        self.read_at[idx] = -1
+        self.failed[idx] = False
+
+    def grant_write(self, idx: np.ndarray) -> None:
+        self.grant[idx] = WRITE
+        self.written_at[idx] = -1
+        self.failed[idx] = False
+
+    def revoke(self, idx: np.ndarray | slice = slice(None)) -> None:
+        self.grant[idx] = NONE
+
+    def clear(self) -> None:
+        """No grants and no history (a new driver starts from here)."""
+        self.grant[:] = NONE
+        self.read_at[:] = -1
+        self.written_at[:] = -1
+        self.failed[:] = False
+
+    # -- the device's side --------------------------------------------------------------------
+    def in_pool(self, addrs: np.ndarray) -> np.ndarray:
+        a = np.asarray(addrs).astype(np.uint64)
+        return (a >= np.uint64(self.base)) & (a < np.uint64(self.end))
+
+    def allowed(self, addrs: np.ndarray, lens: np.ndarray, kind: int) -> np.ndarray:
+        """Which pool accesses the grants allow: a frame's start, its length within the frame,
+        the grant for `kind`, the frame once per burst. Addresses outside the pool: False."""
+        a = np.asarray(addrs).astype(np.uint64)
+        inside = self.in_pool(a)
+        off = np.where(inside, a - np.uint64(self.base), 0).astype(np.int64)
+        idx = off // self.frame_size
+        n = np.asarray(lens).astype(np.int64)
+        ok = inside & (off % self.frame_size == 0) & (n >= 0) & (n <= self.frame_size)
+        ok &= self.grant[idx] == kind
+        if ok.sum() > 1:  # the same frame twice in one burst: only its first use
+            first = np.zeros(len(ok), bool)
+            _, at = np.unique(idx[ok], return_index=True)
+            first[np.flatnonzero(ok)[at]] = True
+            ok &= first
+        if kind == READ and ok.any():
+            ok &= self._in_guest_order(idx, ok)
+        return ok
+
+    def _in_guest_order(self, idx: np.ndarray, ok: np.ndarray) -> np.ndarray:
+        """The granted reads of a burst that come in the guest's order: each the oldest TX frame
+        not read yet. From the first out of order on, none (they wait, unread)."""
+        pending = np.sort(self.order[self.grant == READ])
+        got = self.order[idx[ok]]
+        k = len(got)
+        match = got == pending[:k]
+        upto = k if match.all() else int(np.argmin(match))
+        keep = np.zeros(len(ok), bool)
+        keep[np.flatnonzero(ok)[:upto]] = True
+        return keep
+
+    def use(self, addrs: np.ndarray, lens: np.ndarray, kind: int) -> None:
+        """The device read (TX) or wrote (RX) these allowed frames, in this order."""
+        if not len(addrs):
+            return
+        idx = ((np.asarray(addrs).astype(np.uint64) - np.uint64(self.base)) // np.uint64(self.frame_size)).astype(np.int64)
+        at = self.position + np.arange(len(idx))
+        self.position += len(idx)
+        self.grant[idx] = NONE  # each grant is used once
+        if kind == READ:
+            self.read_at[idx] = at
+        else:
+            self.written_at[idx] = at
+            self.written_len[idx] = lens
+
+    def fail(self, addrs: np.ndarray) -> None:
+        """The device used these granted frames, and the IOMMU window refused (the hypervisor
+        had unmapped the pool): it dropped them, as a NIC drops on a DMA fault."""
+        if len(addrs):
+            idx = ((np.asarray(addrs).astype(np.uint64) - np.uint64(self.base)) // np.uint64(self.frame_size)).astype(np.int64)
+            self.grant[idx] = NONE
+            self.failed[idx] = True
+            self.position += len(idx)
+
+    # -- what the hypervisor reads ------------------------------------------------------------
+    def was_read(self, idx: np.ndarray) -> np.ndarray:
+        """The device took these TX frames: it read them, or tried and dropped them."""
+        return (self.read_at[idx] >= 0) | self.failed[idx]
+
+    def was_written(self, idx: np.ndarray) -> np.ndarray:
+        return self.written_at[idx] >= 0
