@@ -29,6 +29,7 @@ class FrameRecord:
         self.written_len = np.zeros(frames, np.int64)
         self.failed = np.zeros(frames, bool)  # the device tried a granted frame; the window refused
         self.order = np.zeros(frames, np.int64)  # TX: the guest's order of a frame granted for reading
+        self._mark = np.zeros(frames, np.int64)  # scratch: finds a frame used twice in a burst
         self.position = 0  # uses so far: the device's progress, for the watchdog
         self.refused = 0  # accesses to the pool without a grant (also counted as DMA faults)
 
@@ -70,11 +71,11 @@ class FrameRecord:
         n = np.asarray(lens).astype(np.int64)
         ok = inside & (off % self.frame_size == 0) & (n >= 0) & (n <= self.frame_size)
         ok &= self.grant[idx] == kind
-        if ok.sum() > 1:  # the same frame twice in one burst: only its first use
-            first = np.zeros(len(ok), bool)
-            _, at = np.unique(idx[ok], return_index=True)
-            first[np.flatnonzero(ok)[at]] = True
-            ok &= first
+        sel = np.flatnonzero(ok)
+        if len(sel) > 1:  # the same frame twice in one burst: only its first use
+            order = np.arange(len(sel))
+            self._mark[idx[sel[::-1]]] = order[::-1]  # the first occurrence writes last
+            ok[sel[self._mark[idx[sel]] != order]] = False
         if kind == READ and ok.any():
             ok &= self._in_guest_order(idx, ok)
         return ok

@@ -132,6 +132,9 @@ class Iommu:
         """Covered addresses split by backing memory: (rows, memory, offsets) per memory used."""
         a = np.asarray(addrs).astype(np.uint64)
         k = np.searchsorted(self._space_bases, a, side="right").astype(np.int64) - 1
+        if len(k) and (k == k[0]).all():  # the usual burst: every frame in one memory
+            base, mem = self._spaces[int(k[0])]
+            return [(np.arange(len(a)), mem, (a - np.uint64(base)).astype(np.int64))]
         out = []
         for s in np.unique(k):
             base, mem = self._spaces[int(s)]

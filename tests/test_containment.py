@@ -19,8 +19,17 @@ from runtime.sandbox import analyse
 HOSTILE = ROOT / "tests" / "hostile" / "hostile.c"
 GOOD = (ROOT / "plugins-wasm" / "ixgbevf.wasm").read_bytes()
 CANARY = 0xA5
+# Containment II: lies about what the device did, and a plugin that does nothing. Each is either
+# faulted (the reason holds the first words) or its lies are refused and counted (the refusal
+# holds the second) and the VM stays on its plugin.
+LIES = {"BOGUS_TXC_THEN_TRAP": ("trap", None), "TXC_PRODUCER_JUMPS": ("npa_quiesce kept", None),
+        "RX_PRODUCER_JUMPS": (None, "rx: frame not held"), "SMASHES_ITS_STACK": ("trap", None),
+        "TX_CONSUMER_BACK_ONE": ("watchdog", "completion for a frame the device never read"),
+        "RX_REPLAY": (None, "rx: frame not held"),
+        "RX_NEVER_FILLED": (None, "rx: data in a buffer the device never wrote"),
+        "DOES_NOTHING": ("watchdog", None), "RX_BUFFER_ZERO": ("npa_poll returned DEVICE", None)}
 ATTACKS = ("RX_ADDR_WRAPS", "TX_ADDR_WRAPS", "TX_OVERSIZE", "FREES_SHELL_MEMORY",
-           "REWRITES_FRAMES", "FILL_CONSUMER_AHEAD", "TX_CONSUMER_BACK", "RX_BUFFER_HUGE")
+           "REWRITES_FRAMES", "FILL_CONSUMER_AHEAD", "TX_CONSUMER_BACK", "RX_BUFFER_HUGE", *LIES)
 
 
 @pytest.fixture(scope="module")
@@ -35,12 +44,18 @@ def tails(vm) -> np.ndarray:
     return shell.pool.mem.reshape(shell.nframes, shell.frame_size)[:, shell.mtu:]
 
 
-def run_beside(image, packets: int = 3000) -> Host:
-    """vm0 runs `image`, vm1 the real ixgbevf plugin; both send `mixed` sizes to each other."""
-    host = Host(SriovNic("ixgbevf", 2), GOOD, 2, packets=packets, sizes=size_schedule("mixed"))
+def canaried(packets: int, sizes: str = "mixed") -> Host:
+    """Two VMs on the real ixgbevf plugin, every byte past the MTU of their pools a canary."""
+    host = Host(SriovNic("ixgbevf", 2), GOOD, 2, packets=packets, sizes=size_schedule(sizes))
     for vm in host.vms:
         tails(vm)[:] = CANARY
     host.boot()
+    return host
+
+
+def run_beside(image, packets: int = 3000) -> Host:
+    """vm0 runs `image`, vm1 the real ixgbevf plugin; both send `mixed` sizes to each other."""
+    host = canaried(packets)
     host.revoke(0)
     host.offer(0, analyse(image.read_bytes()))
     host.run()
@@ -113,3 +128,40 @@ def test_a_plugin_programming_huge_rx_buffers_cannot_overflow_them(hostile):
     host = run_beside(hostile["RX_BUFFER_HUGE"])
     assert_contained(host)  # the VF port never passes more than the guest's buffers hold
     assert host.vms[0].sink.check[1].received > 0
+
+
+# -- Containment II: exactly once, whatever the plugin does ----------------------------------------
+def assert_exactly_once(host: Host) -> None:
+    assert_contained(host)
+    for vm in host.vms:
+        for fid, c in vm.sink.check.items():
+            assert (vm.sink.lost(fid), c.duplicates, c.reordered, c.corrupted) == (0, 0, 0, 0), \
+                f"{vm.name} flow {fid}: lost {vm.sink.lost(fid)}, {c}"
+    assert all(f.sent == f.count for f in host.flows) and host.conserved()
+
+
+@pytest.mark.parametrize("attack", LIES)
+def test_whatever_the_plugin_does_every_frame_arrives_once_in_order(hostile, attack):
+    host = run_beside(hostile[attack], packets=6000)
+    assert_exactly_once(host)
+    vm, (fault, refusal) = host.vms[0], LIES[attack]
+    faults = [c.reason for c in host.hv.modes(vm) if c.reason.startswith("fault")]
+    if fault:
+        assert any(fault in r for r in faults), host.hv.modes(vm)
+    else:
+        assert not faults and host.hv.mode(vm) == PLUGIN
+    if refusal:
+        assert any(refusal in why for why in vm.shell.refused), vm.shell.refused
+
+
+def test_a_vf_reset_under_the_plugin_in_a_loop_loses_nothing():
+    host = canaried(30_000, "imix")
+    while not host.delivered() and host.steps < 20_000:
+        host.step()
+        if host.steps % 7 == 0 and host.hv.mode(host.vms[0]) == PLUGIN:
+            host.vms[0].vf.reset()
+        if host.steps % 11 == 0 and host.hv.mode(host.vms[0]) == EMULATED:
+            host.offer(0)
+    host.finish()
+    assert host.vms[0].vf.stats.resets > 10
+    assert_exactly_once(host)

@@ -150,7 +150,7 @@ class Hypervisor:
         p = self.ports[vm.index]
         if p.mode == PLUGIN and vm.shell.active:
             self._watchdog(vm, p)
-        if p.mode == PLUGIN and not vm.shell.active:
+        if p.mode == PLUGIN and not vm.shell.active and vm.shell.events[-1].kind == "fault":
             p.plugin = None  # a faulted instance is never called again
             self._switch(vm, EMULATED, p.emulated, f"fault: {vm.shell.events[-1].reason}")
 

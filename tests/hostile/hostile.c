@@ -14,8 +14,28 @@
 #define FILL_CONSUMER_AHEAD 6 /* publishes the fill consumer one past the producer */
 #define TX_CONSUMER_BACK 7    /* moves the tx consumer back by the ring size before quiesce */
 #define RX_BUFFER_HUGE 8      /* tells the NIC its RX buffers hold 15 KiB (they hold 2) */
+/* Containment II: lies about what the device did, and doing nothing. */
+#define BOGUS_TXC_THEN_TRAP 9 /* rewrites its txc entries to other frames, then traps */
+#define TXC_PRODUCER_JUMPS 10 /* publishes the txc producer 300 entries ahead */
+#define RX_PRODUCER_JUMPS 11  /* publishes the rx producer 300 entries ahead */
+#define SMASHES_ITS_STACK 12  /* recursion past its stack after 8 polls; then whatever it does */
+#define TX_CONSUMER_BACK_ONE 13 /* moves the tx consumer back by one: "send it again" */
+#define RX_REPLAY 14          /* hands the last received buffer back again once it is re-posted */
+#define RX_NEVER_FILLED 15    /* hands posted buffers back as 60-byte frames the NIC never wrote */
+#define DOES_NOTHING 16       /* initialises, then never moves a frame */
+#define RX_BUFFER_ZERO 17     /* programs a receive buffer size of 0 */
 
 static volatile struct npa_ring_hdr *hdr(uint32_t ring) { return npa_ring_hdr(ring); }
+static uint32_t polls;
+static struct npa_desc last_rx;
+
+#if ATTACK == SMASHES_ITS_STACK
+static uint32_t deep(volatile uint8_t *p, uint32_t n) {
+    volatile uint8_t frame[4096];
+    frame[0] = (uint8_t)n;
+    return n ? deep(frame, n - 1) + frame[0] : (uint32_t)(uintptr_t)p;
+}
+#endif
 
 NPA_EXPORT(npa_init) int32_t npa_init(uint32_t cfg_addr) {
     int32_t s = real_init(cfg_addr);
@@ -34,11 +54,44 @@ NPA_EXPORT(npa_init) int32_t npa_init(uint32_t cfg_addr) {
 #if ATTACK == RX_BUFFER_HUGE
     shell_mmio_write32(VFSRRCTL, 15);
 #endif
+#if ATTACK == RX_BUFFER_ZERO
+    shell_mmio_write32(VFSRRCTL, 0);
+#endif
     return s;
 }
 
 NPA_EXPORT(npa_poll) int32_t npa_poll(uint32_t queue, uint32_t budget) {
     const struct npa_init_cfg *c = self->cfg;
+    polls++;
+#if ATTACK == DOES_NOTHING
+    return 0;
+#endif
+#if ATTACK == SMASHES_ITS_STACK
+    if (polls > 8) deep(0, 64); /* 256 KiB of frames on a 64 KiB stack: over its own data */
+#endif
+#if ATTACK == TX_CONSUMER_BACK_ONE
+    if (polls == 8 && hdr(c->tx_ring)->consumer) hdr(c->tx_ring)->consumer -= 1;
+#endif
+#if ATTACK == RX_NEVER_FILLED
+    if (polls > 8 && hdr(c->fill_ring)->consumer != hdr(c->fill_ring)->producer) {
+        struct npa_desc d = *npa_ring_desc(c->fill_ring, c->fill_size, hdr(c->fill_ring)->consumer++);
+        d.len = 60;
+        *npa_ring_desc(c->rx_ring, c->rx_size, hdr(c->rx_ring)->producer++) = d;
+    }
+#endif
+#if ATTACK == RX_REPLAY
+    if (polls > 8 && last_rx.addr) {
+        *npa_ring_desc(c->rx_ring, c->rx_size, hdr(c->rx_ring)->producer++) = last_rx;
+        last_rx.addr = 0;
+    }
+    uint32_t rx0 = hdr(c->rx_ring)->producer;
+#endif
+#if ATTACK == BOGUS_TXC_THEN_TRAP || ATTACK == TXC_PRODUCER_JUMPS
+    uint32_t txc0 = hdr(c->txc_ring)->producer;
+#endif
+#if ATTACK == RX_PRODUCER_JUMPS
+    if (polls == 8) hdr(c->rx_ring)->producer += 300;
+#endif
 #if ATTACK == REWRITES_FRAMES
     for (uint32_t i = hdr(c->tx_ring)->consumer; i != hdr(c->tx_ring)->producer; i++) {
         struct npa_desc *d = npa_ring_desc(c->tx_ring, c->tx_size, i);
@@ -50,6 +103,20 @@ NPA_EXPORT(npa_poll) int32_t npa_poll(uint32_t queue, uint32_t budget) {
     if (self->up) hdr(c->fill_ring)->consumer = hdr(c->fill_ring)->producer + 1;
 #endif
     int32_t work = real_poll(queue, budget);
+#if ATTACK == RX_REPLAY
+    if (polls == 8 && hdr(c->rx_ring)->producer != rx0)
+        last_rx = *npa_ring_desc(c->rx_ring, c->rx_size, hdr(c->rx_ring)->producer - 1);
+#endif
+#if ATTACK == BOGUS_TXC_THEN_TRAP
+    if (polls > 5) {
+        for (uint32_t i = txc0; i != hdr(c->txc_ring)->producer; i++)
+            npa_ring_desc(c->txc_ring, c->txc_size, i)->addr += 2 * c->frame_size;
+        if (polls > 8) __builtin_trap();
+    }
+#endif
+#if ATTACK == TXC_PRODUCER_JUMPS
+    if (polls == 8) hdr(c->txc_ring)->producer = txc0 + 300;
+#endif
 #if ATTACK == RX_ADDR_WRAPS
     for (uint32_t i = 0; i < self->rx_n; i++) self->rxr[i].read.pkt_addr = 0x7FFFFFFFFFFFFF00ull;
 #endif
