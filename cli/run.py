@@ -78,13 +78,13 @@ def report(host: Host, seconds: float, modes: bool = False) -> list[str]:
     _modes(host, modes)
 
     ft = Table("vf", "pci", "tx frames", "rx frames", "tx bytes", "rx bytes", "tx errors",
-               "rx oversize", "spoofed", "vlan", "oversize", "dma faults", "resets",
+               "rx oversize", "spoofed", "vlan", "oversize", "storm", "dma faults", "resets",
                title="VFs (drops: the switch enforcing the PF's policy)", title_justify="left")
     for vf in host.nic.vfs:
         s, p = vf.stats, vf.port.stats
         ft.add_row(vf.name, vf.pci_id, *(str(v) for v in (
             s.tx_frames, s.rx_frames, s.tx_bytes, s.rx_bytes, s.tx_errors, s.rx_oversize,
-            p.spoofed, p.vlan, p.oversize, s.dma_faults, s.resets)))
+            p.spoofed, p.vlan, p.oversize, p.storm, s.dma_faults, s.resets)))
     out.print(ft)
 
     sw = host.nic.switch

@@ -76,6 +76,11 @@ class SriovNic:
         """Frames longer than this (without FCS and VLAN tag) from the VF are dropped."""
         self.switch.set_policy(vf.port, max_frame=nbytes)
 
+    def set_vf_storm_control(self, vf: Vf, broadcast_pps: int, multicast_pps: int) -> None:
+        """Broadcast and multicast frames a second the VF may send (0: no limit); the rest are
+        dropped at the switch and counted (`storm`)."""
+        self.switch.set_policy(vf.port, broadcast_pps=broadcast_pps, multicast_pps=multicast_pps)
+
     def set_vf_link(self, vf: Vf, up: bool) -> None:
         """`state enable|disable`: a disabled VF's link is down, nothing passes the switch."""
         self.switch.set_policy(vf.port, link=up)
@@ -88,6 +93,7 @@ class SriovNic:
     # -- the hardware clock --------------------------------------------------------------------
     def step(self) -> None:
         self.now_us += self.tick_us
+        self.switch.now_us = self.now_us
         for vf in self.vfs:
             vf.advance(self.tick_us)
             vf.tx()

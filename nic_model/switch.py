@@ -40,6 +40,7 @@ class PortStats:
     spoofed: int = 0  # ingress: source MAC the VF does not own
     vlan: int = 0  # ingress: a VLAN tag the VF may not send
     oversize: int = 0  # ingress: longer than the port's maximum frame
+    storm: int = 0  # ingress: broadcast or multicast over the port's rate (storm control)
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,28 @@ class PortPolicy:
     multicast: frozenset[int] = frozenset()  # groups the VF joined
     max_frame: int = 1514  # bytes, without FCS and without a VLAN tag
     link: bool = True  # `state disable`: nothing passes to or from the VF
+    broadcast_pps: int = 0  # storm control: broadcast frames per second from the VF (0: no limit)
+    multicast_pps: int = 0  # and multicast frames (broadcast not included)
+
+
+@dataclass
+class StormBucket:
+    """A token bucket in device time: `pps` frames a second, bursts of a tenth of a second
+    (at least 32 frames), as switches' storm control counts."""
+
+    tokens: float = -1.0  # -1: full on first use
+    at_us: int = 0
+
+    def admit(self, n: int, pps: int, now_us: int) -> int:
+        """How many of `n` frames pass now."""
+        burst = max(pps // 10, 32)
+        if self.tokens < 0:
+            self.tokens = burst
+        self.tokens = min(burst, self.tokens + (now_us - self.at_us) * pps / 1e6)
+        self.at_us = now_us
+        passed = min(n, int(self.tokens))
+        self.tokens -= passed
+        return passed
 
 
 class Port:
@@ -65,6 +88,7 @@ class Port:
         self.policy: PortPolicy | None = PortPolicy() if kind == "vf" else None
         self._fifo: deque[Frames] = deque()
         self.queued = 0
+        self.storm = {"broadcast": StormBucket(), "multicast": StormBucket()}
 
     def deliver(self, frames: Frames) -> None:
         """Egress: buffer frames for the device behind the port; what does not fit is dropped."""
@@ -119,6 +143,7 @@ class Switch:
         self.ports: list[Port] = []
         self.fdb: dict[int, int] = {}  # MAC -> port index, programmed through the PF
         self.uplink: Port | None = None
+        self.now_us = 0  # device time, for storm control
 
     def add_port(self, name: str, kind: str, capacity: int = FIFO_FRAMES) -> Port:
         port = Port(len(self.ports), name, kind, capacity)
@@ -160,9 +185,26 @@ class Switch:
             spoofed = ~self._owned(frames.macs(6), pol.macs)
             st.spoofed += int((spoofed & ~bad).sum())
             bad |= spoofed
+        if pol.broadcast_pps or pol.multicast_pps:
+            bad |= self._storm(port, frames, bad)
         if bad.any():
             frames = frames.take(~bad)
         return push_vlan(frames, pol.vlan) if pol.vlan and len(frames) else frames
+
+    def _storm(self, port: Port, frames: Frames, bad: np.ndarray) -> np.ndarray:
+        """Storm control: broadcast and multicast frames over the port's rates, to drop."""
+        pol, over = port.policy, np.zeros(len(frames), bool)
+        group = (frames.data[:, 0] & 1).astype(bool) & ~bad
+        if not group.any():
+            return over
+        bcast = group & (frames.macs(0) == BROADCAST)
+        for kind, sel, pps in (("broadcast", bcast, pol.broadcast_pps),
+                               ("multicast", group & ~bcast, pol.multicast_pps)):
+            if pps and sel.any():
+                at = np.flatnonzero(sel)
+                over[at[port.storm[kind].admit(len(at), pps, self.now_us):]] = True
+        port.stats.storm += int(over.sum())
+        return over
 
     def _admits(self, port: Port, dst: np.ndarray, dest: np.ndarray, group: np.ndarray,
                 tags: tuple[np.ndarray, np.ndarray]) -> np.ndarray:

@@ -68,7 +68,7 @@ def build_variants(tmp: Path, source: Path, macro: str, names) -> dict[str, Path
     for bug in names:
         out = tmp / f"{bug.lower()}.raw.wasm"
         cmd = [*toolchain.compiler(), *toolchain.CFLAGS, "-I", str(toolchain.INCLUDE_DIR),
-               "-I", str(src), "-I", str(FIXTURES), f"-D{macro}={bug}", "-o", str(out), str(source)]
+               "-I", str(src), f"-D{macro}={bug}", "-o", str(out), str(source)]
         procs[bug] = (out, subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True))
     images = {}
     for bug, (out, proc) in procs.items():

@@ -6,6 +6,7 @@ corrupted, the misbehaviour counted, every pool frame back with its shell, owned
 """
 from __future__ import annotations
 
+import re
 import numpy as np
 import pytest
 
@@ -13,7 +14,7 @@ from helpers import ROOT, build_variants
 from nic_model.sriov import SriovNic
 from runtime.guest import size_schedule
 from runtime.host import Host
-from runtime.hypervisor import EMULATED, PLUGIN
+from runtime.hypervisor import EMULATED, PLUGIN, Policy
 from runtime.sandbox import analyse
 
 HOSTILE = ROOT / "tests" / "hostile" / "hostile.c"
@@ -29,7 +30,8 @@ LIES = {"BOGUS_TXC_THEN_TRAP": ("trap", None), "TXC_PRODUCER_JUMPS": ("npa_quies
         "RX_NEVER_FILLED": (None, "rx: data in a buffer the device never wrote"),
         "DOES_NOTHING": ("watchdog", None), "RX_BUFFER_ZERO": ("npa_poll returned DEVICE", None)}
 ATTACKS = ("RX_ADDR_WRAPS", "TX_ADDR_WRAPS", "TX_OVERSIZE", "FREES_SHELL_MEMORY",
-           "REWRITES_FRAMES", "FILL_CONSUMER_AHEAD", "TX_CONSUMER_BACK", "RX_BUFFER_HUGE", *LIES)
+           "REWRITES_FRAMES", "FILL_CONSUMER_AHEAD", "TX_CONSUMER_BACK", "RX_BUFFER_HUGE", *LIES,
+           "GREEDY")
 
 
 @pytest.fixture(scope="module")
@@ -44,18 +46,19 @@ def tails(vm) -> np.ndarray:
     return shell.pool.mem.reshape(shell.nframes, shell.frame_size)[:, shell.mtu:]
 
 
-def canaried(packets: int, sizes: str = "mixed") -> Host:
+def canaried(packets: int, sizes: str = "mixed", policy: Policy | None = None) -> Host:
     """Two VMs on the real ixgbevf plugin, every byte past the MTU of their pools a canary."""
-    host = Host(SriovNic("ixgbevf", 2), GOOD, 2, packets=packets, sizes=size_schedule(sizes))
+    host = Host(SriovNic("ixgbevf", 2), GOOD, 2, packets=packets, sizes=size_schedule(sizes),
+                policy=policy)
     for vm in host.vms:
         tails(vm)[:] = CANARY
     host.boot()
     return host
 
 
-def run_beside(image, packets: int = 3000) -> Host:
+def run_beside(image, packets: int = 3000, policy: Policy | None = None) -> Host:
     """vm0 runs `image`, vm1 the real ixgbevf plugin; both send `mixed` sizes to each other."""
-    host = canaried(packets)
+    host = canaried(packets, policy=policy)
     host.revoke(0)
     host.offer(0, analyse(image.read_bytes()))
     host.run()
@@ -165,3 +168,15 @@ def test_a_vf_reset_under_the_plugin_in_a_loop_loses_nothing():
     host.finish()
     assert host.vms[0].vf.stats.resets > 10
     assert_exactly_once(host)
+
+
+def test_a_plugin_over_its_share_of_the_host_is_polled_less_then_faulted(hostile):
+    """It burns about five million instructions a poll (the share: one million a step)."""
+    host = run_beside(hostile["GREEDY"], packets=20_000, policy=Policy({"fair_window_polls": 4}))
+    assert_exactly_once(host)
+    vm = host.vms[0]
+    faults = [c.reason for c in host.hv.modes(vm) if c.reason.startswith("fault")]
+    assert faults and "fairness" in faults[0] and "the share is 1,000,000" in faults[0]
+    every = re.search(r"polled every (\d+) steps", faults[0])
+    assert every and int(every.group(1)) > 1  # it was polled less before it was faulted
+    assert host.hv.mode(host.vms[1]) == PLUGIN  # the peer kept its plugin

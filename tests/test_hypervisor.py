@@ -291,3 +291,45 @@ def test_a_plugin_that_cannot_even_quiesce_still_loses_no_frame(trapping):
     for vm in h.vms:
         for fid, c in vm.sink.check.items():
             assert (vm.sink.lost(fid), c.duplicates, c.reordered, c.corrupted) == (0, 0, 0, 0)
+
+
+# -- storm control ----------------------------------------------------------------------------
+BROADCAST = 0xFFFFFFFFFFFF
+
+
+def _storm(h: Host, frames: int, steps: int) -> int:
+    """vm0 broadcasts `frames` 60-byte frames over `steps` steps; returns how many it sent."""
+    storm = build(Flow(99, h.vms[0].mac, BROADCAST, frames, np.array([60])), 0, frames)
+    sent, per = 0, max(frames // steps, 1)
+    for _ in range(steps):
+        if sent < frames:
+            sent += h.vms[0].shell.transmit(storm.take(slice(sent, min(sent + per, frames))))
+        h.step()
+    for _ in range(10):  # the last ones on their way
+        h.step()
+    return sent
+
+
+def test_a_broadcast_storm_reaches_the_others_only_at_the_policys_rate(tmp_path):
+    h = host(vms=3, packets=10)
+    t0 = h.nic.now_us
+    sent = _storm(h, 4000, 400)  # 4000 frames in 4 ms of device time: 1 Mpps
+    elapsed = h.nic.now_us - t0
+    allowed = 100 + 1000 * elapsed // 1_000_000 + 1  # the default: a burst of 100, then 1000/s
+    for vm in h.vms[1:]:
+        assert 0 < vm.sink.unexpected <= allowed
+    assert h.vms[0].vf.port.stats.storm == sent - h.vms[1].sink.unexpected
+    # the storm's own VM and its peers lose nothing of their ordinary traffic
+    h.run()
+    assert all(vm.sink.clean() or vm.sink.unexpected for vm in h.vms)
+    for vm in h.vms:
+        for fid, c in vm.sink.check.items():
+            assert (vm.sink.lost(fid), c.duplicates, c.reordered, c.corrupted) == (0, 0, 0, 0)
+
+
+def test_storm_control_follows_the_policy(tmp_path):
+    h = host(vms=3, packets=10, policy=policy("[vm.vm0]\nstorm_control = { broadcast_pps = 0 }\n", tmp_path))
+    sent = _storm(h, 500, 50)
+    assert h.vms[0].vf.port.stats.storm == 0 and h.vms[1].sink.unexpected == sent
+    with pytest.raises(PolicyError, match="storm_control"):
+        policy('[vm.vm0]\nstorm_control = { broadcast_pps = "many" }\n', tmp_path)

@@ -122,7 +122,10 @@ class Host:
                 if burst is not None:
                     flow, frames = burst
                     flow.sent += shell.transmit(frames)
-            if shell.need_poll or (self.managed and self.hv.mode(vm) == EMULATED):
+            if not self.managed:
+                if shell.need_poll:
+                    vm.sink.receive(shell.poll())
+            elif (shell.need_poll or self.hv.mode(vm) == EMULATED) and self.hv.may_poll(vm, self.steps):
                 vm.sink.receive(shell.poll())
 
     def run_nic(self) -> None:

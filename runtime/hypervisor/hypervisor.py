@@ -60,6 +60,11 @@ class VmPort:
     control_errors: int = 0  # frames from the guest that were not a valid request
     progress: int = -1  # the watchdog's last view of the data path's progress
     progress_us: int = 0  # and when it last moved
+    fuel_seen: int = 0  # the fairness account: the shell's fuel and poll counts at the last step
+    polls_seen: int = 0
+    window: list[int] = field(default_factory=lambda: [0, 0])  # fuel and polls in this window
+    strikes: int = 0  # windows in a row over the share
+    throttle: int = 1  # polled every `throttle` steps
 
 
 class Hypervisor:
@@ -78,6 +83,7 @@ class Hypervisor:
         nic.set_vf_trust(vf, rules.trust)
         nic.set_vf_vlan(vf, rules.vlan)
         nic.set_vf_max_frame(vf, self._max_frame(vm, rules.max_frame))
+        nic.set_vf_storm_control(vf, rules.storm_control.broadcast_pps, rules.storm_control.multicast_pps)
         up = rules.state != "disable"
         nic.set_vf_link(vf, up)
         guest, host = channel()
@@ -105,7 +111,8 @@ class Hypervisor:
         if not vm.shell.attach(driver, p.report.manifest.features if mode == PLUGIN else 0, label,
                                on_vf=mode == PLUGIN):
             return False
-        p.mode, p.progress = mode, -1  # the watchdog starts afresh
+        p.mode, p.progress, p.strikes, p.throttle = mode, -1, 0, 1  # watchdog, account afresh
+        p.fuel_seen, p.polls_seen, p.window = vm.shell.fuel, vm.shell.stats["polls"], [0, 0]
         p.modes.append(ModeChange(self.nic.now_us, mode, reason))
         return True
 
@@ -150,6 +157,7 @@ class Hypervisor:
         p = self.ports[vm.index]
         if p.mode == PLUGIN and vm.shell.active:
             self._watchdog(vm, p)
+            self._fairness(vm, p)
         if p.mode == PLUGIN and not vm.shell.active and vm.shell.events[-1].kind == "fault":
             p.plugin = None  # a faulted instance is never called again
             self._switch(vm, EMULATED, p.emulated, f"fault: {vm.shell.events[-1].reason}")
@@ -176,6 +184,33 @@ class Hypervisor:
                         f"with {waiting} frames waiting")
         else:
             p.progress_us = now  # idle, not stuck
+
+    def _fairness(self, vm: Vm, p: VmPort) -> None:
+        """The fuel the plugin used per poll, over windows of polls: over its share of a host
+        step, it is polled less (every `throttle` steps, so that it gets about its share), and
+        faulted when it stays over for `fair_strikes` windows in a row."""
+        r, s = p.rules, vm.shell
+        p.window[0] += s.fuel - p.fuel_seen
+        p.window[1] += s.stats["polls"] - p.polls_seen
+        p.fuel_seen, p.polls_seen = s.fuel, s.stats["polls"]
+        if p.window[1] < r.fair_window_polls:
+            return
+        per_poll, p.window = p.window[0] // p.window[1], [0, 0]
+        if per_poll <= r.fuel_per_step:
+            p.strikes, p.throttle = 0, 1
+            return
+        p.strikes += 1
+        if p.strikes >= r.fair_strikes:
+            s.fault(f"fairness: {per_poll:,} fuel per poll over {p.strikes} windows of "
+                    f"{r.fair_window_polls} polls, polled every {p.throttle} steps; the share is "
+                    f"{r.fuel_per_step:,} per host step")
+        p.throttle = min(-(-per_poll // r.fuel_per_step), 64)
+
+    def may_poll(self, vm: Vm, step: int) -> bool:
+        """Whether the host polls this VM's data path on `step` (a plugin over its share of the
+        host is polled every `throttle` steps)."""
+        p = self.ports[vm.index]
+        return p.throttle == 1 or p.mode != PLUGIN or step % p.throttle == 0
 
     # -- control path --------------------------------------------------------------------------
     def serve(self, vm: Vm) -> None:

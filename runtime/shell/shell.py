@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from time import perf_counter
 from typing import Callable, Protocol
 
 import numpy as np
@@ -56,6 +57,8 @@ class Shell:
         self.refused: Counter[str] = Counter()
         self.reaper = Reaper(self.pool, self.rings, mtu, self.stats, self.refused)
         self.record = None  # the VF's DMA record while a driver of the VF is attached
+        self.fuel = 0  # fuel the plugin's export calls used, all told (the fairness account)
+        self.call_s = 0.0  # and wall time
         self.driver: Driver | None = None
         self.rx_buffers = frames // 2  # at most this many frames posted for RX at a time
         # With an emulated path to fall back to, frames on the TX path when a plugin faults are
@@ -142,11 +145,17 @@ class Shell:
     def _call(self, name: str, *args: int) -> int:
         if self.driver is None:  # dropped for a fault a moment ago: never called again
             return -Status.DEVICE
+        fn = getattr(self.driver, name)
+        t0 = perf_counter()
         try:
-            return getattr(self.driver, name)(*args)
+            return fn(*args)
         except (PluginFault, RingError) as e:
             self._fault(str(e))
             return -Status.DEVICE
+        finally:
+            self.call_s += perf_counter() - t0
+            if (meter := getattr(fn, "fuel_used", None)) is not None:
+                self.fuel += meter()
 
     def _fault(self, reason: str) -> None:
         if self.driver is None or self._faulting:

@@ -24,6 +24,7 @@
 #define RX_NEVER_FILLED 15    /* hands posted buffers back as 60-byte frames the NIC never wrote */
 #define DOES_NOTHING 16       /* initialises, then never moves a frame */
 #define RX_BUFFER_ZERO 17     /* programs a receive buffer size of 0 */
+#define GREEDY 18             /* does its work, then burns ~5 million instructions every poll */
 
 static volatile struct npa_ring_hdr *hdr(uint32_t ring) { return npa_ring_hdr(ring); }
 static uint32_t polls;
@@ -65,6 +66,9 @@ NPA_EXPORT(npa_poll) int32_t npa_poll(uint32_t queue, uint32_t budget) {
     polls++;
 #if ATTACK == DOES_NOTHING
     return 0;
+#endif
+#if ATTACK == GREEDY
+    for (volatile uint32_t spin = 0; spin < 1000000; spin++) {}
 #endif
 #if ATTACK == SMASHES_ITS_STACK
     if (polls > 8) deep(0, 64); /* 256 KiB of frames on a 64 KiB stack: over its own data */
