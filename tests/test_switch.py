@@ -65,7 +65,7 @@ def test_counters_per_port(sw):
     s, p = sw
     s.forward(p["vf0"], frames(B, B, size=100))
     s.forward(p["vf1"], frames(A, src=B, size=64))
-    zero = dict(drops=0, spoofed=0, vlan=0, oversize=0)
+    zero = dict(drops=0, spoofed=0, vlan=0, oversize=0, storm=0)
     assert asdict(p["vf0"].stats) == dict(rx_frames=2, rx_bytes=200, tx_frames=1, tx_bytes=64, **zero)
     assert asdict(p["vf1"].stats) == dict(rx_frames=1, rx_bytes=64, tx_frames=2, tx_bytes=200, **zero)
 
