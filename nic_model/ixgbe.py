@@ -89,6 +89,7 @@ class IxgbeVf(Vf):
     PCI_VENDOR, PCI_DEVICE = PCI_VENDOR, PCI_DEVICE
     MODEL = "ixgbevf"
     DESCRIPTION = "Intel 82599 VF, advanced 16-byte descriptors, head/tail doorbells"
+    SIZE = 0x4000  # the 82599 VF's BAR0: 16 KiB of registers (queue registers at 0x1000-0x2FFF)
 
     def __init__(self, index: int, port: Port, switch: Switch):
         super().__init__(index, port, switch)

@@ -38,6 +38,15 @@ BROKEN_C = {
     "IGNORES_NOMEM": {"lifecycle::init_without_dma_memory"},
     "SENT_MARKED_UNSENT": {"ownership::quiesce_returns_every_frame", "ownership::unsent_frames_resent"},
     "LEAVES_VECTORS_ON": {"interrupts::masked_vectors_raise_nothing"},
+    # ABI misuse the runtime survives: the abi_use group names each.
+    "GROWS_MEMORY": {"abi_use::no_memory_grow"},
+    "ALLOCS_EVERY_POLL": {"abi_use::dma_memory_set_up_at_init"},
+    "FREES_FOREIGN": {"abi_use::dma_free_only_what_it_allocated"},
+    "HUGE_UDELAY": {"abi_use::udelay_is_short"},
+    "POLL_LIES": {"abi_use::poll_reports_the_work_it_did"},
+    "WRITES_OFF_DATAPATH": {"abi_use::registers_inside_the_data_path"},
+    "WRITES_OFF_BAR": {"abi_use::registers_inside_the_data_path"},
+    "CAUSE_STORM": {"abi_use::no_interrupts_without_work"},
 }
 
 # WAT fixtures: images the loader refuses, each for one static rule.
@@ -127,3 +136,15 @@ def test_usage_errors_are_one_line(args, message):
     assert r.returncode == 1
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("npa: error:") and message in lines[0], r.stderr
+
+
+def test_the_whole_suite_is_bounded_in_time_whatever_the_plugin_does(tmp_path):
+    """A plugin whose every poll is slow (20,000 host calls) cannot make certification last: the
+    suite stops at its budget and the checks that ran out say so."""
+    import time
+    slow = build_broken(tmp_path, ["SLOW_POLLS"])["SLOW_POLLS"]
+    t0 = time.monotonic()
+    result = run(Target.open(slow), budget_s=2.0)
+    assert time.monotonic() - t0 < 2.0 + 1.5  # the budget, one call's deadline, the teardown
+    out_of_time = [c for c in result.checks if "out of time" in c.reason]
+    assert out_of_time and not result.ok

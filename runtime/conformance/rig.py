@@ -11,7 +11,8 @@ trap), it can reset the plugin and initialise it again, as a hypervisor would be
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,19 @@ BASES = (0x10000, 0x80000)  # two places the hypervisor may inject the plugin
 FUEL = 5_000_000  # per export call: a poll of 256 frames needs far less
 DEADLINE_S = 0.5
 STALL_STEPS = 200  # steps without progress before the rig calls traffic stuck
+SUITE_BUDGET_S = 55.0  # the whole suite, whatever the plugin does (plus one call's deadline)
+_deadline = [float("inf"), SUITE_BUDGET_S]  # when the running suite's budget runs out, and it
+
+
+def start_clock(budget_s: float = SUITE_BUDGET_S) -> None:
+    """The suite starts: its time budget runs from now."""
+    _deadline[:] = [time.monotonic() + budget_s, budget_s]
+
+
+def check_clock() -> None:
+    if time.monotonic() > _deadline[0]:
+        raise Violation(f"out of time: the suite's {_deadline[1]:g} s budget ran out "
+                        "(slow export calls add up)")
 
 
 class Violation(AssertionError):
@@ -91,29 +105,56 @@ class Call:
     host_calls: int
     logs: int
     moved: int  # frames taken from tx plus frames put on rx (npa_poll)
+    entries: int = 0  # entries it moved across all four shell rings
+    imports: list[tuple[str, tuple[int, ...]]] = field(default_factory=list)  # Shell API calls
+
+
+RECORDED = ("mmio_read32", "mmio_write32", "dma_alloc", "dma_free", "udelay")
+MAX_RECORDED = 4096  # Shell API calls kept per export call
 
 
 class Meter:
-    """A plugin's exports as the shell calls them, recording fuel and host calls per call."""
+    """A plugin's exports as the shell calls them, recording fuel, host calls and every Shell
+    API call (name and arguments) per export call."""
 
-    def __init__(self, plugin: Plugin, rings):
-        self.plugin, self.host, self.rings = plugin, plugin.host, rings
-        self.log: list[Call] = []
+    def __init__(self, host):
+        """Before the plugin is loaded: its Shell API calls go through the recorder."""
+        self.host, self.log = host, []
+        self.current: list[tuple[str, tuple[int, ...]]] | None = None
+        for name in RECORDED:
+            setattr(host, name, self._recorder(name, getattr(host, name)))
+
+    def _recorder(self, name: str, real):
+        def record(*args):
+            if self.current is not None and len(self.current) < MAX_RECORDED:
+                self.current.append((name, args))
+            return real(*args)
+        return record
+
+    def attach(self, plugin: Plugin, rings) -> "Meter":
+        self.plugin, self.rings = plugin, rings
+        return self
+
+    def _indices(self) -> tuple[int, ...]:
+        r = self.rings
+        return (r["tx"].consumer(), r["fill"].consumer(), r["txc"].producer(), r["rx"].producer())
 
     def _call(self, export: str, *args: int) -> int | None:
+        check_clock()
         calls = self.host.calls
         before, logs = calls.total(), calls["log"]
-        tx, rx = self.rings["tx"].consumer(), self.rings["rx"].producer()
+        idx = self._indices()
         fn = self.plugin.calls[export]
-        result = None
+        result, self.current = None, []
         try:
             result = fn(*args)
             return result
         finally:
-            moved = ((self.rings["tx"].consumer() - tx) & 0xFFFFFFFF) + \
-                    ((self.rings["rx"].producer() - rx) & 0xFFFFFFFF)
+            moved = [(b - a) & 0xFFFFFFFF for a, b in zip(idx, self._indices())]
             self.log.append(Call(export, args, result, fn.fuel_used(), calls.total() - before,
-                                 calls["log"] - logs, moved))
+                                 calls["log"] - logs, moved[0] + moved[3], sum(moved),
+                                 self.current))
+            self.current = None
 
     def npa_init(self, cfg_addr: int) -> int:
         return self._call("npa_init", cfg_addr)
@@ -156,8 +197,9 @@ class Rig:
         self.flow = Flow(0, MAC, MAC, 1 << 40, np.asarray(sizes, np.int64))
         self.sink = Sink(MAC, [self.flow])
         self.received: list[Frames] = []
+        recorder = Meter(self.box.host)
         self.plugin = self.box.load(target.report, budgets=Budgets(fuel, DEADLINE_S))
-        self.meter = Meter(self.plugin, self.shell.rings)
+        self.meter = recorder.attach(self.plugin, self.shell.rings)
         self.interrupts = interrupts
         self.recover = False  # play the hypervisor: npa_reset + npa_init after a status fault
         self.steps = 0
@@ -233,6 +275,7 @@ class Rig:
         shell takes them, stepping until every one is back (see `drain`)."""
         goal, offered, idle = self.flow.sent + n, 0, 0
         while self.flow.sent < goal and idle < STALL_STEPS:
+            check_clock()
             k = min(burst, goal - self.flow.sent)
             part = frames.take(slice(offered, offered + k)) if frames is not None else None
             took = self.offer(k, part) if self.shell.active else 0
@@ -247,6 +290,7 @@ class Rig:
         without one); a Violation if nothing moves for STALL_STEPS steps first."""
         idle = 0
         while self._back() < self.flow.sent and idle < STALL_STEPS:
+            check_clock()
             before = self._progress()
             self.step()
             idle = 0 if self._progress() != before else idle + 1

@@ -14,15 +14,18 @@ from typing import Callable
 
 import pytest
 
-from .rig import BASES, DEADLINE_S, FUEL, Target
+from .abi_limits import ABI_LIMITS
+from .rig import BASES, DEADLINE_S, FUEL, SUITE_BUDGET_S, Target, start_clock
 
 HERE = Path(__file__).resolve().parent
-GROUPS = ("static", "lifecycle", "datapath", "ownership", "interrupts", "faults", "budgets")
+GROUPS = ("static", "lifecycle", "datapath", "ownership", "interrupts", "faults", "budgets", "abi_use")
 TARGET = pytest.StashKey[Target]()
 LIMITS = {
     "fuel per export call": FUEL,
     "deadline per export call (s)": DEADLINE_S,
     "plugin bases": ", ".join(f"0x{b:x}" for b in BASES),
+    "whole suite (s)": SUITE_BUDGET_S,
+    **ABI_LIMITS,
 }
 
 
@@ -119,8 +122,11 @@ class _Collector:
 
 
 def run(target: Target, *, junit: str | Path | None = None, select: str | None = None,
-        progress: Callable[[int, int, CheckResult], None] | None = None) -> SuiteResult:
-    """Run every check (or those matching `select`, a pytest -k expression) on `target`."""
+        progress: Callable[[int, int, CheckResult], None] | None = None,
+        budget_s: float = SUITE_BUDGET_S) -> SuiteResult:
+    """Run every check (or those matching `select`, a pytest -k expression) on `target`, in at
+    most `budget_s` seconds (plus one export call's deadline): a check that runs out fails and
+    says so."""
     collector = _Collector(target, progress)
     args = [str(HERE / f"check_{g}.py") for g in GROUPS]
     args += ["-c", os.devnull, "--rootdir", str(HERE), "-o", "python_files=check_*.py",
@@ -134,6 +140,7 @@ def run(target: Target, *, junit: str | Path | None = None, select: str | None =
     if select:
         args += ["-k", select]
     t0 = time.perf_counter()
+    start_clock(budget_s)
     code = pytest.main(args, plugins=[collector])
     m = target.report.manifest
     return SuiteResult(str(target.path), f"{m.name} {m.version}" if m else "?", target.model,

@@ -274,6 +274,7 @@ class Shape:
     most_locals: int = 0
     total_locals: int = 0
     deepest_nesting: int = 0
+    memory_grows: int = 0  # memory.grow instructions (always -1 here: the memory is fixed)
     tables: tuple[int, ...] = ()  # the minimum size of every table it defines
     globals: int = 0
     imported_globals: tuple[str, ...] = ()  # names, in global index order
@@ -317,9 +318,11 @@ def _blocktype(data: bytes, pos: int) -> int:
     return _skip_leb(data, pos, 5)  # a type index (s33)
 
 
-def _body_nesting(data: bytes, pos: int, end: int, func: int) -> int:
-    """The deepest block nesting of one function body's instructions (the body itself is 1)."""
+def _body_nesting(data: bytes, pos: int, end: int, func: int) -> tuple[int, int]:
+    """The deepest block nesting of one function body's instructions (the body itself is 1),
+    and how many memory.grow instructions it holds."""
     depth = deepest = 1
+    grows = 0
     while pos < end:
         op = data[pos]
         pos += 1
@@ -334,8 +337,9 @@ def _body_nesting(data: bytes, pos: int, end: int, func: int) -> int:
             if depth == 0:
                 if pos != end:
                     raise WasmFormatError(f"function {func}: code after its final end")
-                return deepest
+                return deepest, grows
         elif op in _ONE_LEB:
+            grows += op == 0x40
             pos = _skip_leb(data, pos, 5)
         elif op in _MEMARG:
             pos = _skip_leb(data, _skip_leb(data, pos, 5), 10)
@@ -429,7 +433,7 @@ def _shape(data: bytes) -> Shape:
             n, pos = _leb(data, pos)
             out["functions"] = n
             out["code_bytes"] = end - pos
-            largest = most_locals = deepest = total_locals = 0
+            largest = most_locals = deepest = total_locals = grows = 0
             for f in range(n):
                 size, pos = _leb(data, pos)
                 body_end = pos + size
@@ -446,10 +450,11 @@ def _shape(data: bytes) -> Shape:
                     pos += 1
                 most_locals = max(most_locals, locals_)
                 total_locals += locals_
-                deepest = max(deepest, _body_nesting(data, pos, body_end, f))
+                depth, g = _body_nesting(data, pos, body_end, f)
+                deepest, grows = max(deepest, depth), grows + g
                 pos = body_end
             out.update(largest_body=largest, most_locals=most_locals, total_locals=total_locals,
-                       deepest_nesting=deepest)
+                       deepest_nesting=deepest, memory_grows=grows)
         elif sid == 11:
             n, pos = _leb(data, pos)
             for i in range(n):
@@ -471,7 +476,7 @@ def _shape(data: bytes) -> Shape:
     return Shape(types=out.get("types", 0), functions=out.get("functions", 0),
                  code_bytes=out.get("code_bytes", 0), largest_body=out.get("largest_body", 0),
                  most_locals=out.get("most_locals", 0), total_locals=out.get("total_locals", 0),
-                 deepest_nesting=out.get("deepest_nesting", 0),
+                 deepest_nesting=out.get("deepest_nesting", 0), memory_grows=out.get("memory_grows", 0),
                  tables=tuple(out["tables"]), globals=out.get("globals", 0),
                  imported_globals=tuple(out["imported_globals"]), data=tuple(out["data"]),
                  element_segments=out.get("element_segments", 0))
