@@ -43,6 +43,7 @@ bench: $(STAMP)
 	$(NPA) bench datapath
 	$(NPA) bench nics
 	$(NPA) bench switch
+	$(NPA) bench noisy
 
 clean:
 	rm -rf $(VENV) build *.egg-info

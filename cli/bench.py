@@ -237,3 +237,58 @@ def switch(
     m.add_row("plugin (wasm, VF)", f"{plugin:.3f}", "1.00x")
     m.add_row("emulated (hypervisor, PF)", f"{emulated:.3f}", f"{emulated / plugin:.2f}x")
     out.print(m)
+
+
+@app.command()
+def noisy(
+    vms: int = typer.Option(4, min=3, max=16, help="VMs; vm0 runs the greedy plugin."),
+    packets: int = typer.Option(100_000, min=1000, help="Frames per direction per pair."),
+    spin: int = typer.Option(1_500_000, min=1, help="Loop rounds the greedy plugin burns per poll "
+                             "(about 11 instructions each)."),
+    src: Path = typer.Option(DEFAULT_IMAGE.parent.parent / "plugins-src", help="Where the "
+                             "ixgbevf source lives (the greedy plugin is built from it)."),
+) -> None:
+    """One greedy plugin beside well-behaved VMs: their throughput with fair shares of the
+    host, and without, against a run with no greedy VM, all in the same process."""
+    from runtime.hypervisor import Policy
+    from runtime.sandbox import analyse
+
+    from .noisy import greedy_image
+
+    good = (DEFAULT_IMAGE.parent / "ixgbevf.wasm").read_bytes()
+    greedy = analyse(greedy_image(src, spin))
+    unfair = Policy({"fuel_per_step": 10**12})  # fair shares off: the greedy VM is never held back
+    runs = [("no greedy VM", None, None), ("greedy vm0, fair shares", greedy, None),
+            ("greedy vm0, no fair shares", greedy, unfair)]
+    rows = [(label, *_neighbours(good, vms, packets, image, policy)) for label, image, policy in runs]
+    base = rows[0][1]
+    t = Table("run", "neighbours' Mpps", "vs no greedy VM", "vm0's data path",
+              title=f"npa bench noisy ({vms} VMs, 64-byte frames, vm0 burns {spin:,} loop rounds "
+              "per poll)", title_justify="left")
+    for label, mpps, mode in rows:
+        t.add_row(label, f"{mpps:.3f}", f"{mpps / base:.0%}", mode)
+    out.print(t)
+
+
+def _neighbours(good: bytes, vms: int, packets: int, image, policy) -> tuple[float, str]:
+    """Mpps of the VMs other than vm0 and its peer vm1, and how vm0 ended (its last mode)."""
+    from nic_model.sriov import SriovNic
+    from runtime.guest import size_schedule
+    from runtime.host import Host
+
+    host = Host(SriovNic("ixgbevf", vms), good, vms, packets=packets, sizes=size_schedule(64),
+                policy=policy)
+    host.boot()
+    if image is not None:
+        host.revoke(0)
+        host.offer(0, image)
+    flows = [f for f in host.flows if f.src not in (host.vms[0].mac, host.vms[1].mac)
+             and f.dst not in (host.vms[0].mac, host.vms[1].mac)]
+    sinks = {f.id: host._sink_of[f.id] for f in flows}
+    t0 = time.perf_counter()
+    while any(sinks[f.id].check[f.id].received < f.count for f in flows):
+        host.step()
+    dt = time.perf_counter() - t0
+    host.finish()
+    last = host.hv.modes(host.vms[0])[-1]
+    return sum(f.count for f in flows) / dt / 1e6, f"{last.mode} ({last.reason[:60]})"
