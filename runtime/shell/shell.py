@@ -61,8 +61,8 @@ class Shell:
         self.call_s = 0.0  # and wall time
         self.driver: Driver | None = None
         self.rx_buffers = frames // 2  # at most this many frames posted for RX at a time
-        # With an emulated path to fall back to, frames on the TX path when a plugin faults are
-        # re-sent there (at least once: the NIC may have sent some) instead of abandoned.
+        # With an emulated path to fall back to, TX frames the device never read when a plugin
+        # faults are re-sent there (its record says which), instead of abandoned.
         self.resend_after_fault = False
         self._salvaged: list[Frames] = []  # received frames reaped on the way out of a fault
         self._faulting = False
