@@ -15,7 +15,7 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-from nic_model.frames import Frames, gather, scatter
+from nic_model.frames import Frames, scatter
 from runtime.sandbox import PluginFault, Sandbox
 from shell_api import Status
 
@@ -23,6 +23,7 @@ from . import datapath
 from .pool import FILL, TX, FramePool
 from .reaping import ETH_HEADER, Reaper
 from .rings import RingError
+from .settle import settle
 
 QUIESCE_ROUNDS = 8
 
@@ -132,6 +133,8 @@ class Shell:
             except RingError as e:
                 self.reaper.refuse(name, str(e).split(": ", 1)[-1], np.ones(1, bool))
                 continue
+            if self.record is not None:
+                self.record.revoke(idx)  # back with the shell: the device may not touch them
             if name == "tx":
                 self.pool.queue_resend(idx)
             else:
@@ -205,36 +208,12 @@ class Shell:
 
     def drop_plugin(self) -> None:
         """Disable the plugin without its help (after a fault, or a reset by the hypervisor):
-        reset the VF, then settle every frame it held against the device's own record (exactly
-        once): TX frames the device read are done; the others are re-sent in the guest's order
-        (with `resend_after_fault`, else counted `tx_abandoned`); RX buffers the device wrote
-        are delivered in arrival order; the rest go back to the pool. Without a record (no VF
-        behind the plugin) whether a TX frame left is unknown, and all are re-sent."""
+        reset the VF, then settle every frame it held against the device's own record (see
+        `settle`); received frames the settlement delivers reach the guest on the next poll."""
         self.driver = None
         if self.reset_vf is not None:
             self.reset_vf()  # from here the record is final: the device does nothing more
-        rec, pool = self.record, self.pool
-        tx = pool.held(TX)
-        if rec is not None:
-            sent = rec.was_read(tx)
-            self.stats["tx_settled_sent"] += int(sent.sum())
-            pool.release(tx[sent])
-            tx = tx[~sent]
-        if self.resend_after_fault:
-            self.stats["tx_resent_after_fault"] += pool.requeue_tx(tx)
-        else:
-            self.stats["tx_abandoned"] += len(tx)
-            pool.release(tx)
-        fill = pool.held(FILL)
-        if rec is not None:
-            got = fill[rec.was_written(fill)]
-            got = got[np.argsort(rec.written_at[got], kind="stable")]  # arrival order
-            frames = gather(pool.mem, pool.offsets(got), rec.written_len[got])
-            self.stats["rx_frames"] += len(frames)
-            self.stats["rx_settled"] += len(frames)
-            self._salvaged.append(frames)
-            rec.revoke()
-        pool.release(fill)
+        self._salvaged.append(settle(self.pool, self.record, self.resend_after_fault, self.stats))
         self._reset_rings()
 
     def _reset_rings(self) -> None:
