@@ -1,8 +1,12 @@
+import atexit
 import os
+import shutil
 import tempfile
 
-# Keep compiled-module caches of test runs out of the user's cache.
-os.environ.setdefault("NPA_CACHE_DIR", tempfile.mkdtemp(prefix="npa-test-cache-"))
+# Keep compiled-module caches of test runs out of the user's cache, and gone afterwards.
+if "NPA_CACHE_DIR" not in os.environ:
+    os.environ["NPA_CACHE_DIR"] = tempfile.mkdtemp(prefix="npa-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["NPA_CACHE_DIR"], ignore_errors=True)
 
 
 def pytest_terminal_summary(terminalreporter):
