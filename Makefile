@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 NPA    := $(VENV)/bin/npa
 STAMP  := $(VENV)/.installed
 
-.PHONY: all demo test fuzz build abi bench conformance clean
+.PHONY: all demo test fuzz sysdeps build abi bench conformance clean
 
 all: test
 
@@ -21,7 +21,18 @@ demo: $(STAMP)
 	$(NPA) conformance plugins-wasm/ixgbevf.wasm
 	$(NPA) run
 
-test: $(STAMP)
+# System tools the network tests use (tests/test_network.py), installed where missing when we
+# are root on Debian; elsewhere those tests skip and say why.
+SYSDEPS := ip:iproute2 ping:iputils-ping tcpdump:tcpdump
+sysdeps:
+	@missing=""; for d in $(SYSDEPS); do command -v $${d%%:*} >/dev/null 2>&1 || missing="$$missing $${d##*:}"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq$$missing >/dev/null; \
+	  else echo "note: the network tests need$$missing (not root, or no apt-get): they will be skipped"; fi; \
+	fi
+
+test: $(STAMP) sysdeps
 	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest
 

@@ -250,6 +250,49 @@ def run(
     raise typer.Exit(runner.verdict(host, runner.report(host, seconds, modes=policy is not None)))
 
 
+@app.command()
+def host(
+    nic: str = typer.Option("ixgbevf", "--nic", help="NIC model: ixgbevf, vmxnet3 or mlx5."),
+    uplink: str = typer.Option(..., "--uplink", help="tap:NAME (a Linux TAP device, created if "
+                               "absent; root) or udp:BIND=PEER (datagrams to a peer host)."),
+    vms: int = typer.Option(1, "--vms", min=0, max=64, help="VMs to boot (0: a host waiting for "
+                            "VMs)."),
+    ip: str = typer.Option("10.0.0.2/24", "--ip", help="vm0's address ADDR/PREFIX; vm1 gets the "
+                           "next one, and so on."),
+    policy: Optional[Path] = typer.Option(None, "--policy", help="Policy file (TOML)."),
+    plugins: Path = typer.Option(BUNDLED, "--plugins", help="Plugin repository."),
+    control: Optional[str] = typer.Option(None, "--control", help="Unix socket path for "
+                                          "management requests (status)."),
+    vfs: int = typer.Option(0, "--vfs", min=0, help="VFs on the NIC (default: max(4, VMs))."),
+) -> None:
+    """A host process on a real network: boots the NIC and its VMs (emulated, then each on its
+    plugin), answers ARP, ping and UDP echo (port 7) at the VMs' addresses, sleeps when idle,
+    and on SIGINT or SIGTERM quiesces every plugin, prints a summary and exits (0: no fault)."""
+    import ipaddress
+
+    from nic_model.sriov import MODELS, SriovNic
+    from runtime.host import RealtimeHost
+    from runtime.hypervisor import Policy
+
+    from .host import serve
+
+    if nic not in MODELS:
+        fail(f"--nic {nic}: unknown NIC model (known: {', '.join(MODELS)})")
+    try:
+        ipaddress.IPv4Interface(ip)
+    except ValueError:
+        fail(f"--ip {ip}: not an IPv4 ADDR/PREFIX")
+    try:
+        path = image_for(plugins, MODELS[nic])
+        rules = Policy.load(policy) if policy else None
+        report = analyse(path.read_bytes())
+        box = SriovNic(nic, vfs or max(4, vms), uplink=uplink)
+        rt = RealtimeHost(box, report, vms, ip, policy=rules)
+    except (NpaError, ValueError, OSError) as e:
+        fail(str(e))
+    raise typer.Exit(serve(rt, control, live=sys.stdout.isatty()))
+
+
 policy_app = typer.Typer(help="The hypervisor's policy file.", no_args_is_help=True)
 app.add_typer(policy_app, name="policy")
 

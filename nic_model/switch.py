@@ -256,6 +256,10 @@ class Switch:
                 sel = (dest == port.index) | group
             else:
                 sel = self._admits(port, dst, dest, group, tags)
+                big = sel & (frames.lens - 4 * tags[0] > port.policy.max_frame)
+                if big.any():  # more than the VF's buffers hold (from the uplink): not delivered
+                    port.stats.drops += int(big.sum())
+                    sel &= ~big
             if sel.all():
                 part = frames
             elif sel.any():

@@ -1,38 +1,66 @@
-"""The uplink port's far side: nothing (`null`), a reflective relay (`loopback`), a capture.
+"""The uplink port's far side: nothing (`null`), a reflective relay (`loopback`), a Linux TAP
+device (`tap:NAME`), or other host processes (`udp:BIND=PEER`); any of them with a capture.
 
 `null` discards what leaves the NIC, like an unplugged cable. `loopback` sends every frame
-straight back in, like the external switch of a VEPA setup doing hairpin turns. Either can
-also write every frame that leaves the NIC to a classic pcap file.
+straight back in, like the external switch of a VEPA setup doing hairpin turns. `tap:NAME`
+hands frames to the host's own network stack and takes what it sends (`tap.py`); `udp:` carries
+them in datagrams to a peer host process (`dgram.py`). Any can also write every frame that
+leaves the NIC to a classic pcap file.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
+from .dgram import Dgram
+from .frames import Frames
 from .pcap import PcapWriter
 from .switch import Port, Switch
+from .tap import Tap
 
-KINDS = ("null", "loopback")
+KINDS = ("null", "loopback", "tap:NAME", "udp:BIND=PEER")
 
 
 class Uplink:
     def __init__(self, switch: Switch, port: Port, kind: str = "null", pcap: str | Path | None = None):
-        if kind not in KINDS:
+        self.switch, self.port, self.kind = switch, port, kind.partition(":")[0]
+        if kind.startswith("tap:"):
+            self.link: Tap | Dgram | None = Tap(kind[4:])
+        elif kind.startswith("udp:"):
+            self.link = Dgram(kind[4:])
+        elif kind in ("null", "loopback"):
+            self.link = None
+        else:
             raise ValueError(f"uplink {kind!r}: use one of {', '.join(KINDS)}")
-        self.switch, self.port, self.kind = switch, port, kind
         self.capture = PcapWriter(pcap) if pcap else None
         self.discarded = 0
+        self.stats = {"to_link": 0, "from_link": 0, "link_drops": 0}
+
+    def fileno(self) -> int | None:
+        """What to wait on for frames from outside (None: nothing comes from outside)."""
+        return self.link.fileno() if self.link is not None else None
 
     def step(self, now_us: int) -> None:
         frames = self.port.receive(self.port.pending())
-        if not len(frames):
-            return
-        if self.capture:
-            self.capture.write(frames, now_us)
-        if self.kind == "loopback":
-            self.switch.forward(self.port, frames)
-        else:
-            self.discarded += len(frames)
+        if len(frames):
+            if self.capture:
+                self.capture.write(frames, now_us)
+            if self.kind == "loopback":
+                self.switch.forward(self.port, frames)
+            elif self.link is not None:
+                sent = self.link.write(frames.to_bytes())
+                self.stats["to_link"] += sent
+                self.stats["link_drops"] += len(frames) - sent
+            else:
+                self.discarded += len(frames)
+        if self.link is not None and (got := self.link.read()):
+            incoming = Frames.from_bytes(got)
+            self.stats["from_link"] += len(incoming)
+            if self.capture:
+                self.capture.write(incoming, now_us)
+            self.switch.forward(self.port, incoming)
 
     def close(self) -> None:
         if self.capture:
             self.capture.close()
+        if self.link is not None:
+            self.link.close()

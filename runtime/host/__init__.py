@@ -1,6 +1,9 @@
 """A host: one NIC, its VMs, and the loop that steps guests, shells, the NIC and the hypervisor
-in a fixed order (`host`), so a run in simulated device time is reproducible.
+in a fixed order: in simulated device time, reproducible (`host`), or as a process on a real
+network, paced to real time (`realtime`, `npa host`) with a control socket (`control`).
 """
-from .host import STALL_STEPS, GuestVm, Host, pairs, plugin_base, vm_mac
+from .host import STALL_STEPS, GuestVm, Host, new_vm, pairs, plugin_base, vm_mac
+from .realtime import NetVm, RealtimeHost, addresses
 
-__all__ = ["STALL_STEPS", "GuestVm", "Host", "pairs", "plugin_base", "vm_mac"]
+__all__ = ["STALL_STEPS", "GuestVm", "Host", "new_vm", "pairs", "plugin_base", "vm_mac", "NetVm",
+           "RealtimeHost", "addresses"]

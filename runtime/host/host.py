@@ -40,6 +40,18 @@ class GuestVm(Vm):
     sink: Sink
 
 
+def new_vm(cls, nic: SriovNic, i: int, mac: int, region: RegionPlan, *, ring_size: int,
+           frames: int, budget: int, **guest):
+    """VM i on VF i: its MAC programmed, its sandbox (plugin placed where `plugin_base` says),
+    its shell; `guest` fills in the rest of `cls` (the guest's workload)."""
+    vf = nic.vfs[i]
+    nic.set_vf_mac(vf, mac)
+    box = Sandbox(region.at(plugin_base(i)), bar=vf)
+    shell = Shell(box, ring_size=ring_size, frames=frames, budget=budget, reset_vf=vf.reset,
+                  clock=lambda: nic.now_us)
+    return cls(i, mac, vf, box, shell, **guest)
+
+
 def pairs(n: int) -> list[tuple[int, int]]:
     """VM-to-VM flows, both ways: (0,1), (2,3), ...; an odd last VM pairs with VM 0."""
     out = []
@@ -65,16 +77,11 @@ class Host:
         macs = [(self.hv.policy.for_vm(f"vm{i}").mac_ints or (vm_mac(i),))[0] for i in range(vms)]
         flows = [Flow(k, macs[a], macs[b], packets, sizes) for k, (a, b) in enumerate(pairs(vms))]
         self.flows = flows
-        self.vms: list[GuestVm] = []
-        for i in range(vms):
-            vf = nic.vfs[i]
-            nic.set_vf_mac(vf, macs[i])
-            box = Sandbox(region.at(plugin_base(i)), bar=vf)
-            shell = Shell(box, ring_size=ring_size, frames=pool_frames, budget=budget,
-                          reset_vf=vf.reset, clock=lambda: nic.now_us)
-            self.vms.append(GuestVm(i, macs[i], vf, box, shell,
-                               TrafficGen([f for f in flows if f.src == macs[i]], burst=budget),
-                               Sink(macs[i], [f for f in flows if f.dst == macs[i]])))
+        self.vms: list[GuestVm] = [
+            new_vm(GuestVm, nic, i, macs[i], region, ring_size=ring_size, frames=pool_frames,
+                   budget=budget, gen=TrafficGen([f for f in flows if f.src == macs[i]], burst=budget),
+                   sink=Sink(macs[i], [f for f in flows if f.dst == macs[i]]))
+            for i in range(vms)]
         self._sink_of = {f.id: vm.sink for vm in self.vms for f in flows if f.dst == vm.mac}
         self.steps = 0
         self.managed = False  # VMs run under the hypervisor (modes), not a fixed driver

@@ -1,0 +1,55 @@
+"""`npa host`: a long-running host process on a real network."""
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from pathlib import Path
+
+from rich.live import Live
+from rich.table import Table
+
+from .run import out
+
+
+def _table(host) -> Table:
+    t = Table("vm", "ip", "mac", "data path", "tx", "rx", "arp", "ping", "udp echo", "faults",
+              title=f"npa host: {host.nic.model.MODEL}, {len(host.vms)} VMs, up "
+                    f"{time.monotonic() - host.started:.0f} s", title_justify="left")
+    for v in host.status()["vms"]:
+        t.add_row(v["name"], v["ip"], v["mac"], v["data_path"], str(v["tx_frames"]),
+                  str(v["rx_frames"]), str(v.get("arp_replies", 0)), str(v.get("echo_replies", 0)),
+                  str(v.get("udp_echoes", 0)), str(v["faults"]))
+    return t
+
+
+def serve(host, control: str | None, live: bool) -> int:
+    """Run until SIGINT or SIGTERM; then quiesce, print the summary, return the exit status."""
+    from runtime.host.control import ControlServer
+
+    stopping = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stopping.append(True))
+    server = ControlServer(control) if control else None
+    try:
+        host.boot()
+        print(f"npa host: {host.nic.model.MODEL}, uplink {host.nic.uplink.kind}, "
+              + ", ".join(f"{vm.name} {vm.stack.address}" for vm in host.vms)
+              + (f"; control {control}" if control else ""), file=sys.stderr, flush=True)
+        others = [server] if server else []
+        if live:
+            with Live(_table(host), console=out, refresh_per_second=2) as display:
+                host.run(lambda: bool(stopping), others, tick=lambda: display.update(_table(host)))
+        else:
+            host.run(lambda: bool(stopping), others)
+        host.finish()
+    finally:
+        if server is not None:
+            server.close()
+        host.close()
+    out.print(_table(host))
+    faults = sum(v["faults"] for v in host.status()["vms"])
+    if not host.conserved():
+        print("npa: error: frames still held by a plugin after quiesce", file=sys.stderr)
+        return 1
+    return 1 if faults else 0

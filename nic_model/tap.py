@@ -1,0 +1,72 @@
+"""A Linux TAP device: the uplink's far side on the host's own network stack.
+
+Opened through /dev/net/tun with TUNSETIFF (IFF_TAP | IFF_NO_PI: raw Ethernet frames, no packet
+information header), non-blocking; created if absent, and gone when closed unless it existed
+before (a persistent device made with `ip tuntap add`). Frames are read and written in bursts.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import struct
+from pathlib import Path
+
+TUNSETIFF = 0x400454CA
+IFF_TAP, IFF_NO_PI = 0x0002, 0x1000
+MAX_BURST = 256
+MAX_FRAME = 65536
+
+
+class TapError(OSError):
+    """The TAP device cannot be opened; the message says why and what to do, in one line."""
+
+
+class Tap:
+    def __init__(self, name: str):
+        if not name or len(name.encode()) > 15 or "/" in name:
+            raise TapError(f"tap:{name}: an interface name is 1 to 15 bytes, no '/'")
+        self.name = name
+        self.existed = Path(f"/sys/class/net/{name}").exists()
+        try:
+            self.fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise TapError(f"tap:{name}: no /dev/net/tun (load the tun module, or run where "
+                           "TUN/TAP is available)") from None
+        except PermissionError:
+            raise TapError(f"tap:{name}: permission denied on /dev/net/tun (run as root or with "
+                           "CAP_NET_ADMIN)") from None
+        try:
+            fcntl.ioctl(self.fd, TUNSETIFF, struct.pack("16sH", name.encode(), IFF_TAP | IFF_NO_PI))
+        except OSError as e:
+            os.close(self.fd)
+            raise TapError(f"tap:{name}: TUNSETIFF failed: {e.strerror} (root or CAP_NET_ADMIN "
+                           "needed; is the name taken by another kind of device?)") from None
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def read(self, limit: int = MAX_BURST) -> list[bytes]:
+        """Up to `limit` frames that are waiting; none blocks."""
+        out = []
+        while len(out) < limit:
+            try:
+                out.append(os.read(self.fd, MAX_FRAME))
+            except BlockingIOError:
+                break
+        return out
+
+    def write(self, frames: list[bytes]) -> int:
+        """Send frames to the host's stack; returns how many it took (a full queue drops)."""
+        sent = 0
+        for f in frames:
+            try:
+                os.write(self.fd, f)
+                sent += 1
+            except (BlockingIOError, OSError):
+                break
+        return sent
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)  # a device this process created goes with its last descriptor
+            self.fd = -1

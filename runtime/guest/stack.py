@@ -1,0 +1,159 @@
+"""A guest's IPv4 stack, as much as a VM needs to be reached from a real network: ARP (answers
+for its address, resolves peers, a cache with timeouts), ICMP echo reply, and the UDP echo
+service on port 7 (RFC 862).
+
+Bursts are classified with numpy (EtherType and protocol columns); only the frames addressed to
+the stack are parsed one by one, with `struct`: these are control-plane rates (pings, ARP, an
+echo test), and a packet library would add a dependency for a few dozen lines of headers.
+Everything else is left for the traffic sink.
+"""
+from __future__ import annotations
+
+import ipaddress
+import struct
+from collections import Counter
+from typing import Callable
+
+import numpy as np
+
+from nic_model.frames import BROADCAST, Frames
+
+ETH_IP, ETH_ARP = 0x0800, 0x0806
+PROTO_ICMP, PROTO_UDP = 1, 17
+ECHO_PORT = 7
+ARP_TIMEOUT_US = 60_000_000  # a resolved neighbour is trusted this long (Linux: 30-60 s reachable)
+_ETH = struct.Struct("!6s6sH")
+_ARP = struct.Struct("!HHBBH6s4s6s4s")
+_IP = struct.Struct("!BBHHHBBH4s4s")
+_UDP = struct.Struct("!HHHH")
+
+
+def checksum(data: bytes) -> int:
+    """The Internet checksum (RFC 1071)."""
+    if len(data) % 2:
+        data += b"\0"
+    s = int(np.frombuffer(data, ">u2").sum(dtype=np.uint64))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return ~s & 0xFFFF
+
+
+def _mac(mac: int) -> bytes:
+    return mac.to_bytes(6, "big")
+
+
+def ipv4_frame(src_mac: int, dst_mac: int, src: bytes, dst: bytes, proto: int, payload: bytes,
+               ident: int = 0, ttl: int = 64) -> bytes:
+    """An Ethernet II frame carrying one IPv4 packet (no options), checksum filled in."""
+    hdr = _IP.pack(0x45, 0, 20 + len(payload), ident & 0xFFFF, 0x4000, ttl, proto, 0, src, dst)
+    hdr = hdr[:10] + struct.pack("!H", checksum(hdr)) + hdr[12:]
+    return _ETH.pack(_mac(dst_mac), _mac(src_mac), ETH_IP) + hdr + payload
+
+
+def udp_payload(src: bytes, dst: bytes, sport: int, dport: int, data: bytes) -> bytes:
+    """A UDP datagram with its checksum over the IPv4 pseudo-header."""
+    length = 8 + len(data)
+    pseudo = src + dst + struct.pack("!BBH", 0, PROTO_UDP, length)
+    csum = checksum(pseudo + _UDP.pack(sport, dport, length, 0) + data) or 0xFFFF
+    return _UDP.pack(sport, dport, length, csum) + data
+
+
+class IpStack:
+    def __init__(self, mac: int, address: str, clock: Callable[[], int] = lambda: 0):
+        iface = ipaddress.IPv4Interface(address)
+        self.mac, self.ip, self.network = mac, iface.ip.packed, iface.network
+        self.clock = clock
+        self.arp: dict[bytes, tuple[int, int]] = {}  # ip -> (mac, expires at, µs)
+        self.stats: Counter[str] = Counter()
+        self._ident = 0
+
+    @property
+    def address(self) -> str:
+        return f"{ipaddress.IPv4Address(self.ip)}/{self.network.prefixlen}"
+
+    # -- input ------------------------------------------------------------------------------------
+    def receive(self, frames: Frames) -> tuple[Frames, list[bytes]]:
+        """Take the frames addressed to the stack out of a burst: (the rest, replies to send)."""
+        if not len(frames) or frames.data.shape[1] < 14:
+            return frames, []
+        d = frames.data
+        etype = (d[:, 12].astype(np.uint16) << 8) | d[:, 13]
+        dst = frames.macs(0)
+        to_us = (dst == np.uint64(self.mac)) | (dst == np.uint64(BROADCAST))
+        mine = to_us & ((etype == ETH_ARP) | (etype == ETH_IP))
+        if not mine.any():
+            return frames, []
+        replies = []
+        for i in np.flatnonzero(mine):
+            frame = frames.frame(int(i))
+            reply = self._arp(frame) if etype[i] == ETH_ARP else self._ip(frame)
+            if reply is not None:
+                replies.append(reply)
+        return frames.take(~mine), replies
+
+    def _arp(self, frame: bytes) -> bytes | None:
+        if len(frame) < 14 + _ARP.size:
+            self.stats["malformed"] += 1
+            return None
+        htype, ptype, hlen, plen, op, sha, spa, _tha, tpa = _ARP.unpack_from(frame, 14)
+        if (htype, ptype, hlen, plen) != (1, ETH_IP, 6, 4):
+            self.stats["malformed"] += 1
+            return None
+        if ipaddress.IPv4Address(spa) in self.network and int.from_bytes(sha, "big") != BROADCAST:
+            self.arp[spa] = (int.from_bytes(sha, "big"), self.clock() + ARP_TIMEOUT_US)
+        if op == 1 and tpa == self.ip:
+            self.stats["arp_replies"] += 1
+            return (_ETH.pack(sha, _mac(self.mac), ETH_ARP) +
+                    _ARP.pack(1, ETH_IP, 6, 4, 2, _mac(self.mac), self.ip, sha, spa))
+        return None
+
+    def _ip(self, frame: bytes) -> bytes | None:
+        if len(frame) < 34:
+            self.stats["malformed"] += 1
+            return None
+        vihl, _tos, total, _ident, _frag, _ttl, proto, _csum, src, dst = _IP.unpack_from(frame, 14)
+        ihl = (vihl & 0x0F) * 4
+        if vihl >> 4 != 4 or ihl < 20 or total < ihl or 14 + total > len(frame) \
+                or checksum(frame[14:14 + ihl]):
+            self.stats["bad_ip"] += 1
+            return None
+        if dst != self.ip:
+            return None
+        body = frame[14 + ihl:14 + total]
+        peer_mac = int.from_bytes(frame[6:12], "big")
+        if proto == PROTO_ICMP and len(body) >= 8 and body[0] == 8 and not checksum(body):
+            self.stats["echo_replies"] += 1
+            icmp = b"\0\0\0\0" + body[4:]  # type 0 code 0, checksum 0; same id, seq and data
+            icmp = icmp[:2] + struct.pack("!H", checksum(icmp)) + icmp[4:]
+            return self._send(peer_mac, src, PROTO_ICMP, icmp)
+        if proto == PROTO_UDP and len(body) >= 8:
+            sport, dport, length, _ = _UDP.unpack_from(body)
+            if dport == ECHO_PORT and 8 <= length <= len(body):
+                self.stats["udp_echoes"] += 1
+                data = body[8:length]
+                return self._send(peer_mac, src, PROTO_UDP,
+                                  udp_payload(self.ip, src, ECHO_PORT, sport, data))
+        self.stats["ignored"] += 1
+        return None
+
+    def _send(self, mac: int, dst: bytes, proto: int, payload: bytes) -> bytes:
+        self._ident += 1
+        return ipv4_frame(self.mac, mac, self.ip, dst, proto, payload, self._ident)
+
+    # -- output -----------------------------------------------------------------------------------
+    def lookup(self, ip: str) -> int | None:
+        """The MAC of a neighbour, if resolved and not expired."""
+        got = self.arp.get(ipaddress.IPv4Address(ip).packed)
+        if got is None or got[1] < self.clock():
+            return None
+        return got[0]
+
+    def arp_request(self, ip: str) -> bytes:
+        """Who has `ip`? (broadcast)"""
+        return (_ETH.pack(_mac(BROADCAST), _mac(self.mac), ETH_ARP) +
+                _ARP.pack(1, ETH_IP, 6, 4, 1, _mac(self.mac), self.ip, bytes(6),
+                          ipaddress.IPv4Address(ip).packed))
+
+    def announce(self) -> bytes:
+        """A gratuitous ARP: tells the segment (and its bridges) where this address lives."""
+        return self.arp_request(str(ipaddress.IPv4Address(self.ip)))

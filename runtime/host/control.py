@@ -1,0 +1,134 @@
+"""A host process's control socket: a Unix stream socket answering management requests.
+
+Each message is a 4-byte big-endian length and a msgpack map, validated against the schema
+below (one module for both ends). Today: `status`. A malformed request is answered with an
+error and the connection closed; it never stops the host.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import struct
+from typing import Any, Literal
+
+import msgpack
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+VERSION = 1
+MAX_MESSAGE = 1 << 20
+_LEN = struct.Struct("!I")
+
+
+class Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    version: int = VERSION
+    op: Literal["status"]
+
+
+class Reply(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    version: int = VERSION
+    ok: bool
+    error: str = ""
+    status: dict[str, Any] | None = None
+
+
+class ControlError(OSError):
+    """The control socket cannot be opened or answered badly; one line says why."""
+
+
+def send(sock: socket.socket, msg: BaseModel) -> None:
+    data = msgpack.packb(msg.model_dump())
+    sock.sendall(_LEN.pack(len(data)) + data)
+
+
+def recv(sock: socket.socket, model: type[BaseModel]) -> BaseModel:
+    head = _read(sock, _LEN.size)
+    (n,) = _LEN.unpack(head)
+    if n > MAX_MESSAGE:
+        raise ControlError(f"control message of {n} bytes; the limit is {MAX_MESSAGE}")
+    try:
+        return model.model_validate(msgpack.unpackb(_read(sock, n), strict_map_key=True))
+    except (ValidationError, ValueError, TypeError, msgpack.UnpackException) as e:
+        raise ControlError(f"malformed control message: {str(e).splitlines()[0]}") from None
+
+
+def _read(sock: socket.socket, n: int) -> bytes:
+    buf = b""
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            raise ControlError("the control connection closed mid-message")
+        buf += chunk
+    return buf
+
+
+class ControlServer:
+    """Listens on `path`; `ready(host)` serves one waiting connection (the host loop calls it
+    when select says so)."""
+
+    def __init__(self, path: str):
+        self.path = path
+        if os.path.exists(path):
+            if not _stale(path):
+                raise ControlError(f"{path}: another host answers on this control socket")
+            os.unlink(path)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self.sock.bind(path)
+        except OSError as e:
+            self.sock.close()
+            raise ControlError(f"{path}: cannot open the control socket: {e.strerror}") from None
+        self.sock.listen(8)
+        self.sock.setblocking(False)
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def ready(self, host) -> None:
+        try:
+            conn, _ = self.sock.accept()
+        except BlockingIOError:
+            return
+        with conn:
+            conn.settimeout(2.0)
+            try:
+                req = recv(conn, Request)
+                send(conn, Reply(ok=True, status=host.status()))
+            except (ControlError, OSError) as e:
+                try:
+                    send(conn, Reply(ok=False, error=str(e)))
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.sock.close()
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+
+
+def _stale(path: str) -> bool:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(path)
+        return False
+    except OSError:
+        return True
+    finally:
+        s.close()
+
+
+def ask(path: str, op: str = "status", timeout: float = 5.0) -> Reply:
+    """One request to the host answering on `path`."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        s.connect(path)
+        send(s, Request(op=op))
+        return recv(s, Reply)
+    except OSError as e:
+        raise ControlError(f"{path}: {e.strerror or e}") from None
+    finally:
+        s.close()

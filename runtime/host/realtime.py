@@ -1,0 +1,155 @@
+"""A host process's loop (`npa host`): one NIC on a real network through its uplink (a TAP
+device, or UDP datagrams to peer hosts), VMs each reachable at an IPv4 address through its
+guest stack, and the hypervisor; paced to real time.
+
+While there is work it steps as fast as it can (frames in flight, replies queued, frames at a
+port); idle, it sleeps in `select` on the uplink's descriptor, the control socket and its
+timers, so an idle host uses no core.
+"""
+from __future__ import annotations
+
+import ipaddress
+import select
+import time
+from dataclasses import dataclass, field
+
+from nic_model.frames import Frames
+from nic_model.sriov import SriovNic
+from runtime.guest.stack import IpStack
+from runtime.hypervisor import EMULATED, Hypervisor, Policy, Vm
+from runtime.sandbox import ImageReport, RegionPlan
+from runtime.shell import TX
+
+from .host import new_vm, vm_mac
+
+IDLE_WAIT_S = 0.2  # the longest an idle host sleeps between looks at its timers
+BUSY_STEPS = 64  # steps between two looks at the outside while busy
+
+
+@dataclass
+class NetVm(Vm):
+    """A VM reachable on the network: its IP stack and the frames it has yet to send."""
+
+    stack: IpStack = None
+    outbox: list[bytes] = field(default_factory=list)
+
+
+def addresses(first: str, n: int) -> list[str]:
+    """vm0 gets `first` (ADDR/PREFIX), vm1 the next address, and so on, all in its network."""
+    iface = ipaddress.IPv4Interface(first)
+    out = []
+    for i in range(n):
+        ip = iface.ip + i
+        if ip not in iface.network or ip in (iface.network.network_address, iface.network.broadcast_address):
+            raise ValueError(f"{n} VMs from {first}: {ip} is not a host address of {iface.network}")
+        out.append(f"{ip}/{iface.network.prefixlen}")
+    return out
+
+
+class RealtimeHost:
+    def __init__(self, nic: SriovNic, report: ImageReport, vms: int, first_ip: str, *,
+                 policy: Policy | None = None, region: RegionPlan = RegionPlan(),
+                 ring_size: int = 256, pool_frames: int = 1024, budget: int = 256):
+        if report.error is not None:
+            raise report.error
+        self.nic, self.report = nic, report
+        self.hv = Hypervisor(nic, report, policy)
+        ips = addresses(first_ip, vms) if vms else []
+        self.vms: list[NetVm] = []
+        for i, ip in enumerate(ips):
+            mac = (self.hv.policy.for_vm(f"vm{i}").mac_ints or (vm_mac(i),))[0]
+            vm = new_vm(NetVm, nic, i, mac, region, ring_size=ring_size, frames=pool_frames,
+                        budget=budget, stack=IpStack(mac, ip, clock=lambda: nic.now_us))
+            self.vms.append(vm)
+        self.steps = 0
+        self.started = time.monotonic()
+
+    def boot(self) -> None:
+        """Each VM boots on the emulated path, then gets its VF and plugin, and announces its
+        address (a gratuitous ARP) so that the segment learns where it is."""
+        for vm in self.vms:
+            self.hv.admit(vm)
+            self._deliver(vm, self.hv.offer(vm))
+            vm.outbox.append(vm.stack.announce())
+
+    # -- the loop ---------------------------------------------------------------------------------
+    def step(self) -> None:
+        for vm in self.vms:
+            shell = vm.shell
+            if vm.outbox and shell.active:
+                sent = shell.transmit(Frames.from_bytes(vm.outbox[:shell.tx_room()]))
+                del vm.outbox[:sent]
+            if (shell.need_poll or self.hv.mode(vm) == EMULATED) and self.hv.may_poll(vm, self.steps):
+                self._deliver(vm, shell.poll())
+        self.nic.step()
+        for vm in self.vms:
+            if fired := vm.vf.take_msix():
+                vm.shell.interrupt(fired)
+            vm.box.host.refill_log_tokens()
+            self.hv.check_faults(vm)
+            self.hv.serve(vm)
+        self.steps += 1
+
+    def _deliver(self, vm: NetVm, frames: Frames) -> None:
+        rest, replies = vm.stack.receive(frames)
+        vm.stack.stats["other_frames"] += len(rest)
+        vm.outbox += replies
+
+    def busy(self) -> bool:
+        """Frames somewhere between a guest and the wire (posted RX buffers are not work)."""
+        return any(vm.outbox or len(vm.shell.pool.held(TX)) or len(vm.shell.pool.resend)
+                   or vm.vf.port.pending() for vm in self.vms) or self.nic.uplink.port.pending() > 0
+
+    def run(self, stop, others: list | None = None, on_ready=None, tick=None) -> None:
+        """Until `stop()`: step while busy, else wait for the uplink, `others` (objects with
+        fileno() and ready()) or the idle timeout. `tick()` runs between waits (live display)."""
+        link = self.nic.uplink.fileno()
+        waits = [x for x in ([link] if link is not None else [])]
+        others = others or []
+        while not stop():
+            for _ in range(BUSY_STEPS):
+                self.step()
+                if not self.busy():
+                    break
+            if self.busy():
+                continue
+            if tick is not None:
+                tick()
+            try:
+                ready, _, _ = select.select(waits + others, [], [], IDLE_WAIT_S)
+            except InterruptedError:
+                continue
+            for o in others:
+                if o in ready:
+                    o.ready(self)
+            if link is not None and link in ready:
+                self.step()
+
+    def finish(self) -> None:
+        """Quiesce every data path; frames received on the way still reach their guest."""
+        for _ in range(1000):
+            if not self.busy():
+                break
+            self.step()
+        for vm in self.vms:
+            if vm.shell.active:
+                self._deliver(vm, vm.shell.quiesce())
+
+    # -- what it reports --------------------------------------------------------------------------
+    def status(self) -> dict:
+        return {
+            "uptime_s": round(time.monotonic() - self.started, 3), "steps": self.steps,
+            "nic": self.nic.model.MODEL, "plugin": self.report.manifest.name,
+            "uplink": self.nic.uplink.stats,
+            "vms": [{"name": vm.name, "ip": vm.stack.address,
+                     "mac": ":".join(f"{b:02x}" for b in vm.mac.to_bytes(6, "big")),
+                     "data_path": self.hv.mode(vm), "faults": sum(e.kind == "fault" for e in vm.shell.events),
+                     "tx_frames": vm.shell.stats["tx_frames"], "rx_frames": vm.shell.stats["rx_frames"],
+                     **dict(vm.stack.stats)} for vm in self.vms],
+        }
+
+    def conserved(self) -> bool:
+        return all(vm.shell.held_by_plugin() == 0 for vm in self.vms)
+
+    def close(self) -> None:
+        self.nic.close()
