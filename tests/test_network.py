@@ -135,3 +135,35 @@ def test_without_root_or_tun_the_error_is_one_line(tmp_path):
                         "--uplink", "tap:" + "x" * 20], cwd=ROOT, capture_output=True, text=True,
                        timeout=60)
     assert r.returncode != 0 and r.stderr.count("\n") == 1 and r.stderr.startswith("npa: error: tap:")
+
+
+def test_two_hosts_on_one_udp_segment_a_vm_pings_a_vm_on_the_other(tmp_path):
+    """Unprivileged: host A's vm0 and host B's vm0 share a segment of UDP datagrams on 127.0.0.1."""
+    from runtime.host.control import ask
+    a_sock, b_sock = str(tmp_path / "a.sock"), str(tmp_path / "b.sock")
+    pa, pb = 47000 + os.getpid() % 1000, 48000 + os.getpid() % 1000
+    cmd = [sys.executable, "-c", "from cli.main import main; main()", "host", "--vms", "1"]
+    a = subprocess.Popen([*cmd, "--uplink", f"udp:127.0.0.1:{pa}=127.0.0.1:{pb}", "--ip",
+                          "10.78.0.2/24", "--control", a_sock], cwd=ROOT, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    b = subprocess.Popen([*cmd, "--nic", "mlx5", "--uplink", f"udp:127.0.0.1:{pb}=127.0.0.1:{pa}",
+                          "--ip", "10.78.0.3/24", "--control", b_sock], cwd=ROOT,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for sock, p in ((a_sock, a), (b_sock, b)):
+            for _ in range(100):
+                if os.path.exists(sock):
+                    break
+                assert p.poll() is None, p.communicate()[1]
+                time.sleep(0.1)
+        ask(a_sock, "ping", vm="vm0", target="10.78.0.3", count=10)
+        for _ in range(100):  # at most 10 s
+            got = ask(a_sock).status["vms"][0]["pings"]["10.78.0.3"]
+            if got["received"] == 10:
+                break
+            time.sleep(0.1)
+        assert got == {**got, "sent": 10, "received": 10}
+        assert ask(b_sock).status["vms"][0]["echo_replies"] == 10
+    finally:
+        results = [stop(p) for p in (a, b)]
+    assert [code for code, _, _ in results] == [0, 0], [err for _, _, err in results]

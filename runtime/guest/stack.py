@@ -1,6 +1,6 @@
 """A guest's IPv4 stack, as much as a VM needs to be reached from a real network: ARP (answers
-for its address, resolves peers, a cache with timeouts), ICMP echo reply, and the UDP echo
-service on port 7 (RFC 862).
+for its address, resolves peers, a cache with timeouts), ICMP echo reply, the UDP echo service
+on port 7 (RFC 862), and pings of its own (to check a path from inside a VM).
 
 Bursts are classified with numpy (EtherType and protocol columns); only the frames addressed to
 the stack are parsed one by one, with `struct`: these are control-plane rates (pings, ARP, an
@@ -66,6 +66,8 @@ class IpStack:
         self.arp: dict[bytes, tuple[int, int]] = {}  # ip -> (mac, expires at, µs)
         self.stats: Counter[str] = Counter()
         self._ident = 0
+        self.pings: dict[str, dict[str, int]] = {}  # target -> sent, received, count
+        self._ping_id = (mac & 0xFFFF) or 1
 
     @property
     def address(self) -> str:
@@ -121,6 +123,12 @@ class IpStack:
             return None
         body = frame[14 + ihl:14 + total]
         peer_mac = int.from_bytes(frame[6:12], "big")
+        if proto == PROTO_ICMP and len(body) >= 8 and body[0] == 0 and not checksum(body):
+            ident, _seq = struct.unpack_from("!HH", body, 4)
+            ping = self.pings.get(str(ipaddress.IPv4Address(src)))
+            if ping is not None and ident == self._ping_id:
+                ping["received"] += 1
+            return None
         if proto == PROTO_ICMP and len(body) >= 8 and body[0] == 8 and not checksum(body):
             self.stats["echo_replies"] += 1
             icmp = b"\0\0\0\0" + body[4:]  # type 0 code 0, checksum 0; same id, seq and data
@@ -141,6 +149,32 @@ class IpStack:
         return ipv4_frame(self.mac, mac, self.ip, dst, proto, payload, self._ident)
 
     # -- output -----------------------------------------------------------------------------------
+    def ping(self, target: str, count: int) -> None:
+        """Start `count` echo requests to `target` (sent as soon as its MAC is known)."""
+        ipaddress.IPv4Address(target)
+        self.pings[target] = {"sent": 0, "received": 0, "count": count, "asked_us": -1}
+
+    def pending(self) -> list[bytes]:
+        """Frames the stack wants to send now: ARP requests for targets it still has to resolve
+        (one a second), echo requests to those it has."""
+        out = []
+        for target, p in self.pings.items():
+            if p["sent"] >= p["count"]:
+                continue
+            mac = self.lookup(target)
+            if mac is None:
+                if p["asked_us"] < 0 or self.clock() - p["asked_us"] > 1_000_000:
+                    p["asked_us"] = self.clock()
+                    out.append(self.arp_request(target))
+                continue
+            dst = ipaddress.IPv4Address(target).packed
+            for seq in range(p["sent"], p["count"]):
+                icmp = struct.pack("!BBHHH", 8, 0, 0, self._ping_id, seq + 1) + bytes(56)
+                icmp = icmp[:2] + struct.pack("!H", checksum(icmp)) + icmp[4:]
+                out.append(self._send(mac, dst, PROTO_ICMP, icmp))
+            p["sent"] = p["count"]
+        return out
+
     def lookup(self, ip: str) -> int | None:
         """The MAC of a neighbour, if resolved and not expired."""
         got = self.arp.get(ipaddress.IPv4Address(ip).packed)

@@ -1,7 +1,8 @@
 """A host process's control socket: a Unix stream socket answering management requests.
 
 Each message is a 4-byte big-endian length and a msgpack map, validated against the schema
-below (one module for both ends). Today: `status`. A malformed request is answered with an
+below (one module for both ends): `status`, and `ping` (a VM pings an address; the results
+show in `status`). A malformed request is answered with an
 error and the connection closed; it never stops the host.
 """
 from __future__ import annotations
@@ -12,7 +13,7 @@ import struct
 from typing import Any, Literal
 
 import msgpack
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 VERSION = 1
 MAX_MESSAGE = 1 << 20
@@ -22,7 +23,10 @@ _LEN = struct.Struct("!I")
 class Request(BaseModel):
     model_config = ConfigDict(extra="forbid")
     version: int = VERSION
-    op: Literal["status"]
+    op: Literal["status", "ping"]
+    vm: str = ""  # ping: from this VM...
+    target: str = ""  # ...to this IPv4 address
+    count: int = Field(1, ge=1, le=1000)
 
 
 class Reply(BaseModel):
@@ -94,8 +98,10 @@ class ControlServer:
             conn.settimeout(2.0)
             try:
                 req = recv(conn, Request)
+                if req.op == "ping":
+                    host.ping(req.vm, req.target, req.count)
                 send(conn, Reply(ok=True, status=host.status()))
-            except (ControlError, OSError) as e:
+            except (ControlError, OSError, ValueError) as e:
                 try:
                     send(conn, Reply(ok=False, error=str(e)))
                 except OSError:
@@ -120,13 +126,13 @@ def _stale(path: str) -> bool:
         s.close()
 
 
-def ask(path: str, op: str = "status", timeout: float = 5.0) -> Reply:
+def ask(path: str, op: str = "status", timeout: float = 5.0, **fields) -> Reply:
     """One request to the host answering on `path`."""
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(timeout)
     try:
         s.connect(path)
-        send(s, Request(op=op))
+        send(s, Request(op=op, **fields))
         return recv(s, Reply)
     except OSError as e:
         raise ControlError(f"{path}: {e.strerror or e}") from None

@@ -20,7 +20,7 @@ from runtime.hypervisor import EMULATED, Hypervisor, Policy, Vm
 from runtime.sandbox import ImageReport, RegionPlan
 from runtime.shell import TX
 
-from .host import new_vm, vm_mac
+from .host import new_vm
 
 IDLE_WAIT_S = 0.2  # the longest an idle host sleeps between looks at its timers
 BUSY_STEPS = 64  # steps between two looks at the outside while busy
@@ -32,6 +32,12 @@ class NetVm(Vm):
 
     stack: IpStack = None
     outbox: list[bytes] = field(default_factory=list)
+
+
+def ip_mac(address: str) -> int:
+    """A VM's MAC from its IPv4 address, 02:00:a:b:c:d (locally administered, unicast): unique
+    on a segment shared by several hosts, as long as the addresses are."""
+    return 0x02_00_00_00_00_00 | int(ipaddress.IPv4Interface(address).ip)
 
 
 def addresses(first: str, n: int) -> list[str]:
@@ -57,7 +63,7 @@ class RealtimeHost:
         ips = addresses(first_ip, vms) if vms else []
         self.vms: list[NetVm] = []
         for i, ip in enumerate(ips):
-            mac = (self.hv.policy.for_vm(f"vm{i}").mac_ints or (vm_mac(i),))[0]
+            mac = (self.hv.policy.for_vm(f"vm{i}").mac_ints or (ip_mac(ip),))[0]
             vm = new_vm(NetVm, nic, i, mac, region, ring_size=ring_size, frames=pool_frames,
                         budget=budget, stack=IpStack(mac, ip, clock=lambda: nic.now_us))
             self.vms.append(vm)
@@ -76,6 +82,8 @@ class RealtimeHost:
     def step(self) -> None:
         for vm in self.vms:
             shell = vm.shell
+            if vm.stack.pings:
+                vm.outbox += vm.stack.pending()
             if vm.outbox and shell.active:
                 sent = shell.transmit(Frames.from_bytes(vm.outbox[:shell.tx_room()]))
                 del vm.outbox[:sent]
@@ -97,8 +105,9 @@ class RealtimeHost:
 
     def busy(self) -> bool:
         """Frames somewhere between a guest and the wire (posted RX buffers are not work)."""
-        return any(vm.outbox or len(vm.shell.pool.held(TX)) or len(vm.shell.pool.resend)
-                   or vm.vf.port.pending() for vm in self.vms) or self.nic.uplink.port.pending() > 0
+        return any(vm.outbox or vm.shell.need_poll or len(vm.shell.pool.held(TX))
+                   or len(vm.shell.pool.resend) or vm.vf.port.pending() for vm in self.vms) \
+            or self.nic.uplink.port.pending() > 0
 
     def run(self, stop, others: list | None = None, on_ready=None, tick=None) -> None:
         """Until `stop()`: step while busy, else wait for the uplink, `others` (objects with
@@ -141,12 +150,19 @@ class RealtimeHost:
             "uptime_s": round(time.monotonic() - self.started, 3), "steps": self.steps,
             "nic": self.nic.model.MODEL, "plugin": self.report.manifest.name,
             "uplink": self.nic.uplink.stats,
-            "vms": [{"name": vm.name, "ip": vm.stack.address,
+            "vms": [{"name": vm.name, "ip": vm.stack.address, "pings": vm.stack.pings,
                      "mac": ":".join(f"{b:02x}" for b in vm.mac.to_bytes(6, "big")),
                      "data_path": self.hv.mode(vm), "faults": sum(e.kind == "fault" for e in vm.shell.events),
                      "tx_frames": vm.shell.stats["tx_frames"], "rx_frames": vm.shell.stats["rx_frames"],
                      **dict(vm.stack.stats)} for vm in self.vms],
         }
+
+    def ping(self, vm: str, target: str, count: int) -> None:
+        """vm pings target (`npa host --control`'s `ping`): results show in `status`."""
+        match = [v for v in self.vms if v.name == vm]
+        if not match:
+            raise ValueError(f"no VM {vm!r} on this host")
+        match[0].stack.ping(target, count)
 
     def conserved(self) -> bool:
         return all(vm.shell.held_by_plugin() == 0 for vm in self.vms)
