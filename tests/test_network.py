@@ -167,3 +167,17 @@ def test_two_hosts_on_one_udp_segment_a_vm_pings_a_vm_on_the_other(tmp_path):
     finally:
         results = [stop(p) for p in (a, b)]
     assert [code for code, _, _ in results] == [0, 0], [err for _, _, err in results]
+
+
+def test_sigterm_under_traffic_exits_clean_with_every_frame_back(netns):
+    ns, procs = netns
+    host = start_host(ns, procs, "--uplink", "tap:npa1", "--vms", "1", "--ip", "10.77.0.2/24",
+                      tap="npa1")
+    flood = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", UDP_ECHO,
+                              "10.77.0.2", "100000"], stdout=subprocess.PIPE, text=True)
+    procs.append(flood)
+    time.sleep(1.5)  # mid-stream
+    code, out, err = stop(host)
+    assert code == 0, err  # quiesced, no fault, nothing left with the plugin
+    assert "udp echo" in out
+    flood.kill()
