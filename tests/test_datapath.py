@@ -73,9 +73,12 @@ def test_pcap_of_a_run_holds_exactly_the_frames_sent(tmp_path):
     with open(cap, "rb") as f:
         captured = [bytes(buf) for _, buf in dpkt.pcap.Reader(f)]
     by_flow: dict[int, list[bytes]] = {}
-    for frame in captured:
-        assert dpkt.ethernet.Ethernet(frame).type == 0x88B5
-        by_flow.setdefault(int.from_bytes(frame[14:16], "big"), []).append(frame)
+    for frame in captured:  # each dissects as IPv4/UDP, its header checksum right
+        ip = dpkt.ethernet.Ethernet(frame).data
+        assert isinstance(ip, dpkt.ip.IP) and isinstance(ip.data, dpkt.udp.UDP)
+        assert dpkt.in_cksum(bytes(ip)[:20]) == 0 and ip.data.dport == 9
+        assert ip.len == len(frame) - 14 and ip.data.ulen == len(frame) - 34
+        by_flow.setdefault(int.from_bytes(frame[42:44], "big"), []).append(frame)
     host = Host(SriovNic("ixgbevf", 4), IMAGE, 2, packets=700, sizes=size_schedule("mixed"))
     assert sorted(by_flow) == [f.id for f in host.flows]
     for flow in host.flows:

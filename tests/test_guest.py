@@ -44,7 +44,14 @@ def test_reordering_is_counted_not_as_loss():
 
 def test_one_flipped_payload_byte_is_corruption():
     flow, sink, f = setup()
-    f.data[3, 40] ^= 0x01
+    f.data[3, 60] ^= 0x01
+    c = deliver(sink, f, range(10), flow)
+    assert c.corrupted == 1 and sink.lost(flow.id) == 1
+
+
+def test_one_flipped_ipv4_header_byte_is_corruption():
+    flow, sink, f = setup()
+    f.data[5, 30] ^= 0x01  # the destination address: the header checksum no longer holds
     c = deliver(sink, f, range(10), flow)
     assert c.corrupted == 1 and sink.lost(flow.id) == 1
 

@@ -1,11 +1,15 @@
-"""A minimal guest stack: a traffic generator and a sink that checks what arrives.
+"""The guest's workload: a traffic generator and a sink that checks what arrives.
 
-Frame format (Ethernet II, ethertype 0x88B5, IEEE "local experimental"):
-    0  dst MAC     6  src MAC     12 ethertype (BE)     14 flow id u16 (BE)     16 seq u64 (BE)
-    24 payload: byte at frame offset i is (seq * 31 + i) & 0xFF
+Frames are real IPv4/UDP, so captures dissect in Wireshark and tshark:
+    0  Ethernet II: dst MAC, src MAC, EtherType 0x0800
+    14 IPv4: no options, DF, TTL 64, UDP; from 10.a.b.c to 10.d.e.f, the low three bytes of the
+       source and destination MACs; identification = seq & 0xFFFF; header checksum filled in
+    34 UDP: source port 49152 + flow id, destination port 9 (discard), checksum 0 (none)
+    42 flow id u16 (BE)     44 seq u64 (BE)
+    52 payload: byte at frame offset i is (seq * 31 + i) & 0xFF
 A frame's length is a function of its flow's size schedule and its sequence number, so the sink
 checks length, header and every payload byte, and tells apart loss, duplication, reordering and
-corruption, each counted.
+corruption, each counted. Headers are written and read as numpy columns over a whole burst.
 """
 from __future__ import annotations
 
@@ -15,8 +19,10 @@ import numpy as np
 
 from nic_model.frames import Frames
 
-ETHERTYPE = 0x88B5
-HEADER = 24
+ETHERTYPE = 0x88B5  # IEEE "local experimental": raw test frames that are not IPv4 (the suite's)
+ETH_IPV4, UDP = 0x0800, 17
+SPORT_BASE, DISCARD_PORT = 49152, 9
+HEADER = 52  # Ethernet, IPv4, UDP, flow id, seq
 MIN_FRAME, MAX_FRAME = 60, 1514
 IMIX = (60, 60, 60, 60, 60, 60, 60, 590, 590, 590, 590, 1514)  # 7:4:1, sizes without FCS
 
@@ -81,15 +87,37 @@ class TrafficGen:
         return None
 
 
+def _ip_of(mac: int) -> bytes:
+    return bytes([10]) + mac.to_bytes(6, "big")[3:]
+
+
+def _u16(values: np.ndarray) -> np.ndarray:
+    return np.asarray(values, ">u2").view(np.uint8).reshape(-1, 2)
+
+
 def build(flow: Flow, first: int, n: int) -> Frames:
     seq = np.arange(first, first + n, dtype=np.uint64)
     lens = flow.sizes[seq.astype(np.int64) % len(flow.sizes)]
     data = _payload(seq, int(lens.max()))
     data[:, 0:6] = _mac_bytes(flow.dst)
     data[:, 6:12] = _mac_bytes(flow.src)
-    data[:, 12:14] = (ETHERTYPE >> 8, ETHERTYPE & 0xFF)
-    data[:, 14:16] = np.array([flow.id], ">u2").view(np.uint8)
-    data[:, 16:24] = seq.astype(">u8").view(np.uint8).reshape(n, 8)
+    data[:, 12:14] = (ETH_IPV4 >> 8, ETH_IPV4 & 0xFF)
+    data[:, 14:16] = (0x45, 0)
+    data[:, 16:18] = _u16(lens - 14)
+    data[:, 18:20] = _u16(seq.astype(np.int64) & 0xFFFF)
+    data[:, 20:24] = (0x40, 0, 64, UDP)
+    data[:, 24:26] = 0
+    data[:, 26:30] = np.frombuffer(_ip_of(flow.src), np.uint8)
+    data[:, 30:34] = np.frombuffer(_ip_of(flow.dst), np.uint8)
+    words = data[:, 14:34].copy().view(">u2").astype(np.int64).sum(axis=1)
+    words = (words & 0xFFFF) + (words >> 16)
+    data[:, 24:26] = _u16(~((words & 0xFFFF) + (words >> 16)) & 0xFFFF)
+    data[:, 34:36] = _u16(np.full(n, SPORT_BASE + flow.id))
+    data[:, 36:38] = _u16(np.full(n, DISCARD_PORT))
+    data[:, 38:40] = _u16(lens - 34)
+    data[:, 40:42] = 0
+    data[:, 42:44] = np.array([flow.id], ">u2").view(np.uint8)
+    data[:, 44:52] = seq.astype(">u8").view(np.uint8).reshape(n, 8)
     return Frames(data, lens)
 
 
@@ -122,9 +150,10 @@ class Sink:
         if d.shape[1] < HEADER:
             self.unexpected += n
             return
-        flow_id = d[:, 14:16].copy().view(">u2").ravel()
-        seq = d[:, 16:24].copy().view(">u8").ravel()
-        ours = (d[:, 12] == ETHERTYPE >> 8) & (d[:, 13] == ETHERTYPE & 0xFF)
+        flow_id = d[:, 42:44].copy().view(">u2").ravel()
+        seq = d[:, 44:52].copy().view(">u8").ravel()
+        ours = (d[:, 12] == ETH_IPV4 >> 8) & (d[:, 13] == ETH_IPV4 & 0xFF) & (d[:, 23] == UDP)
+        ours &= (d[:, 36] == DISCARD_PORT >> 8) & (d[:, 37] == DISCARD_PORT & 0xFF)
         ours &= (frames.macs(0) == self.mac) & (frames.lens >= HEADER)
         seen = 0
         for fid, flow in self.flows.items():
@@ -144,7 +173,10 @@ class Sink:
         cols = np.arange(width)
         body = (cols >= HEADER) & (cols < frames.lens[:, None])
         bad_bytes = ((frames.data != _payload(seq, width)) & body).any(axis=1)
-        good = lens_ok & src_ok & ~bad_bytes
+        words = frames.data[:, 14:34].copy().view(">u2").astype(np.int64).sum(axis=1)
+        words = (words & 0xFFFF) + (words >> 16)
+        ip_ok = ((words & 0xFFFF) + (words >> 16)) == 0xFFFF  # the IPv4 header checksum holds
+        good = lens_ok & src_ok & ip_ok & ~bad_bytes
         c.corrupted += int((~good).sum())
         s = s[good]
         if len(s) and s[0] == c.expected_next and (np.diff(s) == 1).all():
