@@ -19,7 +19,8 @@ from . import run as runner
 
 app = typer.Typer(
     help=f"NPA: sandboxed WebAssembly vNIC plugins (Shell API v{ABI_MAJOR}.{ABI_MINOR}).",
-    no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+    no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]})
 app.add_typer(bench.app, name="bench")
 out = runner.out
 
@@ -30,10 +31,14 @@ def fail(message: str, code: int = 1) -> None:
 
 
 def _int(text: str) -> int:
+    """An address or size from the command line: decimal or 0x-hex, 0 to 2^32-1."""
     try:
-        return int(text, 0)
+        value = int(text, 0)
     except ValueError:
         raise typer.BadParameter(f"{text!r} is not an integer (decimal or 0x-hex)") from None
+    if not 0 <= value < 1 << 32:
+        raise typer.BadParameter(f"{text} is outside 0..0xffffffff")
+    return value
 
 
 @app.command()
@@ -351,12 +356,49 @@ def conformance(
     raise typer.Exit(0 if result.ok else 1)
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+        try:
+            npa = version("npa")
+        except PackageNotFoundError:
+            npa = "(not installed)"
+        print(f"npa {npa}, Shell API {ABI_MAJOR}.{ABI_MINOR}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(_version_: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                         help="Print npa's and the Shell API's versions.")) -> None:
+    """NPA: sandboxed WebAssembly vNIC plugins."""
+
+
 def main() -> None:
+    """Exit status as grep and diff use it: 0 success, 1 a negative verdict (loss, not
+    conformant, a fault, a refused image), 2 the input or the usage was wrong. Every error is one
+    `npa: error:` line; the usage box only for --help."""
+    try:  # typer vendors its click; older typers use click itself
+        from typer._click import exceptions as cx
+    except ImportError:
+        from click import exceptions as cx
+
     try:
-        app()
+        code = app(standalone_mode=False, prog_name="npa")
+    except typer.Exit as e:
+        code = e.exit_code
+    except cx.NoArgsIsHelpError:
+        code = 2  # the help was printed
+    except cx.UsageError as e:
+        where = f" ({e.ctx.command_path})" if e.ctx is not None else ""
+        print(f"npa: error: {e.format_message()}{where}", file=sys.stderr)
+        code = 2
+    except typer.Abort:
+        print("npa: error: interrupted", file=sys.stderr)
+        code = 130
     except NpaError as e:  # a last net: every user-facing error is one line
         print(f"npa: error: {e}", file=sys.stderr)
-        sys.exit(1)
+        code = 1
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":
