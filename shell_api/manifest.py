@@ -123,7 +123,7 @@ class PluginToml(BaseModel):
     name: str = Field(pattern=NAME_PATTERN)
     version: str = Field(pattern=VERSION_PATTERN)
     vendor: str = Field(default="", max_length=128)
-    abi: str = f"{ABI_MAJOR}.{ABI_MINOR}"
+    abi: str  # required: the Shell API major.minor the plugin was written for
     devices: list[str] = Field(min_length=1)
     features: list[str] = []
     cflags: list[str] = []

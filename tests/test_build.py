@@ -24,7 +24,7 @@ def test_building_twice_from_different_places_gives_identical_bytes(tmp_path):
 def _vendor_tree(tmp_path, source: str, toml: str | None = None):
     d = tmp_path / "plugins-src" / "acme"
     d.mkdir(parents=True)
-    (d / "plugin.toml").write_text(toml or 'name = "acme"\nversion = "1.0.0"\ndevices = ["abcd:0001"]\n')
+    (d / "plugin.toml").write_text(toml or 'name = "acme"\nversion = "1.0.0"\nabi = "1.0"\ndevices = ["abcd:0001"]\n')
     (d / "acme.c").write_text(source)
     return d
 
@@ -51,7 +51,7 @@ def test_compile_error_shows_the_compilers_diagnostics_and_exits_1(tmp_path):
 
 
 def test_bad_manifest_names_the_field(tmp_path):
-    _vendor_tree(tmp_path, GOOD_C, 'name = "acme"\nversion = "1.0.0"\ndevices = ["zz:01"]\n')
+    _vendor_tree(tmp_path, GOOD_C, 'name = "acme"\nversion = "1.0.0"\nabi = "1.0"\ndevices = ["zz:01"]\n')
     r = npa("build", cwd=tmp_path)
     assert r.returncode == 1
     assert "field 'devices'" in r.stderr and "Traceback" not in r.stderr
@@ -71,3 +71,13 @@ def test_plugin_calling_libc_fails_to_link_naming_the_symbol(tmp_path):
 def test_unknown_plugin_name(tmp_path):
     r = npa("build", "nosuch", cwd=tmp_path)
     assert r.returncode == 1 and "nosuch: no plugin.toml" in r.stderr
+
+
+def test_exit_status_tells_usage_errors_from_verdicts():
+    for args in (["run", "--packets", "0"], ["run", "--vms", "1"], ["no-such-command"],
+                 ["inspect", "plugins-wasm/nullvf.wasm", "--base", "-1"]):
+        r = npa(*args)
+        assert r.returncode == 2 and r.stderr.startswith("npa: error: "), (args, r.stderr)
+        assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+    r = npa("--version")
+    assert r.returncode == 0 and "Shell API 1.1" in r.stdout

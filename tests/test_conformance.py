@@ -3,6 +3,9 @@ on the check that names the rule it breaks, and on no check a correct driver wou
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -148,3 +151,17 @@ def test_the_whole_suite_is_bounded_in_time_whatever_the_plugin_does(tmp_path):
     assert time.monotonic() - t0 < 2.0 + 1.5  # the budget, one call's deadline, the teardown
     out_of_time = [c for c in result.checks if "out of time" in c.reason]
     assert out_of_time and not result.ok
+
+
+def test_certification_ignores_the_callers_pytest_setup(tmp_path):
+    """PYTEST_ADDOPTS, a pytest.ini and a conftest.py beside the image change nothing."""
+    (tmp_path / "pytest.ini").write_text("[pytest]\naddopts = -k static\n")
+    (tmp_path / "conftest.py").write_text("raise SystemExit('not this conftest')\n")
+    image = tmp_path / "ixgbevf.wasm"
+    image.write_bytes((ROOT / "plugins-wasm" / "ixgbevf.wasm").read_bytes())
+    env = {**os.environ, "PYTEST_ADDOPTS": "-k static -x", "PYTEST_PLUGINS": "no_such_plugin"}
+    r = subprocess.run([sys.executable, "-c", "from cli.main import main; main()", "conformance",
+                        str(image), "--json", str(tmp_path / "r.json")], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert len(json.loads((tmp_path / "r.json").read_text())["checks"]) == 36

@@ -333,3 +333,13 @@ def test_storm_control_follows_the_policy(tmp_path):
     assert h.vms[0].vf.port.stats.storm == 0 and h.vms[1].sink.unexpected == sent
     with pytest.raises(PolicyError, match="storm_control"):
         policy('[vm.vm0]\nstorm_control = { broadcast_pps = "many" }\n', tmp_path)
+
+
+def test_policy_types_are_strict_and_a_mac_belongs_to_one_vm(tmp_path):
+    for text, words in (('[vm.vm0]\ntrust = "yes"\n', "field 'trust'"),
+                        ('[vm.vm0]\nspoofchk = "off"\n', "field 'spoofchk'"),
+                        ('[vm.vm0]\nvlan = "100"\n', "field 'vlan'"),
+                        ('[vm.vm0]\nmac = "02:00:00:00:00:09"\n[vm.vm1]\nmac = "02:00:00:00:00:09"\n',
+                         "is vm.vm0's too")):
+        with pytest.raises(PolicyError, match=words):
+            policy(text, tmp_path)

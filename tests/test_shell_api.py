@@ -87,12 +87,13 @@ def test_manifest_decode_names_the_field():
 
 
 @pytest.mark.parametrize("toml, field", [
-    ('name = "Bad Name"\nversion = "0.1.0"\ndevices = ["8086:10ed"]', "name"),
-    ('name = "ok"\nversion = "0.1.0"\ndevices = ["8086"]', "devices"),
-    ('name = "ok"\nversion = "0.1.0"\ndevices = ["8086:10ed"]\nfeatures = ["warp"]', "features"),
+    ('name = "Bad Name"\nversion = "0.1.0"\nabi = "1.0"\ndevices = ["8086:10ed"]', "name"),
+    ('name = "ok"\nversion = "0.1.0"\nabi = "1.0"\ndevices = ["8086"]', "devices"),
+    ('name = "ok"\nversion = "0.1.0"\nabi = "1.0"\ndevices = ["8086:10ed"]\nfeatures = ["warp"]', "features"),
     ('name = "ok"\nversion = "0.1.0"\ndevices = ["8086:10ed"]\nabi = "one"', "abi"),
-    ('name = "ok"\nversion = "0.1.0"\ndevices = []', "devices"),
-    ('name = "ok"\nversion = "0.1.0"\ndevices = ["8086:10ed"]\ncolour = 1', "colour"),
+    ('name = "ok"\nversion = "0.1.0"\ndevices = ["8086:10ed"]', "abi"),  # abi is required
+    ('name = "ok"\nversion = "0.1.0"\nabi = "1.0"\ndevices = []', "devices"),
+    ('name = "ok"\nversion = "0.1.0"\nabi = "1.0"\ndevices = ["8086:10ed"]\ncolour = 1', "colour"),
 ])
 def test_plugin_toml_errors_name_the_field(tmp_path, toml, field):
     p = tmp_path / "plugin.toml"

@@ -103,7 +103,7 @@ def test_zig_plugin_builds_identically_from_different_places(tmp_path):
 def test_zig_compile_errors_reach_the_user(tmp_path):
     d = tmp_path / "plugins-src" / "broken"
     d.mkdir(parents=True)
-    (d / "plugin.toml").write_text('name = "broken"\nversion = "1.0.0"\ndevices = ["abcd:0001"]\n')
+    (d / "plugin.toml").write_text('name = "broken"\nversion = "1.0.0"\nabi = "1.0"\ndevices = ["abcd:0001"]\n')
     (d / "broken.zig").write_text("export fn npa_init(cfg: u32) i32 { return undefined_name; }\n")
     r = npa("build", "broken", cwd=tmp_path)
     assert r.returncode == 1

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import re
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -121,6 +122,25 @@ class _Collector:
             self.progress(len([r for r in self.results.values() if r.group != "suite"]), self.total, res)
 
 
+@contextmanager
+def _hermetic():
+    """Certify the same thing everywhere: the caller's PYTEST_ADDOPTS and installed pytest
+    plugins do not reach the suite's pytest (nor do ini files: `-c` names an empty one)."""
+    saved = {k: os.environ.get(k) for k in ("PYTEST_ADDOPTS", "PYTEST_PLUGINS",
+                                              "PYTEST_DISABLE_PLUGIN_AUTOLOAD")}
+    for k in ("PYTEST_ADDOPTS", "PYTEST_PLUGINS"):
+        os.environ.pop(k, None)
+    os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def run(target: Target, *, junit: str | Path | None = None, select: str | None = None,
         progress: Callable[[int, int, CheckResult], None] | None = None,
         budget_s: float = SUITE_BUDGET_S) -> SuiteResult:
@@ -141,7 +161,8 @@ def run(target: Target, *, junit: str | Path | None = None, select: str | None =
         args += ["-k", select]
     t0 = time.perf_counter()
     start_clock(budget_s)
-    code = pytest.main(args, plugins=[collector])
+    with _hermetic():
+        code = pytest.main(args, plugins=[collector])
     m = target.report.manifest
     return SuiteResult(str(target.path), f"{m.name} {m.version}" if m else "?", target.model,
                        target.model_note, list(collector.results.values()),

@@ -27,7 +27,8 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError,
+                      field_validator, model_validator)
 
 from runtime.sandbox import NpaError
 
@@ -68,25 +69,25 @@ class Rules(BaseModel):
     """One VM's rules; every field has a safe default."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    macs: tuple[str, ...] = ()
-    trust: bool = False
-    spoofchk: bool = True
-    vlan: int = Field(0, ge=0, le=4094)
-    guest_vlans: tuple[int, ...] = ()
-    max_mtu: int = Field(1500, ge=68, le=9702)
-    multicast_limit: int = Field(16, ge=0, le=4096)
+    macs: tuple[StrictStr, ...] = ()
+    trust: StrictBool = False  # strict: "yes" is not a boolean, "100" not a number
+    spoofchk: StrictBool = True
+    vlan: StrictInt = Field(0, ge=0, le=4094)
+    guest_vlans: tuple[StrictInt, ...] = ()
+    max_mtu: StrictInt = Field(1500, ge=68, le=9702)
+    multicast_limit: StrictInt = Field(16, ge=0, le=4096)
     state: Literal["auto", "enable", "disable"] = "auto"
     # The data-path watchdog: a plugin that leaves work the device could do untouched this long
     # (device time) is faulted, as Linux's netdev TX timeout and ENA's keep-alive do.
-    watchdog_us: int = Field(5000, ge=100, le=10_000_000)
+    watchdog_us: StrictInt = Field(5000, ge=100, le=10_000_000)
     storm_control: StormControl = StormControl()
     # Fair shares of the single-threaded host: a plugin using more fuel per poll than this, on
     # average over a window of polls, is polled less (every N host steps, so that it gets about
     # this much per step); over it for `fair_strikes` windows in a row, it is faulted. The
     # bundled plugins use under 150,000 per poll at full load.
-    fuel_per_step: int = Field(1_000_000, ge=10_000, le=10**12)
-    fair_window_polls: int = Field(16, ge=1, le=100_000)
-    fair_strikes: int = Field(3, ge=1, le=1000)
+    fuel_per_step: StrictInt = Field(1_000_000, ge=10_000, le=10**12)
+    fair_window_polls: StrictInt = Field(16, ge=1, le=100_000)
+    fair_strikes: StrictInt = Field(3, ge=1, le=1000)
 
     @model_validator(mode="before")
     @classmethod
@@ -137,6 +138,13 @@ class Policy:
         self._default = _rules(source, text, "defaults", self.defaults)
         self.rules = {name: _rules(source, text, f"vm.{name}", {**self.defaults, **table})
                       for name, table in (vms or {}).items()}
+        owner: dict[int, str] = {}
+        for name, rules in self.rules.items():  # a MAC belongs to one VM: two would lose frames
+            for mac in rules.mac_ints:
+                if mac in owner:
+                    raise PolicyError(f"{source}:{_line_of(text, f'vm.{name}', 'mac') or '?'}: "
+                                      f"[vm.{name}] field 'mac': {format_mac(mac)} is vm.{owner[mac]}'s too")
+                owner[mac] = name
 
     def for_vm(self, name: str) -> Rules:
         return self.rules.get(name, self._default)
