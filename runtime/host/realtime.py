@@ -113,7 +113,7 @@ class RealtimeHost:
         """Until `stop()`: step while busy, else wait for the uplink, `others` (objects with
         fileno() and ready()) or the idle timeout. `tick()` runs between waits (live display)."""
         link = self.nic.uplink.fileno()
-        waits = [x for x in ([link] if link is not None else [])]
+        waits = [link] if link is not None else []
         others = others or []
         while not stop():
             for _ in range(BUSY_STEPS):

@@ -176,7 +176,7 @@ class Hypervisor:
             return
         if now - p.progress_us <= p.rules.watchdog_us:
             return
-        waiting = shell.waiting(rec)
+        waiting = shell.waiting()
         if vm.vf.port.pending() and shell.pool.posted():
             waiting += vm.vf.port.pending()
         if waiting:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from time import perf_counter
 from typing import Callable, Protocol
 
 import numpy as np
@@ -59,7 +58,6 @@ class Shell:
         self.reaper = Reaper(self.pool, self.rings, mtu, self.stats, self.refused)
         self.record = None  # the VF's DMA record while a driver of the VF is attached
         self.fuel = 0  # fuel the plugin's export calls used, all told (the fairness account)
-        self.call_s = 0.0  # and wall time
         self.driver: Driver | None = None
         self.rx_buffers = frames // 2  # at most this many frames posted for RX at a time
         # With an emulated path to fall back to, TX frames the device never read when a plugin
@@ -149,14 +147,12 @@ class Shell:
         if self.driver is None:  # dropped for a fault a moment ago: never called again
             return -Status.DEVICE
         fn = getattr(self.driver, name)
-        t0 = perf_counter()
         try:
             return fn(*args)
         except (PluginFault, RingError) as e:
             self._fault(str(e))
             return -Status.DEVICE
         finally:
-            self.call_s += perf_counter() - t0
             if (meter := getattr(fn, "fuel_used", None)) is not None:
                 self.fuel += meter()
 
@@ -345,10 +341,13 @@ class Shell:
         return Frames.empty() if ent is None else self.reaper.rx(ent)
 
     # -- accounting ----------------------------------------------------------------------------
-    def waiting(self, rec) -> int:
+    def waiting(self) -> int:
         """Frames the device could move that nobody moved: TX frames handed over that the
-        device has not read, RX frames it wrote that the plugin has not handed back."""
-        state = self.pool.state
+        device has not read, RX frames it wrote that the plugin has not handed back (0 without
+        a VF's record)."""
+        rec, state = self.record, self.pool.state
+        if rec is None:
+            return 0
         return int(((state == TX) & ~rec.was_read(slice(None))).sum()
                    + ((state == FILL) & rec.was_written(slice(None))).sum())
 
