@@ -210,6 +210,9 @@ def run(
     policy: Optional[Path] = typer.Option(None, "--policy", help="Policy file (TOML) the "
                                           "hypervisor enforces; see `npa policy check`."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    as_json: Optional[str] = typer.Option(None, "--json", help="Also write the result as JSON "
+                                          "(schema npa.run/1) to this file; '-': to stdout, "
+                                          "instead of the tables."),
 ) -> None:
     """Run VM-to-VM traffic through the plugin, the NIC model and its switch; exit 0 only if
     nothing was lost, duplicated, reordered or corrupted and every frame is back with its shell.
@@ -220,6 +223,7 @@ def run(
 
     if nic not in MODELS:
         fail(f"--nic {nic}: unknown NIC model (known: {', '.join(MODELS)})")
+    _check_json_dest(as_json)
     try:
         sizes = size_schedule(size)
     except ValueError as e:
@@ -252,7 +256,40 @@ def run(
         fail(f"{path}: {e}")
     except OSError as e:
         fail(f"{e.filename}: {e.strerror}")
-    raise typer.Exit(runner.verdict(host, runner.report(host, seconds, modes=policy is not None)))
+    if as_json == "-":
+        import contextlib
+        import io
+        with contextlib.redirect_stdout(io.StringIO()):
+            problems = runner.report(host, seconds, modes=policy is not None)
+        code = 0 if not problems and host.clean() else 1
+    else:
+        problems = runner.report(host, seconds, modes=policy is not None)
+        code = runner.verdict(host, problems)
+    if as_json:
+        _write_json(as_json, runner.summary(host, seconds, problems))
+    raise typer.Exit(code)
+
+
+def _check_json_dest(dest: str | None) -> None:
+    """Refuse a --json path that cannot be written before any work is done."""
+    if dest in (None, "-"):
+        return
+    p = Path(dest)
+    if p.is_dir() or not p.parent.is_dir():
+        fail(f"--json {dest}: " + ("a directory, not a file" if p.is_dir()
+                                   else f"no directory {p.parent}"), 2)
+
+
+def _write_json(dest: str, data: dict) -> None:
+    """`--json PATH|-`: the document, to a file or stdout; one error line if the path fails."""
+    text = json.dumps(data, indent=2)
+    if dest == "-":
+        print(text)
+        return
+    try:
+        Path(dest).write_text(text + "\n")
+    except OSError as e:
+        fail(f"--json {dest}: {e.strerror}", 2)
 
 
 @app.command()
@@ -307,10 +344,13 @@ def policy_check(
     file: Path = typer.Argument(..., help="Policy file (TOML)."),
     vms: int = typer.Option(0, "--vms", min=0, help="Also show the rules of vm0..vmN-1 not "
                             "listed in the file (they get the defaults)."),
+    as_json: Optional[str] = typer.Option(None, "--json", help="Write the resolved rules as JSON "
+                                          "(schema npa.policy/1) to this file; '-': to stdout."),
 ) -> None:
     """Validate a policy file and print it resolved, VM by VM (defaults applied)."""
     from runtime.hypervisor import Policy
 
+    _check_json_dest(as_json)
     try:
         pol = Policy.load(file)
     except NpaError as e:
@@ -324,7 +364,11 @@ def policy_check(
                   "on" if r.spoofchk else "off", str(r.vlan or "-"),
                   ", ".join(map(str, r.guest_vlans)) or "-", str(r.max_mtu),
                   str(r.multicast_limit), r.state)
-    out.print(t)
+    if as_json:
+        _write_json(as_json, {"schema": "npa.policy/1", "file": str(file),
+                              "vms": {n: pol.for_vm(n).model_dump(mode="json") for n in names}})
+    if as_json != "-":
+        out.print(t)
 
 
 @app.command()

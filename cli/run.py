@@ -119,6 +119,35 @@ def _modes(host: Host, every: bool) -> None:
         out.print(t)
 
 
+def summary(host: Host, seconds: float, problems: list[str]) -> dict:
+    """`npa run --json`: schema npa.run/1, one object."""
+    from dataclasses import asdict
+    vms = []
+    for vm in host.vms:
+        checks = vm.sink.check.values()
+        vms.append({
+            "name": vm.name, "mac": format_mac(vm.mac),
+            "data_path": host.hv.mode(vm) if host.managed else "driver",
+            "sent": sum(f.sent for f in vm.gen.flows),
+            "received": sum(c.received for c in checks),
+            "lost": sum(vm.sink.lost(fid) for fid in vm.sink.check),
+            "duplicated": sum(c.duplicates for c in checks),
+            "reordered": sum(c.reordered for c in checks),
+            "corrupted": sum(c.corrupted for c in checks),
+            "refused": dict(vm.shell.refused),
+            "faults": [e.reason for e in vm.shell.events if e.kind == "fault"],
+            "modes": [asdict(c) for c in host.hv.modes(vm)] if host.managed else [],
+        })
+    frames = sum(vm.sink.frames for vm in host.vms)
+    return {"schema": "npa.run/1", "clean": not problems and host.clean(),
+            "nic": host.nic.model.MODEL, "plugin": host.report.manifest.name,
+            "frames": frames, "seconds": round(seconds, 4),
+            "mpps": round(frames / seconds / 1e6, 4) if seconds > 0 else None,
+            "problems": problems, "vms": vms,
+            "vfs": [{"name": vf.name, "pci_id": vf.pci_id, **asdict(vf.stats), "port": asdict(vf.port.stats)}
+                    for vf in host.nic.vfs]}
+
+
 def verdict(host: Host, problems: list[str]) -> int:
     if problems or not host.clean():
         for p in problems or ["run not clean"]:

@@ -81,3 +81,18 @@ def test_exit_status_tells_usage_errors_from_verdicts():
         assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
     r = npa("--version")
     assert r.returncode == 0 and "Shell API 1.1" in r.stdout
+
+
+def test_json_output_of_run_and_policy_check(tmp_path):
+    import json
+    r = npa("run", "--packets", "300", "-q", "--json", "-")
+    doc = json.loads(r.stdout)
+    assert r.returncode == 0 and doc["schema"] == "npa.run/1" and doc["clean"] is True
+    assert doc["frames"] == 600 and [v["lost"] for v in doc["vms"]] == [0, 0]
+    pol = tmp_path / "p.toml"
+    pol.write_text("[vm.vm0]\nvlan = 5\n")
+    r = npa("policy", "check", str(pol), "--vms", "2", "--json", str(tmp_path / "p.json"))
+    doc = json.loads((tmp_path / "p.json").read_text())
+    assert r.returncode == 0 and doc["schema"] == "npa.policy/1" and doc["vms"]["vm0"]["vlan"] == 5
+    r = npa("run", "--json", str(tmp_path / "no" / "such" / "dir.json"))
+    assert r.returncode == 2 and r.stderr.startswith("npa: error: --json") and "Traceback" not in r.stderr
