@@ -148,7 +148,9 @@ def test_the_whole_suite_is_bounded_in_time_whatever_the_plugin_does(tmp_path):
     slow = build_broken(tmp_path, ["SLOW_POLLS"])["SLOW_POLLS"]
     t0 = time.monotonic()
     result = run(Target.open(slow), budget_s=2.0)
-    assert time.monotonic() - t0 < 2.0 + 1.5  # the budget, one call's deadline, the teardown
+    # it stops at the budget, not after its thousands of slow polls (minutes); the slack is for
+    # a loaded machine, not a measurement
+    assert time.monotonic() - t0 < 2.0 + 10
     out_of_time = [c for c in result.checks if "out of time" in c.reason]
     assert out_of_time and not result.ok
 
