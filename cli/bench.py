@@ -11,10 +11,11 @@ from rich.table import Table
 
 from runtime.sandbox import NpaError
 
+from .resources import bundled
 from .run import out
 
 app = typer.Typer(help="Benchmarks (ratios against a same-run baseline).", no_args_is_help=True)
-DEFAULT_IMAGE = Path(__file__).resolve().parent.parent / "plugins-wasm" / "nullvf.wasm"
+DEFAULT_IMAGE = bundled("plugins-wasm") / "nullvf.wasm"
 
 
 def _per_call(fn, n: int) -> float:
@@ -245,7 +246,7 @@ def noisy(
     packets: int = typer.Option(100_000, min=1000, help="Frames per direction per pair."),
     spin: int = typer.Option(1_500_000, min=1, help="Loop rounds the greedy plugin burns per poll "
                              "(about 11 instructions each)."),
-    src: Path = typer.Option(DEFAULT_IMAGE.parent.parent / "plugins-src", help="Where the "
+    src: Path = typer.Option(bundled("plugins-src"), help="Where the "
                              "ixgbevf source lives (the greedy plugin is built from it)."),
 ) -> None:
     """One greedy plugin beside well-behaved VMs: their throughput with fair shares of the

@@ -15,6 +15,7 @@ from runtime.sandbox import (ImageReport, LoadError, NpaError, PluginFault, Regi
 from shell_api import ABI_MAJOR, ABI_MINOR, LIMIT, ManifestError
 
 from . import bench, toolchain
+from .resources import bundled
 from . import run as runner
 
 app = typer.Typer(
@@ -184,7 +185,7 @@ def _print_report(path: Path, rep: ImageReport, placement: dict | None) -> None:
     out.print(lt)
 
 
-BUNDLED = Path(__file__).resolve().parent.parent / "plugins-wasm"
+BUNDLED = bundled("plugins-wasm")
 
 
 @app.command()

@@ -1,0 +1,55 @@
+"""npa installed from a wheel, used from a directory that is not this checkout: the bundled
+images, example sources, headers and ABI.md come with the package."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from helpers import ROOT
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    """The wheel `pip wheel` builds from this checkout, unpacked into a target directory that
+    stands first on the path (its dependencies come from this environment)."""
+    tmp = tmp_path_factory.mktemp("wheel")
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    subprocess.run([*pip, "wheel", "--no-deps", "-w", str(tmp / "dist"), str(ROOT)], check=True,
+                   capture_output=True, timeout=600)
+    wheel = next((tmp / "dist").glob("npa-*.whl"))
+    subprocess.run([*pip, "install", "--no-deps", "--target", str(tmp / "site"), str(wheel)],
+                   check=True, capture_output=True, timeout=600)
+    return tmp / "site"
+
+
+def npa_from(site, cwd, *args):
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    return subprocess.run([sys.executable, "-c", "from cli.main import main; main()", *args],
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_the_package_carries_images_sources_headers_and_the_reference(installed):
+    for path in ("cli/bundled/plugins-wasm/ixgbevf.wasm", "cli/bundled/plugins-src/mlx5/mlx5.zig",
+                 "shell_api/include/npa_shell.h", "shell_api/include/npa_shell.zig", "shell_api/ABI.md"):
+        assert (installed / path).is_file(), path
+
+
+def test_every_command_works_from_anywhere(installed, tmp_path):
+    check = subprocess.run([sys.executable, "-c", "import cli; print(cli.__file__)"], cwd=tmp_path,
+                           env={**os.environ, "PYTHONPATH": str(installed)}, capture_output=True,
+                           text=True)
+    assert check.stdout.startswith(str(installed))  # not this checkout
+    r = npa_from(installed, tmp_path, "run", "--packets", "1000", "-q")
+    assert r.returncode == 0, r.stderr
+    image = installed / "cli" / "bundled" / "plugins-wasm" / "mlx5.wasm"
+    r = npa_from(installed, tmp_path, "conformance", "-q", str(image))
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = npa_from(installed, tmp_path, "new", "acme", "--lang", "zig", "--nic", "vmxnet3")
+    assert r.returncode == 0, r.stderr
+    r = npa_from(installed, tmp_path, "build", "acme")
+    assert r.returncode == 0 and (tmp_path / "plugins-wasm" / "acme.wasm").is_file(), r.stderr
+    r = npa_from(installed, tmp_path, "--version")
+    assert r.returncode == 0 and "Shell API 1.1" in r.stdout
