@@ -248,8 +248,10 @@ def run(
         fail(f"{path}: {e.strerror}")
     try:
         rules = Policy.load(policy) if policy else None
+        if rules is not None:
+            rules.check_vms(vms)
     except NpaError as e:
-        fail(str(e))
+        fail(str(e), 2)
     try:
         host, seconds = runner.run(data, vms=vms, vfs=vfs, packets=packets, sizes=sizes, model=nic,
                                    pcap=pcap, switch=switch, uplink=uplink, quiet=quiet, policy=rules)
@@ -328,6 +330,8 @@ def host(
     try:
         path = image_for(plugins, MODELS[nic])
         rules = Policy.load(policy) if policy else None
+        if rules is not None:
+            rules.check_vms(vms)
         report = analyse(path.read_bytes())
         box = SriovNic(nic, vfs or max(4, vms), uplink=uplink)
         rt = RealtimeHost(box, report, vms, ip, policy=rules)
@@ -354,8 +358,10 @@ def policy_check(
     _check_json_dest(as_json)
     try:
         pol = Policy.load(file)
+        if vms:
+            pol.check_vms(vms)
     except NpaError as e:
-        fail(str(e))
+        fail(str(e), 2)
     names = list(pol.rules) + [f"vm{i}" for i in range(vms) if f"vm{i}" not in pol.rules]
     t = Table("vm", "mac", "trust", "spoofchk", "port vlan", "guest vlans", "max mtu",
               "multicast", "state", title=f"{file}: valid", title_justify="left")

@@ -192,7 +192,7 @@ def test_npa_policy_check_prints_the_resolved_policy_and_refuses_bad_files(tmp_p
     assert "vm0" in r.stdout and "vm1" in r.stdout and "9000" in r.stdout and "(assigned)" in r.stdout
     f.write_text("[vm.vm0]\nvlan = -1\n")
     r = npa("policy", "check", str(f))
-    assert r.returncode == 1 and r.stderr.startswith(f"npa: error: {f}:2: [vm.vm0] field 'vlan'")
+    assert r.returncode == 2 and r.stderr.startswith(f"npa: error: {f}:2: [vm.vm0] field 'vlan'")
 
 
 # -- the emulated path and switching -------------------------------------------------------------
@@ -265,7 +265,7 @@ def test_npa_run_with_a_policy_shows_mode_changes_and_drop_counters(tmp_path):
         assert text in r.stdout
     f.write_text("[vm.vm0]\nvlan = x\n")
     r = npa("run", "--policy", str(f), "-q")
-    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
 
 
 def test_link_state_disable_cuts_the_vf_off_and_tells_the_guest(tmp_path):
@@ -343,3 +343,11 @@ def test_policy_types_are_strict_and_a_mac_belongs_to_one_vm(tmp_path):
                          "is vm.vm0's too")):
         with pytest.raises(PolicyError, match=words):
             policy(text, tmp_path)
+
+
+def test_a_policy_table_for_a_vm_the_host_does_not_have_is_refused(tmp_path):
+    f = tmp_path / "p.toml"
+    f.write_text("[vm.vm0]\ntrust = false\n\n[vm.vm7]\ntrust = true\n")
+    for args in (["run", "--policy", str(f), "-q"], ["policy", "check", str(f), "--vms", "2"]):
+        r = npa(*args)
+        assert r.returncode == 2 and r.stderr.strip() == f"npa: error: {f}:4: [vm.vm7]: no such VM (this host has vm0..vm1)"

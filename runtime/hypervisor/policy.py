@@ -131,7 +131,7 @@ class Policy:
 
     def __init__(self, defaults: dict | None = None, vms: dict[str, dict] | None = None,
                  source: str = "built-in defaults", text: str = ""):
-        self.defaults, self.source = dict(defaults or {}), source
+        self.defaults, self.source, self.text = dict(defaults or {}), source, text
         if {"mac", "macs"} & self.defaults.keys():
             raise PolicyError(f"{source}:{_line_of(text, 'defaults', 'mac') or '?'}: [defaults]: "
                               "a MAC belongs to one VM, not to all")
@@ -148,6 +148,15 @@ class Policy:
 
     def for_vm(self, name: str) -> Rules:
         return self.rules.get(name, self._default)
+
+    def check_vms(self, count: int) -> None:
+        """Every [vm.NAME] table names one of the host's VMs, vm0..vm{count-1}: a typo would
+        otherwise leave a VM on the defaults, silently."""
+        known = {f"vm{i}" for i in range(count)}
+        for name in self.rules:
+            if name not in known:
+                raise PolicyError(f"{self.source}:{_line_of(self.text, f'vm.{name}', '') or '?'}: "
+                                  f"[vm.{name}]: no such VM (this host has vm0..vm{count - 1})")
 
     @classmethod
     def load(cls, path: str | Path) -> "Policy":
