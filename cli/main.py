@@ -420,8 +420,30 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(_version_: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                         help="Print npa's and the Shell API's versions.")) -> None:
+                                         help="Print npa's and the Shell API's versions."),
+          verbose: bool = typer.Option(False, "--verbose", "-v", help="Log at info level."),
+          log_level: str = typer.Option("warning", "--log-level", help="error, warning, info or "
+                                        "debug: plugin log lines (tagged with their VM and plugin) "
+                                        "and the runtime's refusals, on stderr."),
+          log_file: Optional[Path] = typer.Option(None, "--log", help="Also append log lines to "
+                                                  "this file.")) -> None:
     """NPA: sandboxed WebAssembly vNIC plugins."""
+    import logging
+    levels = {"error": logging.ERROR, "warning": logging.WARNING, "info": logging.INFO,
+              "debug": logging.DEBUG}
+    if log_level not in levels:
+        raise typer.BadParameter(f"{log_level!r}: use {', '.join(levels)}", param_hint="--log-level")
+    logger = logging.getLogger("npa")
+    logger.setLevel(logging.INFO if verbose and log_level == "warning" else levels[log_level])
+    handlers = [logging.StreamHandler(sys.stderr)]
+    if log_file is not None:
+        try:
+            handlers.append(logging.FileHandler(log_file))
+        except OSError as e:
+            fail(f"--log {log_file}: {e.strerror}", 2)
+    for h in handlers:
+        h.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(h)
 
 
 def main() -> None:

@@ -162,3 +162,14 @@ def test_inspect_json_on_the_bundled_plugin():
 def test_inspect_missing_file():
     r = npa("inspect", "no/such.wasm")
     assert r.returncode == 1 and r.stderr.strip() == "npa: error: no/such.wasm: No such file or directory"
+
+
+def test_plugin_log_lines_name_their_vm_and_plugin(caplog):
+    import logging
+    box = Sandbox(RegionPlan(), bar=NullVf())
+    box.host.tag = "vm3 nullvf"
+    plugin = box.load(NULLVF.read_bytes())
+    dp = datapath.setup(box, plugin.manifest, ring_size=64)
+    with caplog.at_level(logging.INFO, logger="npa"):
+        assert plugin.npa_init(dp.cfg_addr) == Status.OK
+    assert "vm3 nullvf: nullvf: data path up" in caplog.messages

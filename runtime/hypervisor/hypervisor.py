@@ -128,6 +128,7 @@ class Hypervisor:
         p.host.send(VfOffer(vf=vm.vf.index, pci_id=vm.vf.pci_id, bar0_size=vm.vf.SIZE))
         try:
             if p.plugin is None:
+                vm.box.host.tag = f"{vm.name} {p.report.manifest.name}"  # its log lines say whose
                 p.plugin = vm.box.load(p.report)
         except (LoadError, PluginFault) as e:
             self._switch(vm, EMULATED, p.emulated, f"plugin refused: {e}")
