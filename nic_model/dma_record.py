@@ -19,10 +19,27 @@ import numpy as np
 NONE, READ, WRITE = 0, 1, 2  # what a frame is granted for
 
 
+def frame_index(addrs: np.ndarray, base: int, frame_size: int, frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """(frame index, whether the address is the start of a frame of the pool at `base`), in
+    unsigned 64-bit arithmetic (nothing wraps into the pool); index 0 where it is not."""
+    a = np.asarray(addrs).astype(np.uint64)
+    off = a - np.uint64(base)  # wraps below the pool: refused by the first test
+    inside = (a >= np.uint64(base)) & (off < np.uint64(frame_size * frames))
+    off = np.where(inside, off, 0).astype(np.int64)
+    ok = inside & (off % frame_size == 0)
+    return np.where(ok, off // frame_size, 0), ok
+
+
+def oldest_first(values: np.ndarray, pending: np.ndarray) -> int:
+    """How many of `values` (in the order they came) are, one after the other, the smallest of
+    `pending` (sorted): the prefix that keeps an order; the rest came out of it."""
+    match = values == pending[:len(values)]
+    return len(values) if match.all() else int(np.argmin(match))
+
+
 class FrameRecord:
     def __init__(self, base: int, frame_size: int, frames: int):
         self.base, self.frame_size, self.frames = base, frame_size, frames
-        self.end = base + frame_size * frames
         self.grant = np.zeros(frames, np.int8)
         self.read_at = np.full(frames, -1, np.int64)  # position of the read since the grant
         self.written_at = np.full(frames, -1, np.int64)  # position of the write since the grant
@@ -31,7 +48,6 @@ class FrameRecord:
         self.order = np.zeros(frames, np.int64)  # TX: the guest's order of a frame granted for reading
         self._mark = np.zeros(frames, np.int64)  # scratch: finds a frame used twice in a burst
         self.position = 0  # uses so far: the device's progress, for the watchdog
-        self.refused = 0  # accesses to the pool without a grant (also counted as DMA faults)
 
     # -- the shell's side: grants, as it hands frames over -------------------------------------
     def grant_read(self, idx: np.ndarray, order: np.ndarray) -> None:
@@ -57,20 +73,15 @@ class FrameRecord:
         self.failed[:] = False
 
     # -- the device's side --------------------------------------------------------------------
-    def in_pool(self, addrs: np.ndarray) -> np.ndarray:
-        a = np.asarray(addrs).astype(np.uint64)
-        return (a >= np.uint64(self.base)) & (a < np.uint64(self.end))
+    def _index(self, addrs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return frame_index(addrs, self.base, self.frame_size, self.frames)
 
     def allowed(self, addrs: np.ndarray, lens: np.ndarray, kind: int) -> np.ndarray:
         """Which pool accesses the grants allow: a frame's start, its length within the frame,
         the grant for `kind`, the frame once per burst. Addresses outside the pool: False."""
-        a = np.asarray(addrs).astype(np.uint64)
-        inside = self.in_pool(a)
-        off = np.where(inside, a - np.uint64(self.base), 0).astype(np.int64)
-        idx = off // self.frame_size
+        idx, ok = self._index(addrs)
         n = np.asarray(lens).astype(np.int64)
-        ok = inside & (off % self.frame_size == 0) & (n >= 0) & (n <= self.frame_size)
-        ok &= self.grant[idx] == kind
+        ok &= (n >= 0) & (n <= self.frame_size) & (self.grant[idx] == kind)
         sel = np.flatnonzero(ok)
         if len(sel) > 1:  # the same frame twice in one burst: only its first use
             order = np.arange(len(sel))
@@ -83,11 +94,7 @@ class FrameRecord:
     def _in_guest_order(self, idx: np.ndarray, ok: np.ndarray) -> np.ndarray:
         """The granted reads of a burst that come in the guest's order: each the oldest TX frame
         not read yet. From the first out of order on, none (they wait, unread)."""
-        pending = np.sort(self.order[self.grant == READ])
-        got = self.order[idx[ok]]
-        k = len(got)
-        match = got == pending[:k]
-        upto = k if match.all() else int(np.argmin(match))
+        upto = oldest_first(self.order[idx[ok]], np.sort(self.order[self.grant == READ]))
         keep = np.zeros(len(ok), bool)
         keep[np.flatnonzero(ok)[:upto]] = True
         return keep
@@ -96,7 +103,7 @@ class FrameRecord:
         """The device read (TX) or wrote (RX) these allowed frames, in this order."""
         if not len(addrs):
             return
-        idx = ((np.asarray(addrs).astype(np.uint64) - np.uint64(self.base)) // np.uint64(self.frame_size)).astype(np.int64)
+        idx, _ = self._index(addrs)
         at = self.position + np.arange(len(idx))
         self.position += len(idx)
         self.grant[idx] = NONE  # each grant is used once
@@ -110,7 +117,7 @@ class FrameRecord:
         """The device used these granted frames, and the IOMMU window refused (the hypervisor
         had unmapped the pool): it dropped them, as a NIC drops on a DMA fault."""
         if len(addrs):
-            idx = ((np.asarray(addrs).astype(np.uint64) - np.uint64(self.base)) // np.uint64(self.frame_size)).astype(np.int64)
+            idx, _ = self._index(addrs)
             self.grant[idx] = NONE
             self.failed[idx] = True
             self.position += len(idx)

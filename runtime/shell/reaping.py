@@ -17,6 +17,7 @@ from collections import Counter
 
 import numpy as np
 
+from nic_model.dma_record import frame_index, oldest_first
 from nic_model.frames import Frames, gather
 from shell_api import DESC_FLAGS
 
@@ -61,13 +62,8 @@ class Reaper:
     def claim(self, ent: np.ndarray, state: int, ring: str) -> tuple[np.ndarray, np.ndarray]:
         """Which entries name a pool frame that the plugin holds in `state` (first copy only)."""
         pool = self.pool
-        addr = ent["addr"].astype(np.uint64)  # unsigned: no value wraps below the pool
-        inside = (addr >= np.uint64(pool.base)) & (addr - np.uint64(pool.base) < np.uint64(pool.nframes * pool.frame_size))
-        off = np.where(inside, addr - np.uint64(pool.base), 0).astype(np.int64)
-        idx = off // pool.frame_size
-        ok = inside & (off % pool.frame_size == 0)
+        idx, ok = frame_index(ent["addr"], pool.base, pool.frame_size, pool.nframes)
         self.refuse(ring, "address outside the pool", ~ok)
-        idx = np.where(ok, idx, 0)
         held = ok & (pool.state[idx] == state)
         self.refuse(ring, "frame not held by the plugin", ok & ~held)
         sel = idx[held]
@@ -110,9 +106,7 @@ class Reaper:
         oldest not handed back yet. From the first out of order on, none."""
         rec, pool = self.record, self.pool
         pending = np.sort(rec.written_at[(pool.state == FILL) & (rec.written_at >= 0)])
-        got = rec.written_at[idx[written]]
-        match = got == pending[:len(got)]
-        upto = len(got) if match.all() else int(np.argmin(match))
+        upto = oldest_first(rec.written_at[idx[written]], pending)
         keep = np.zeros(len(written), bool)
         keep[np.flatnonzero(written)[:upto]] = True
         return keep
