@@ -4,7 +4,6 @@ from __future__ import annotations
 import signal
 import sys
 import time
-from pathlib import Path
 
 from rich.live import Live
 from rich.table import Table

@@ -11,7 +11,6 @@ from pathlib import Path
 import msgpack
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .abi import ABI_MAJOR, ABI_MINOR
 from .features import Feature
 from .limits import LIMIT
 

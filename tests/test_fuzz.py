@@ -26,7 +26,7 @@ from runtime.host import Host
 from runtime.hypervisor import Policy, PolicyError
 from runtime.sandbox import LoadError, PluginFault, Sandbox, analyse
 from runtime.shell import Shell
-from shell_api import GUEST_MEMORY_BASE, RING_DESC, RING_HDR, Status
+from shell_api import GUEST_MEMORY_BASE, RING_HDR, Status
 
 EXAMPLES = int(os.environ.get("NPA_FUZZ_EXAMPLES", "40"))
 COUNTS: Counter[str] = Counter()  # inputs tried per boundary, read by tests/conftest.py

@@ -52,6 +52,25 @@ def new_vm(cls, nic: SriovNic, i: int, mac: int, region: RegionPlan, *, ring_siz
     return cls(i, mac, vf, box, shell, **guest)
 
 
+def polls_now(hv: Hypervisor, vm: Vm, step: int) -> bool:
+    """A managed VM's data path is polled when it has work (an emulated one: every step),
+    unless the hypervisor holds an over-share plugin back this step."""
+    return (vm.shell.need_poll or hv.mode(vm) == EMULATED) and hv.may_poll(vm, step)
+
+
+def tick(nic: SriovNic, vms: list[Vm], hv: Hypervisor | None) -> None:
+    """The NIC's tick, then MSI-X messages to the shells, plugin log budgets refilled, and the
+    hypervisor's round (faults, watchdog, fair shares, control requests) when it manages them."""
+    nic.step()
+    for vm in vms:
+        if fired := vm.vf.take_msix():
+            vm.shell.interrupt(fired)
+        vm.box.host.refill_log_tokens()
+        if hv is not None:
+            hv.check_faults(vm)
+            hv.serve(vm)
+
+
 def pairs(n: int) -> list[tuple[int, int]]:
     """VM-to-VM flows, both ways: (0,1), (2,3), ...; an odd last VM pairs with VM 0."""
     out = []
@@ -132,19 +151,12 @@ class Host:
             if not self.managed:
                 if shell.need_poll:
                     vm.sink.receive(shell.poll())
-            elif (shell.need_poll or self.hv.mode(vm) == EMULATED) and self.hv.may_poll(vm, self.steps):
+            elif polls_now(self.hv, vm, self.steps):
                 vm.sink.receive(shell.poll())
 
     def run_nic(self) -> None:
         """The NIC's tick, then MSI-X messages to the shells and the hypervisor's round."""
-        self.nic.step()
-        for vm in self.vms:
-            if fired := vm.vf.take_msix():
-                vm.shell.interrupt(fired)
-            vm.box.host.refill_log_tokens()
-            if self.managed:
-                self.hv.check_faults(vm)
-                self.hv.serve(vm)
+        tick(self.nic, self.vms, self.hv if self.managed else None)
         self.steps += 1
 
     def moved(self) -> int:

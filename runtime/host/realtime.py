@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from nic_model.frames import Frames
 from nic_model.sriov import SriovNic
 from runtime.guest.stack import IpStack
-from runtime.hypervisor import EMULATED, Hypervisor, Policy, Vm
+from runtime.hypervisor import Hypervisor, Policy, Vm
 from runtime.sandbox import ImageReport, RegionPlan
 from runtime.shell import TX
 
-from .host import new_vm
+from .host import new_vm, polls_now, tick
 
 IDLE_WAIT_S = 0.2  # the longest an idle host sleeps between looks at its timers
 BUSY_STEPS = 64  # steps between two looks at the outside while busy
@@ -87,15 +87,9 @@ class RealtimeHost:
             if vm.outbox and shell.active:
                 sent = shell.transmit(Frames.from_bytes(vm.outbox[:shell.tx_room()]))
                 del vm.outbox[:sent]
-            if (shell.need_poll or self.hv.mode(vm) == EMULATED) and self.hv.may_poll(vm, self.steps):
+            if polls_now(self.hv, vm, self.steps):
                 self._deliver(vm, shell.poll())
-        self.nic.step()
-        for vm in self.vms:
-            if fired := vm.vf.take_msix():
-                vm.shell.interrupt(fired)
-            vm.box.host.refill_log_tokens()
-            self.hv.check_faults(vm)
-            self.hv.serve(vm)
+        tick(self.nic, self.vms, self.hv)
         self.steps += 1
 
     def _deliver(self, vm: NetVm, frames: Frames) -> None:
