@@ -132,7 +132,7 @@ class Host:
 
     # -- the loop ------------------------------------------------------------------------------
     def _window(self, vm: GuestVm) -> dict[int, int]:
-        return {f.id: self.window - (f.sent - self._sink_of[f.id].check[f.id].received)
+        return {f.id: self.window - (f.sent - self.received(f))
                 for f in vm.gen.flows}
 
     def step(self) -> None:
@@ -162,8 +162,12 @@ class Host:
     def moved(self) -> int:
         return sum(f.sent for f in self.flows) + sum(vm.sink.frames for vm in self.vms)
 
+    def received(self, flow: Flow) -> int:
+        """Frames of `flow` its destination's sink has received (good, first copies)."""
+        return self._sink_of[flow.id].check[flow.id].received
+
     def delivered(self) -> bool:
-        return all(f.sent == f.count and self._sink_of[f.id].check[f.id].received >= f.count
+        return all(f.sent == f.count and self.received(f) >= f.count
                    for f in self.flows)
 
     def run(self, progress: Callable[[int], None] | None = None) -> None:
