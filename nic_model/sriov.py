@@ -6,11 +6,12 @@ the hypervisor's only way to program the switch.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from .ixgbe import IxgbeVf
 from .mlx5 import Mlx5Vf
-from .switch import Switch
+from .switch import PortPolicy, Switch
 from .uplink import Uplink
 from .vf import Vf
 from .vmxnet3 import Vmxnet3Vf
@@ -84,6 +85,21 @@ class SriovNic:
     def set_vf_link(self, vf: Vf, up: bool) -> None:
         """`state enable|disable`: a disabled VF's link is down, nothing passes the switch."""
         self.switch.set_policy(vf.port, link=up)
+
+    def release_vf(self, vf: Vf) -> None:
+        """The VF's VM left (migrated away): its MAC leaves the FDB (frames for it now take the
+        uplink, where the VM is), the port goes back to the defaults with the link down, the
+        function is reset. Frames still buffered at the port are the caller's to take first."""
+        vf.mac = 0
+        vf.port.policy = replace(PortPolicy(), link=False)
+        self.switch.set_policy(vf.port)
+        vf.port.held = False
+        vf.port.flush()
+        vf.reset()
+
+    def free_vf(self) -> Vf | None:
+        """A VF no VM has (no MAC programmed, link down), for a VM arriving by migration."""
+        return next((vf for vf in self.vfs if not vf.port.policy.macs and not vf.mac), None)
 
     @staticmethod
     def _check_vid(vid: int, allow_zero: bool = False) -> None:

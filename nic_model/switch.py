@@ -88,6 +88,7 @@ class Port:
         self.policy: PortPolicy | None = PortPolicy() if kind == "vf" else None
         self._fifo: deque[Frames] = deque()
         self.queued = 0
+        self.held = False  # frames wait here, not taken by the device (a VM arriving by migration)
         self.storm = {"broadcast": StormBucket(), "multicast": StormBucket()}
 
     def deliver(self, frames: Frames) -> None:
@@ -103,10 +104,12 @@ class Port:
             self.stats.tx_bytes += frames.nbytes
 
     def pending(self) -> int:
-        return self.queued
+        return 0 if self.held else self.queued
 
     def receive(self, limit: int) -> Frames:
-        """Take up to `limit` buffered frames, oldest first."""
+        """Take up to `limit` buffered frames, oldest first (none while the port is held)."""
+        if self.held:
+            return Frames.empty()
         parts, n = [], 0
         while self._fifo and n < limit:
             head = self._fifo[0]

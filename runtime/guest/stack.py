@@ -73,6 +73,32 @@ class IpStack:
     def address(self) -> str:
         return f"{ipaddress.IPv4Address(self.ip)}/{self.network.prefixlen}"
 
+    # -- migration: the stack's state moves with its VM --------------------------------------------
+    def snapshot(self) -> dict:
+        now = self.clock()
+        return {"mac": self.mac, "address": self.address, "ident": self._ident, "ping_id": self._ping_id,
+                "arp": [[ip, mac, max(exp - now, 0)] for ip, (mac, exp) in self.arp.items()],
+                "pings": self.pings, "stats": dict(self.stats)}
+
+    @classmethod
+    def restore(cls, snap: dict, clock: Callable[[], int]) -> "IpStack":
+        """A stack from a snapshot; ARP entries keep the time they had left, on this clock."""
+        stack = cls(snap["mac"], snap["address"], clock)
+        now = clock()
+        for ip, mac, left in snap["arp"]:
+            if len(ip) != 4 or not 0 <= mac < 1 << 48 or not 0 <= left <= ARP_TIMEOUT_US:
+                raise ValueError("stack: an ARP entry is not an IPv4 address, a MAC and a timeout")
+            stack.arp[bytes(ip)] = (mac, now + left)
+        for target, p in snap["pings"].items():
+            ipaddress.IPv4Address(target)
+            if set(p) != {"sent", "received", "count", "asked_us"}:
+                raise ValueError(f"stack: ping state for {target} has fields {sorted(p)}")
+            stack.pings[target] = {k: int(v) for k, v in p.items()}
+            stack.pings[target]["asked_us"] = -1  # ask again at once on the new host's clock
+        stack._ident, stack._ping_id = snap["ident"] & 0xFFFF, snap["ping_id"] & 0xFFFF
+        stack.stats.update({str(k): int(v) for k, v in snap["stats"].items()})
+        return stack
+
     # -- input ------------------------------------------------------------------------------------
     def receive(self, frames: Frames) -> tuple[Frames, list[bytes]]:
         """Take the frames addressed to the stack out of a burst: (the rest, replies to send)."""

@@ -21,6 +21,7 @@ from nic_model.frames import Frames
 
 ETHERTYPE = 0x88B5  # IEEE "local experimental": raw test frames that are not IPv4 (the suite's)
 ETH_IPV4, UDP = 0x0800, 17
+ETH_RARP = 0x8035  # what a hypervisor announces a migrated VM's MAC with
 SPORT_BASE, DISCARD_PORT = 49152, 9
 HEADER = 52  # Ethernet, IPv4, UDP, flow id, seq
 MIN_FRAME, MAX_FRAME = 60, 1514
@@ -64,6 +65,30 @@ class Flow:
     sizes: np.ndarray
     sent: int = 0  # frames the shell accepted
 
+    def to_dict(self) -> dict:
+        return {"id": self.id, "src": self.src, "dst": self.dst, "count": self.count,
+                "sizes": self.sizes.astype("<i8").tobytes(), "sent": self.sent}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Flow":
+        sizes = np.frombuffer(d["sizes"], "<i8").astype(np.int64)
+        if not len(sizes) or sizes.min() < MIN_FRAME or sizes.max() > MAX_FRAME:
+            raise ValueError(f"flow {d['id']}: frame sizes outside {MIN_FRAME}..{MAX_FRAME}")
+        if not 0 <= d["sent"] <= d["count"]:
+            raise ValueError(f"flow {d['id']}: {d['sent']} of {d['count']} frames sent")
+        return cls(d["id"], d["src"], d["dst"], d["count"], sizes, d["sent"])
+
+
+def bind(d: dict, known: dict[int, Flow]) -> Flow:
+    """The flow a migrated guest state names: the one this process already has by that id (a
+    deterministic run shares its flows between hosts), updated; else a new one."""
+    new = Flow.from_dict(d)
+    flow = known.setdefault(new.id, new)
+    if (flow.src, flow.dst, flow.count) != (new.src, new.dst, new.count):
+        raise ValueError(f"flow {new.id}: not the flow this host knows by that id")
+    flow.sent = max(flow.sent, new.sent)
+    return flow
+
 
 class TrafficGen:
     def __init__(self, flows: list[Flow], burst: int = 256):
@@ -73,6 +98,15 @@ class TrafficGen:
     @property
     def done(self) -> bool:
         return all(f.sent == f.count for f in self.flows)
+
+    def snapshot(self) -> dict:
+        return {"burst": self.burst, "turn": self._turn, "flows": [f.to_dict() for f in self.flows]}
+
+    @classmethod
+    def restore(cls, snap: dict, known: dict[int, Flow]) -> "TrafficGen":
+        gen = cls([bind(d, known) for d in snap["flows"]], snap["burst"])
+        gen._turn = snap["turn"] % max(len(gen.flows), 1)
+        return gen
 
     def next_burst(self, limit: int, window: dict[int, int] | None = None) -> tuple[Flow, Frames] | None:
         """The next frames of one flow (round-robin), at most `limit` and the flow's window."""
@@ -139,7 +173,27 @@ class Sink:
         self.flows = {f.id: f for f in flows}
         self.check = {f.id: FlowCheck() for f in flows}
         self.unexpected = 0  # frames of no flow this sink expects
+        self.announcements = 0  # RARP announcements of a migrated VM's MAC (not traffic)
         self.frames = 0
+
+    def snapshot(self) -> dict:
+        return {"mac": self.mac, "unexpected": self.unexpected, "frames": self.frames,
+                "announcements": self.announcements, "flows": [f.to_dict() for f in self.flows.values()],
+                "checks": [{**vars(c), "id": fid, "missing": sorted(c.missing)}
+                           for fid, c in self.check.items()]}
+
+    @classmethod
+    def restore(cls, snap: dict, known: dict[int, Flow]) -> "Sink":
+        sink = cls(snap["mac"], [bind(d, known) for d in snap["flows"]])
+        sink.unexpected, sink.frames = snap["unexpected"], snap["frames"]
+        sink.announcements = snap["announcements"]
+        for c in snap["checks"]:
+            c = dict(c)
+            fid = c.pop("id")
+            if fid not in sink.check:
+                raise ValueError(f"sink: a check for flow {fid}, which it does not receive")
+            sink.check[fid] = FlowCheck(**{**c, "missing": set(c["missing"])})
+        return sink
 
     def receive(self, frames: Frames) -> None:
         n = len(frames)
@@ -147,6 +201,13 @@ class Sink:
             return
         self.frames += n
         d = frames.data
+        rarp = (d[:, 12] == ETH_RARP >> 8) & (d[:, 13] == ETH_RARP & 0xFF)
+        if rarp.any():
+            self.announcements += int(rarp.sum())
+            frames, n = frames.take(~rarp), n - int(rarp.sum())
+            if not n:
+                return
+            d = frames.data
         if d.shape[1] < HEADER:
             self.unexpected += n
             return

@@ -41,14 +41,14 @@ class GuestVm(Vm):
 
 
 def new_vm(cls, nic: SriovNic, i: int, mac: int, region: RegionPlan, *, ring_size: int,
-           frames: int, budget: int, **guest):
+           frames: int, budget: int, frame_size: int = 2048, **guest):
     """VM i on VF i: its MAC programmed, its sandbox (plugin placed where `plugin_base` says),
     its shell; `guest` fills in the rest of `cls` (the guest's workload)."""
     vf = nic.vfs[i]
     nic.set_vf_mac(vf, mac)
     box = Sandbox(region.at(plugin_base(i)), bar=vf)
-    shell = Shell(box, ring_size=ring_size, frames=frames, budget=budget, reset_vf=vf.reset,
-                  clock=lambda: nic.now_us)
+    shell = Shell(box, ring_size=ring_size, frames=frames, frame_size=frame_size, budget=budget,
+                  reset_vf=vf.reset, clock=lambda: nic.now_us)
     return cls(i, mac, vf, box, shell, **guest)
 
 
@@ -82,17 +82,22 @@ def pairs(n: int) -> list[tuple[int, int]]:
 
 
 class Host:
+    GUEST = "traffic"  # its guests run a traffic generator and sink (see `runtime.host.migrate`)
+    FORWARD_S = 0.0005  # device time a migration source forwards frames after the VM resumed
+    PAGES_PER_STEP = 32.0  # the migration stream's pace: 4 KiB pages per 10 µs step, ~100 Gbit/s
+
     def __init__(self, nic: SriovNic, image: bytes | ImageReport, vms: int, *, packets: int,
                  sizes: np.ndarray, window: int = 2048, ring_size: int = 512,
                  pool_frames: int = 2048, budget: int = 512, region: RegionPlan = RegionPlan(),
-                 policy: Policy | None = None):
-        if not 2 <= vms <= len(nic.vfs):
-            raise ValueError(f"{vms} VMs: need 2 to {len(nic.vfs)} (one VF each)")
+                 policy: Policy | None = None, repository=None, min_vms: int = 2):
+        if not min_vms <= vms <= len(nic.vfs):
+            raise ValueError(f"{vms} VMs: need {min_vms} to {len(nic.vfs)} (one VF each)")
         self.nic, self.window = nic, window
+        self.region, self.ring_size, self.budget = region, ring_size, budget
         self.report = image if isinstance(image, ImageReport) else analyse(image)
         if self.report.error is not None:
             raise self.report.error
-        self.hv = Hypervisor(nic, self.report, policy)
+        self.hv = Hypervisor(nic, self.report, policy, repository)
         macs = [(self.hv.policy.for_vm(f"vm{i}").mac_ints or (vm_mac(i),))[0] for i in range(vms)]
         flows = [Flow(k, macs[a], macs[b], packets, sizes) for k, (a, b) in enumerate(pairs(vms))]
         self.flows = flows
@@ -101,9 +106,11 @@ class Host:
                    budget=budget, gen=TrafficGen([f for f in flows if f.src == macs[i]], burst=budget),
                    sink=Sink(macs[i], [f for f in flows if f.dst == macs[i]]))
             for i in range(vms)]
-        self._sink_of = {f.id: vm.sink for vm in self.vms for f in flows if f.dst == vm.mac}
+        self.sink_of = {f.id: vm.sink for vm in self.vms for f in flows if f.dst == vm.mac}
+        self.known_flows = {f.id: f for f in flows}  # hosts of one run share both (`Fabric`)
         self.steps = 0
         self.managed = False  # VMs run under the hypervisor (modes), not a fixed driver
+        self.migrations: list = []  # `runtime.host.migrate` Outgoing/Incoming, advanced each step
 
     def boot(self, driver: Callable[[GuestVm], Driver] | None = None, label: str = "host driver") -> None:
         """Boot every VM on the emulated path, then offer each its VF: the hypervisor injects the
@@ -138,10 +145,14 @@ class Host:
     def step(self) -> None:
         self.run_shells()
         self.run_nic()
+        for m in self.migrations:
+            m.advance()
 
     def run_shells(self) -> None:
         """Guests offer frames to their shells; shells with work poll their data path."""
         for vm in self.vms:
+            if vm.paused:
+                continue
             shell = vm.shell
             if not vm.gen.done and shell.active:
                 burst = vm.gen.next_burst(shell.tx_room(), self._window(vm))
@@ -164,7 +175,7 @@ class Host:
 
     def received(self, flow: Flow) -> int:
         """Frames of `flow` its destination's sink has received (good, first copies)."""
-        return self._sink_of[flow.id].check[flow.id].received
+        return self.sink_of[flow.id].check[flow.id].received
 
     def delivered(self) -> bool:
         return all(f.sent == f.count and self.received(f) >= f.count
@@ -186,7 +197,7 @@ class Host:
         """Quiesce every plugin; frames received on the way still reach their guest. A plugin
         that fails its last quiesce has its frames settled: its VM finishes on the emulated
         path, sending what the device never read, before it is quiesced too."""
-        self._quiesce_all()
+        self.quiesce_all()
         if not self.managed:
             return
         for vm in self.vms:
@@ -197,12 +208,34 @@ class Host:
             self.step()
         for _ in range(8):  # what those frames set off on the way (the last burst, its echo)
             self.step()
-        self._quiesce_all()
+        self.quiesce_all()
 
-    def _quiesce_all(self) -> None:
+    def quiesce_all(self) -> None:
         for vm in self.vms:
             if vm.shell.active:
                 vm.sink.receive(vm.shell.quiesce())
+
+    # -- the guest's side of a migration (`runtime.host.migrate.GuestHost`) ---------------------
+    def clock(self) -> float:
+        return self.nic.now_us / 1e6
+
+    def deliver(self, vm: GuestVm, frames) -> None:
+        vm.sink.receive(frames)
+
+    def guest_state(self, vm: GuestVm) -> tuple[dict, list[bytes]]:
+        return {"gen": vm.gen.snapshot(), "sink": vm.sink.snapshot()}, []
+
+    def new_guest_vm(self, hello, vf) -> GuestVm:
+        return new_vm(GuestVm, self.nic, vf.index, hello.mac, self.region, ring_size=self.ring_size,
+                      frames=hello.frames, frame_size=hello.frame_size, budget=self.budget,
+                      gen=TrafficGen([]), sink=Sink(hello.mac, []))
+
+    def restore_guest(self, vm: GuestVm, state: dict, outbox: list[bytes]) -> None:
+        vm.gen = TrafficGen.restore(state["gen"], self.known_flows)
+        vm.sink = Sink.restore(state["sink"], self.known_flows)
+        if vm.sink.mac != vm.mac:
+            raise ValueError("guest state: the sink's MAC is not the VM's")
+        self.sink_of.update((fid, vm.sink) for fid in vm.sink.check)
 
     # -- results -------------------------------------------------------------------------------
     def total_frames(self) -> int:

@@ -53,13 +53,20 @@ def addresses(first: str, n: int) -> list[str]:
 
 
 class RealtimeHost:
+    GUEST = "stack"  # its guests are IP stacks (see `runtime.host.migrate`)
+    FORWARD_S = 0.2  # how long a migration source forwards frames after the VM resumed
+    PAGES_PER_STEP = 256.0  # pre-copy pages a loop step hands to the stream's writer thread
+
     def __init__(self, nic: SriovNic, report: ImageReport, vms: int, first_ip: str, *,
                  policy: Policy | None = None, region: RegionPlan = RegionPlan(),
-                 ring_size: int = 256, pool_frames: int = 1024, budget: int = 256):
+                 ring_size: int = 256, pool_frames: int = 1024, budget: int = 256,
+                 repository=None):
         if report.error is not None:
             raise report.error
         self.nic, self.report = nic, report
-        self.hv = Hypervisor(nic, report, policy)
+        self.region, self.ring_size, self.budget = region, ring_size, budget
+        self.hv = Hypervisor(nic, report, policy, repository)
+        self.migrations: list = []  # `runtime.host.migrate` Outgoing/Incoming, advanced each step
         ips = addresses(first_ip, vms) if vms else []
         self.vms: list[NetVm] = []
         for i, ip in enumerate(ips):
@@ -81,6 +88,8 @@ class RealtimeHost:
     # -- the loop ---------------------------------------------------------------------------------
     def step(self) -> None:
         for vm in self.vms:
+            if vm.paused:
+                continue
             shell = vm.shell
             if vm.stack.pings:
                 vm.outbox += vm.stack.pending()
@@ -91,6 +100,8 @@ class RealtimeHost:
                 self._deliver(vm, shell.poll())
         tick(self.nic, self.vms, self.hv)
         self.steps += 1
+        for m in self.migrations:
+            m.advance()
 
     def _deliver(self, vm: NetVm, frames: Frames) -> None:
         rest, replies = vm.stack.receive(frames)
@@ -98,7 +109,10 @@ class RealtimeHost:
         vm.outbox += replies
 
     def busy(self) -> bool:
-        """Frames somewhere between a guest and the wire (posted RX buffers are not work)."""
+        """Frames somewhere between a guest and the wire (posted RX buffers are not work), or a
+        migration under way."""
+        if any(not m.finished for m in self.migrations):
+            return True
         return any(vm.outbox or vm.shell.need_poll or len(vm.shell.pool.held(TX))
                    or len(vm.shell.pool.resend) or vm.vf.port.pending() for vm in self.vms) \
             or self.nic.uplink.port.pending() > 0
@@ -138,12 +152,34 @@ class RealtimeHost:
             if vm.shell.active:
                 self._deliver(vm, vm.shell.quiesce())
 
+    # -- the guest's side of a migration (`runtime.host.migrate.GuestHost`) ---------------------
+    def clock(self) -> float:
+        return time.monotonic()
+
+    def deliver(self, vm: NetVm, frames: Frames) -> None:
+        self._deliver(vm, frames)
+
+    def guest_state(self, vm: NetVm) -> tuple[dict, list[bytes]]:
+        return {"stack": vm.stack.snapshot()}, list(vm.outbox)
+
+    def new_guest_vm(self, hello, vf) -> NetVm:
+        return new_vm(NetVm, self.nic, vf.index, hello.mac, self.region, ring_size=self.ring_size,
+                      frames=hello.frames, frame_size=hello.frame_size, budget=self.budget,
+                      stack=IpStack(hello.mac, hello.ip or "0.0.0.0/32", clock=lambda: self.nic.now_us))
+
+    def restore_guest(self, vm: NetVm, state: dict, outbox: list[bytes]) -> None:
+        vm.stack = IpStack.restore(state["stack"], clock=lambda: self.nic.now_us)
+        if vm.stack.mac != vm.mac:
+            raise ValueError("guest state: the stack's MAC is not the VM's")
+        vm.outbox = outbox
+
     # -- what it reports --------------------------------------------------------------------------
     def status(self) -> dict:
         return {
             "uptime_s": round(time.monotonic() - self.started, 3), "steps": self.steps,
             "nic": self.nic.model.MODEL, "plugin": self.report.manifest.name,
             "uplink": self.nic.uplink.stats,
+            "migrations": [m.status() for m in self.migrations],
             "vms": [{"name": vm.name, "ip": vm.stack.address, "pings": vm.stack.pings,
                      "mac": ":".join(f"{b:02x}" for b in vm.mac.to_bytes(6, "big")),
                      "data_path": self.hv.mode(vm), "faults": sum(e.kind == "fault" for e in vm.shell.events),

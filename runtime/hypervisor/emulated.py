@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from nic_model.frames import gather, scatter
+from nic_model.frames import gather
 from nic_model.switch import Port, Switch
 from runtime.shell import DataPath
 from shell_api import DESC_FLAGS, Status
@@ -67,7 +67,7 @@ class EmulatedNic:
             frames = frames.take(~over)
         k = len(frames)
         addr, self.posted = self.posted[:k], self.posted[k:]
-        scatter(self.guest.np, self.guest.offsets(addr), frames)
+        self.guest.write(self.guest.offsets(addr), frames)
         rx.produce_burst(addr, frames.lens)
         self.stats["rx_frames"] += k
         return k

@@ -11,10 +11,11 @@ programmed.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from nic_model.frames import Frames
 from nic_model.sriov import SriovNic
-from runtime.sandbox import ImageReport, LoadError, NpaError, PluginFault
+from runtime.sandbox import ImageReport, LoadError, NpaError, PluginFault, analyse
 
 from .control import (
     AddVlan,
@@ -33,6 +34,7 @@ from .control import (
 )
 from .emulated import EmulatedNic
 from .policy import Policy, Rules, format_mac, parse_mac
+from .repository import Repository
 from .vm import Vm
 
 EMULATED, PLUGIN = "emulated", "plugin"
@@ -68,15 +70,35 @@ class VmPort:
 
 
 class Hypervisor:
-    def __init__(self, nic: SriovNic, report: ImageReport, policy: Policy | None = None):
+    def __init__(self, nic: SriovNic, report: ImageReport, policy: Policy | None = None,
+                 repository: str | Path | None = None):
         self.nic, self.report = nic, report
         self.policy = policy or Policy()
+        self.repository = repository  # where VMs arriving by migration get their plugin from
         self.ports: dict[int, VmPort] = {}
+        self._images: dict[tuple, ImageReport] = {}
+
+    def image_for(self, vf) -> ImageReport:
+        """The plugin for this VF: from the repository as it is now, by the VF's PCI ids (a VM
+        arriving from a host with another NIC gets this NIC's plugin); without a repository,
+        the image the host was started with. NpaError when there is none."""
+        if self.repository is None:
+            return self.report
+        entry = Repository(self.repository).select(vf.pci_id, self.nic.model.MODEL)
+        st = entry.path.stat()
+        key = (str(entry.path), st.st_size, st.st_mtime_ns)
+        if key not in self._images:
+            report = analyse(entry.path.read_bytes())
+            if report.error is not None:
+                raise NpaError(f"{entry.path}: {report.error}")
+            self._images[key] = report
+        return self._images[key]
 
     # -- VMs -----------------------------------------------------------------------------------
-    def admit(self, vm: Vm) -> None:
-        """Program the VF's port from the policy and boot the VM on the emulated path."""
-        rules = self.policy.for_vm(vm.name)
+    def admit(self, vm: Vm, rules: Rules | None = None) -> None:
+        """Program the VF's port from the policy (or `rules`, decided for a VM arriving by
+        migration) and boot the VM on the emulated path."""
+        rules = rules or self.policy.for_vm(vm.name)
         nic, vf = self.nic, vm.vf
         nic.set_vf_mac(vf, vm.mac)
         nic.set_vf_spoofchk(vf, rules.spoofchk)
@@ -88,7 +110,7 @@ class Hypervisor:
         nic.set_vf_link(vf, up)
         guest, host = channel()
         emu = EmulatedNic(vm.shell.dp, vf.port, nic.switch)
-        self.ports[vm.index] = VmPort(rules, guest, host, emu, self.report)
+        self.ports[vm.index] = VmPort(rules, guest, host, emu, self.image_for(vm.vf))
         host.send(LinkState(up=up))
         vm.shell.resend_after_fault = True  # the emulated path is always there to fall back to
         self._switch(vm, EMULATED, emu, "boot")

@@ -4,7 +4,7 @@ The guest's workload is not the hypervisor's business: a host extends this recor
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from nic_model.vf import Vf
 from runtime.sandbox import Sandbox
@@ -18,7 +18,8 @@ class Vm:
     vf: Vf
     box: Sandbox
     shell: Shell
+    name: str = field(init=False, default="")  # the VM's own name: it keeps it when it migrates
+    paused: bool = field(init=False, default=False)  # stopped for a migration's last copy
 
-    @property
-    def name(self) -> str:
-        return f"vm{self.index}"
+    def __post_init__(self) -> None:
+        self.name = self.name or f"vm{self.index}"

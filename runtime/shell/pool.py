@@ -84,5 +84,37 @@ class FramePool:
             assert len(got) == len(want) and (got == want).all(), \
                 f"the {name} and the {STATE_NAMES[state]} frames disagree (a frame owned twice?)"
 
+    # -- migration ------------------------------------------------------------------------------
+    def snapshot(self) -> dict:
+        """What moves with a quiesced VM besides the memory: the frames waiting to be re-sent,
+        in order, with their lengths and guest order (every other frame is free)."""
+        if self.held_by_plugin():
+            raise ValueError(f"{self.held_by_plugin()} frames are with a driver: quiesce first")
+        r = self.resend
+        return {"frames": self.nframes, "frame_size": self.frame_size, "resend": r.tolist(),
+                "lens": self.tx_len[r].tolist(), "seq": self.tx_seq[r].tolist(), "next_seq": self._seq}
+
+    def restore(self, snap: dict) -> None:
+        """The state `snapshot` gave, from a migration stream: every value is checked (the
+        stream is as untrusted as any input); ValueError names the first that is wrong."""
+        if (snap["frames"], snap["frame_size"]) != (self.nframes, self.frame_size):
+            raise ValueError(f"pool of {snap['frames']} x {snap['frame_size']} bytes; this VM's "
+                             f"is {self.nframes} x {self.frame_size}")
+        r, lens, seq = (np.asarray(snap[k], np.int64) for k in ("resend", "lens", "seq"))
+        if not len(r) == len(lens) == len(seq):
+            raise ValueError("pool: resend, lens and seq differ in length")
+        if len(r) and (r.min() < 0 or r.max() >= self.nframes or len(np.unique(r)) != len(r)):
+            raise ValueError("pool: a re-send frame index is out of the pool or given twice")
+        if len(r) and (lens.min() < 1 or lens.max() > self.frame_size):
+            raise ValueError(f"pool: a re-send length is outside 1..{self.frame_size}")
+        if len(r) and (seq.min() < 0 or seq.max() >= snap["next_seq"] or len(np.unique(seq)) != len(seq)):
+            raise ValueError("pool: a re-send order number is repeated or not below next_seq")
+        self.state[:] = FREE
+        self.state[r], self.tx_len[r], self.tx_seq[r] = RESEND, lens, seq
+        self._seq, self.resend = int(snap["next_seq"]), r
+        free = np.flatnonzero(self.state == FREE)[::-1]
+        self.nfree = len(free)
+        self._free[:self.nfree] = free
+
     def held_by_plugin(self) -> int:
         return int(((self.state == TX) | (self.state == FILL)).sum())

@@ -14,7 +14,7 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-from nic_model.frames import Frames, scatter
+from nic_model.frames import Frames
 from runtime.sandbox import PluginFault, Sandbox
 from shell_api import Status
 
@@ -234,7 +234,7 @@ class Shell:
             return 0
         idx = self.pool.take(n)
         part = frames if n == len(frames) else frames.take(slice(0, n))
-        scatter(self.pool.mem, self.pool.offsets(idx), part)
+        self.dp.guest.write(self.pool.offsets(idx), part)
         if self._produce("tx", idx, part.lens) < n:  # the plugin broke the ring: a fault
             self.pool.release(idx)
             return 0

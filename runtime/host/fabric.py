@@ -1,0 +1,106 @@
+"""Two hosts on one segment in one process (`npa run --migrate-to`): their uplinks cabled, both
+stepped each step in device time, their guests' flows shared, a VM migrated between them over
+an in-process migration stream. Deterministic, like a single host.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from nic_model.uplink import Uplink
+from runtime.hypervisor.stream import MemoryLink
+
+from .host import STALL_STEPS, Host
+from .migrate import Incoming, Outgoing, downtime
+
+
+class Fabric:
+    def __init__(self, a: Host, b: Host):
+        if a.nic.uplink.kind != "wire" or b.nic.uplink.kind != "wire":
+            raise ValueError("hosts on one fabric need `wire` uplinks")
+        Uplink.cable(a.nic.uplink, b.nic.uplink)
+        b.sink_of, b.known_flows = a.sink_of, a.known_flows  # one set of flows, wherever the VMs are
+        self.hosts = (a, b)
+        self.flows = a.flows
+        self.steps = 0
+        self.moves: list[tuple[Outgoing, Incoming]] = []
+
+    @property
+    def vms(self) -> list:
+        return [vm for h in self.hosts for vm in h.vms]
+
+    def migrate(self, name: str, src: Host, dst: Host, **opts) -> tuple[Outgoing, Incoming]:
+        """Start moving VM `name` from `src` to `dst`; it proceeds as the fabric steps."""
+        vm = next((v for v in src.vms if v.name == name), None)
+        if vm is None:
+            raise ValueError(f"no VM {name!r} on the source host")
+        here, there = MemoryLink.pair()
+        move = Outgoing(src, vm, here, **opts), Incoming(dst, there)
+        src.migrations.append(move[0])
+        dst.migrations.append(move[1])
+        self.moves.append(move)
+        return move
+
+    def step(self) -> None:
+        for h in self.hosts:
+            h.step()
+        self.steps += 1
+
+    def received(self) -> int:
+        return sum(vm.sink.frames for vm in self.vms)
+
+    def moved(self) -> int:
+        return sum(f.sent for f in self.flows) + self.received()
+
+    def delivered(self) -> bool:
+        return self.hosts[0].delivered() and all(m.finished for move in self.moves for m in move)
+
+    def run(self, progress: Callable[[int], None] | None = None,
+            on_step: Callable[["Fabric"], None] | None = None) -> None:
+        """Step until every flow is delivered and every migration over, or nothing moves for
+        STALL_STEPS steps; `on_step` runs after each step (start a migration, sample)."""
+        last, idle = -1, 0
+        while not self.delivered() and idle < STALL_STEPS:
+            self.step()
+            if on_step is not None:
+                on_step(self)
+            moved = self.moved()
+            idle = idle + 1 if moved == last and all(m.finished for mv in self.moves for m in mv) else 0
+            if progress is not None and moved != last:
+                progress(self.received())
+            last = moved
+        self.finish()
+
+    def finish(self) -> None:
+        """As `Host.finish`, for both hosts at once (frames in flight cross the cable)."""
+        for h in self.hosts:
+            h.quiesce_all()
+            for vm in h.vms:
+                h.hv.check_faults(vm)
+        for _ in range(STALL_STEPS):
+            if not any(len(vm.shell.pool.resend) for vm in self.vms):
+                break
+            self.step()
+        for _ in range(8):
+            self.step()
+        for h in self.hosts:
+            h.quiesce_all()
+
+    def report(self) -> list[dict]:
+        """Each migration: the source's and the destination's view, and the downtime."""
+        out = []
+        for o, i in self.moves:
+            r = {**o.report, "destination": {**o.report.get("destination", {}), **i.report["destination"]},
+                 "first_frame": i.report["first_frame"]}
+            r["downtime_s"] = downtime(o.report, i.report)
+            out.append(r)
+        return out
+
+    def conserved(self) -> bool:
+        return all(h.conserved() for h in self.hosts)
+
+    def clean(self) -> bool:
+        return all(h.clean() for h in self.hosts)
+
+    def close(self) -> None:
+        for h in self.hosts:
+            h.close()
