@@ -33,7 +33,7 @@ def serve(host, control: str | None, live: bool) -> int:
     try:
         host.boot()
         print(f"npa host: {host.nic.model.MODEL}, uplink {host.nic.uplink.kind}, "
-              + ", ".join(f"{vm.name} {vm.stack.address}" for vm in host.vms)
+              + (", ".join(f"{vm.name} {vm.stack.address}" for vm in host.vms) or "no VMs yet")
               + (f"; control {control}" if control else ""), file=sys.stderr, flush=True)
         others = [server] if server else []
         if live:

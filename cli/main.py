@@ -309,10 +309,13 @@ def host(
     control: Optional[str] = typer.Option(None, "--control", help="Unix socket path for "
                                           "management requests (status)."),
     vfs: int = typer.Option(0, "--vfs", min=0, help="VFs on the NIC (default: max(4, VMs))."),
+    listen: str = typer.Option("127.0.0.1:0", "--listen", help="HOST:PORT where this host accepts "
+                               "incoming migration streams (port 0: any free port)."),
 ) -> None:
     """A host process on a real network: boots the NIC and its VMs (emulated, then each on its
     plugin), answers ARP, ping and UDP echo (port 7) at the VMs' addresses, sleeps when idle,
-    and on SIGINT or SIGTERM quiesces every plugin, prints a summary and exits (0: no fault)."""
+    and on SIGINT or SIGTERM quiesces every plugin, prints a summary and exits (0: no fault).
+    With --control, `npa migrate` can move its VMs to another host and to it."""
     import ipaddress
 
     from nic_model.sriov import MODELS, SriovNic
@@ -334,10 +337,45 @@ def host(
             rules.check_vms(vms)
         report = analyse(path.read_bytes())
         box = SriovNic(nic, vfs or max(4, vms), uplink=uplink)
-        rt = RealtimeHost(box, report, vms, ip, policy=rules)
+        rt = RealtimeHost(box, report, vms, ip, policy=rules, repository=plugins)
+        rt.migration_address = listen
     except (NpaError, ValueError, OSError) as e:
         fail(str(e))
     raise typer.Exit(serve(rt, control, live=sys.stdout.isatty()))
+
+
+@app.command()
+def migrate(
+    vm: str = typer.Argument(..., help="The VM to move, by its name on the source (vm0, ...)."),
+    source: str = typer.Option(..., "--from", help="Control socket of the source `npa host`."),
+    dest: str = typer.Option(..., "--to", help="Control socket of the destination `npa host`."),
+    timeout: float = typer.Option(30.0, "--timeout", min=1.0, help="Give up following the "
+                                  "migration after this many seconds."),
+    as_json: Optional[str] = typer.Option(None, "--json", help="Also write the report as JSON "
+                                          "(schema npa.migrate/1) to this file; '-': to stdout, "
+                                          "instead of the table."),
+) -> None:
+    """Live-migrate a running VM between two `npa host` processes, whose NICs may differ: pre-copy
+    of its memory while it runs on the emulated path, a short stop-and-copy, the destination's
+    plugin for its own NIC injected, the MAC announced, frames reaching the source forwarded.
+    Exit 0: the VM runs on the destination; 1: it did not move (it runs on the source, and the
+    line says why); 2: the request was wrong (no such VM, a control socket that does not answer)."""
+    from .migrate import MigrateError, print_report
+    from .migrate import migrate as move
+
+    _check_json_dest(as_json)
+    try:
+        doc = move(vm, source, dest, timeout)
+    except MigrateError as e:
+        fail(str(e), e.code)
+    if as_json == "-":
+        print(json.dumps(doc, indent=2))
+    else:
+        print_report(doc)
+        if as_json:
+            _write_json(as_json, doc)
+    if doc["outcome"] != "moved":
+        fail(doc["reason"], 1)
 
 
 policy_app = typer.Typer(help="The hypervisor's policy file.", no_args_is_help=True)

@@ -3,9 +3,10 @@ import dpkt
 import numpy as np
 
 from helpers import ROOT, npa
-from nic_model.sriov import SriovNic
+from nic_model.sriov import MODELS, SriovNic
 from runtime.guest import build, size_schedule
 from runtime.host import Host
+from runtime.hypervisor import image_for
 from shell_api import Status
 
 IMAGE = (ROOT / "plugins-wasm" / "ixgbevf.wasm").read_bytes()
@@ -27,6 +28,18 @@ def test_100k_mixed_frames_between_two_vms_byte_exact_in_order_and_conserved():
     sizes = size_schedule("mixed")
     assert host.vms[0].vf.stats.tx_bytes == int(sizes[np.arange(50_000) % len(sizes)].sum())
     assert host.clean()
+
+
+def test_a_receiver_whose_nic_ran_out_of_buffers_is_polled_to_post_more():
+    """A small pool, flows wider than it: TX frames leave the receiver no buffer to post, its
+    NIC has none and raises no RX interrupt. The shell polls once more to post buffers as they
+    free up, instead of waiting for an interrupt that cannot come (it used to stall here)."""
+    for nic in MODELS:
+        host = Host(SriovNic(nic, 4), image_for(ROOT / "plugins-wasm", MODELS[nic]).read_bytes(), 2,
+                    packets=40_000, sizes=size_schedule("imix"), pool_frames=256)
+        host.boot()
+        host.run()
+        assert host.delivered() and host.clean(), nic
 
 
 def test_no_host_call_per_packet():

@@ -1,9 +1,12 @@
 """A host process's control socket: a Unix stream socket answering management requests.
 
 Each message is a 4-byte big-endian length and a msgpack map, validated against the schema
-below (one module for both ends): `status`, and `ping` (a VM pings an address; the results
-show in `status`). A malformed request is answered with an
-error and the connection closed; it never stops the host.
+below (one module for both ends): `status`; `ping` (a VM pings an address; the results show in
+`status`); and live migration (`npa migrate`): `listen` (open a TCP listener for one incoming
+migration; the reply's `data.address` says where), `migrate` (send VM `vm` to the host listening
+at `to`; its progress shows in `status`), `resume` and `release` (a VM whose migration ended uncertain goes on
+here, or is let go here because the destination runs it). A malformed request is answered with an error and the
+connection closed; it never stops the host.
 """
 from __future__ import annotations
 
@@ -15,6 +18,8 @@ from typing import Any, Literal
 import msgpack
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from runtime.sandbox import NpaError
+
 VERSION = 1
 MAX_MESSAGE = 1 << 20
 _LEN = struct.Struct("!I")
@@ -23,10 +28,11 @@ _LEN = struct.Struct("!I")
 class Request(BaseModel):
     model_config = ConfigDict(extra="forbid")
     version: int = VERSION
-    op: Literal["status", "ping"]
-    vm: str = ""  # ping: from this VM...
-    target: str = ""  # ...to this IPv4 address
+    op: Literal["status", "ping", "listen", "migrate", "resume", "release"]
+    vm: str = Field("", max_length=32)  # ping: from this VM; migrate, resume: this VM
+    target: str = Field("", max_length=64)  # ping: to this IPv4 address
     count: int = Field(1, ge=1, le=1000)
+    to: str = Field("", max_length=256)  # migrate: HOST:PORT of the destination's listener
 
 
 class Reply(BaseModel):
@@ -35,6 +41,7 @@ class Reply(BaseModel):
     ok: bool
     error: str = ""
     status: dict[str, Any] | None = None
+    data: dict[str, Any] | None = None  # what an operation returns (listen: the address)
 
 
 class ControlError(OSError):
@@ -98,10 +105,17 @@ class ControlServer:
             conn.settimeout(2.0)
             try:
                 req = recv(conn, Request)
+                data = None
                 if req.op == "ping":
                     host.ping(req.vm, req.target, req.count)
-                send(conn, Reply(ok=True, status=host.status()))
-            except (ControlError, OSError, ValueError) as e:
+                elif req.op == "listen":
+                    data = {"address": host.listen()}
+                elif req.op == "migrate":
+                    host.migrate(req.vm, req.to)
+                elif req.op in ("resume", "release"):
+                    data = {"reason": host.settle(req.vm, req.op)}
+                send(conn, Reply(ok=True, status=host.status(), data=data))
+            except (ControlError, OSError, ValueError, NpaError) as e:
                 try:
                     send(conn, Reply(ok=False, error=str(e)))
                 except OSError:

@@ -14,6 +14,20 @@ from .migrate import Incoming, Outgoing, downtime
 
 
 class Fabric:
+    """Host `a` boots the VMs and their flows; host `b` starts empty and takes VMs that migrate."""
+
+    @classmethod
+    def build(cls, image: bytes, model: str, other: str, other_image: bytes, *, vms: int, vfs: int,
+              repository, policy=None, other_policy=None, pcap=None, **traffic) -> "Fabric":
+        """Two NICs (`model` with `vms` VMs running `image`, `other` with none) on one cable;
+        host b picks arriving VMs' plugins from `repository` by its own NIC's PCI ids."""
+        from nic_model.sriov import SriovNic
+
+        a = Host(SriovNic(model, vfs, uplink="wire", pcap=pcap), image, vms, policy=policy, **traffic)
+        b = Host(SriovNic(other, vfs, uplink="wire"), other_image, 0, policy=other_policy,
+                 repository=repository, min_vms=0, **traffic)
+        return cls(a, b)
+
     def __init__(self, a: Host, b: Host):
         if a.nic.uplink.kind != "wire" or b.nic.uplink.kind != "wire":
             raise ValueError("hosts on one fabric need `wire` uplinks")
@@ -39,6 +53,18 @@ class Fabric:
         dst.migrations.append(move[1])
         self.moves.append(move)
         return move
+
+    def boot(self) -> None:
+        for h in self.hosts:
+            h.boot()
+
+    def migrate_when(self, name: str, frames: int, **opts) -> Callable[["Fabric"], None]:
+        """An `on_step` that moves VM `name` from host a to host b once the sinks have received
+        `frames` frames in all."""
+        def on_step(fabric: Fabric) -> None:
+            if not self.moves and fabric.received() >= frames:
+                self.migrate(name, *self.hosts, **opts)
+        return on_step
 
     def step(self) -> None:
         for h in self.hosts:

@@ -86,6 +86,11 @@ class _Migration:
     def finished(self) -> bool:
         return self.phase in ("done", "failed", "uncertain")
 
+    @property
+    def sending(self) -> bool:
+        """The host must keep stepping for it (else it waits for the other host's messages)."""
+        return self.phase in ("precopy", "paused", "forwarding") and isinstance(self, Outgoing)
+
     def _mark(self, phase: str) -> None:
         self.phase = phase
         self.report["phases"].append([phase, self.host.clock()])
@@ -248,6 +253,9 @@ class Outgoing(_Migration):
         self._mark("done")
 
     def _forward(self, frames: Frames) -> None:
+        if self.link.closed:  # the stream dropped: these frames cannot reach the VM any more
+            self.report["forward_lost"] = self.report.get("forward_lost", 0) + len(frames)
+            return
         for i in range(0, len(frames), MAX_FRAMES):
             self.link.send(Forward(frames=_frames(frames.take(slice(i, i + MAX_FRAMES)))))
         self._forwarded += len(frames)
@@ -283,6 +291,17 @@ class Outgoing(_Migration):
         self._stay()
         self.report.update(outcome="stayed", reason=f"{self.vm.name} resumed on the source")
         self._mark("failed")
+        return self.report["reason"]
+
+    def let_go(self) -> str:
+        """After an uncertain end, the operator found the destination runs the VM: free it here."""
+        if self.phase != "uncertain":
+            raise ValueError(f"{self.vm.name}'s migration is {self.phase}, not uncertain")
+        self.report["forward_lost"] = len(hvm.release(self.hv, self.vm))  # reached it too late
+        self.host.vms.remove(self.vm)
+        self.report.update(outcome="moved", reason=f"{self.vm.name} runs on the destination; "
+                                                   "the source let it go")
+        self._mark("done")
         return self.report["reason"]
 
     def status(self) -> dict:
@@ -410,9 +429,10 @@ class Incoming(_Migration):
             return
         self.link.send(Abort(reason=reason))
         self.link.close(reason)
-        if self.vm is not None and self.vm in self.host.vms:  # admitted, then failed: let it go
+        if self.vm is not None:  # its VF (MAC programmed, maybe admitted) is free again
             hvm.release(self.hv, self.vm)
-            self.host.vms.remove(self.vm)
+            if self.vm in self.host.vms:
+                self.host.vms.remove(self.vm)
         self.vm = None
         self.report.update(outcome="failed", reason=reason)
         self._mark("failed")

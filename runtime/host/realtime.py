@@ -17,10 +17,12 @@ from nic_model.frames import Frames
 from nic_model.sriov import SriovNic
 from runtime.guest.stack import IpStack
 from runtime.hypervisor import Hypervisor, Policy, Vm
+from runtime.hypervisor.stream import Listener, SocketLink
 from runtime.sandbox import ImageReport, RegionPlan
 from runtime.shell import TX
 
 from .host import new_vm, polls_now, tick
+from .migrate import Incoming, Outgoing
 
 IDLE_WAIT_S = 0.2  # the longest an idle host sleeps between looks at its timers
 BUSY_STEPS = 64  # steps between two looks at the outside while busy
@@ -32,6 +34,37 @@ class NetVm(Vm):
 
     stack: IpStack = None
     outbox: list[bytes] = field(default_factory=list)
+
+
+class Waking:
+    """A migration stream in the loop's select: a message wakes the loop, which steps (and so
+    advances the migration) at once."""
+
+    def __init__(self, link):
+        self.link = link
+
+    def fileno(self) -> int:
+        return self.link.fileno()
+
+    def ready(self, host: "RealtimeHost") -> None:
+        host.step()
+
+
+class Listening:
+    """A migration listener in the host loop's select: one connection becomes an `Incoming`."""
+
+    def __init__(self, listener: Listener):
+        self.listener = listener
+
+    def fileno(self) -> int:
+        return self.listener.fileno()
+
+    def ready(self, host: "RealtimeHost") -> None:
+        link = self.listener.accept()
+        if link is not None:
+            host.migrations.append(Incoming(host, link))
+            host.listeners.remove(self)
+            self.listener.close()
 
 
 def ip_mac(address: str) -> int:
@@ -67,6 +100,8 @@ class RealtimeHost:
         self.region, self.ring_size, self.budget = region, ring_size, budget
         self.hv = Hypervisor(nic, report, policy, repository)
         self.migrations: list = []  # `runtime.host.migrate` Outgoing/Incoming, advanced each step
+        self.listeners: list[Listening] = []  # open for an incoming migration
+        self.migration_address = "127.0.0.1:0"  # where `listen` opens them
         ips = addresses(first_ip, vms) if vms else []
         self.vms: list[NetVm] = []
         for i, ip in enumerate(ips):
@@ -111,32 +146,33 @@ class RealtimeHost:
     def busy(self) -> bool:
         """Frames somewhere between a guest and the wire (posted RX buffers are not work), or a
         migration under way."""
-        if any(not m.finished for m in self.migrations):
+        if any(m.sending for m in self.migrations):
             return True
         return any(vm.outbox or vm.shell.need_poll or len(vm.shell.pool.held(TX))
                    or len(vm.shell.pool.resend) or vm.vf.port.pending() for vm in self.vms) \
             or self.nic.uplink.port.pending() > 0
 
-    def run(self, stop, others: list | None = None, on_ready=None, tick=None) -> None:
+    def run(self, stop, others: list | None = None, tick=None) -> None:
         """Until `stop()`: step while busy, else wait for the uplink, `others` (objects with
-        fileno() and ready()) or the idle timeout. `tick()` runs between waits (live display)."""
+        fileno() and ready()) or the idle timeout; busy, look at `others` every BUSY_STEPS
+        steps without waiting. `tick()` runs between waits (live display)."""
         link = self.nic.uplink.fileno()
         waits = [link] if link is not None else []
-        others = others or []
         while not stop():
+            ours = [*(others or []), *self.listeners,
+                    *(Waking(m.link) for m in self.migrations if not m.finished and hasattr(m.link, "fileno"))]
             for _ in range(BUSY_STEPS):
                 self.step()
                 if not self.busy():
                     break
-            if self.busy():
-                continue
-            if tick is not None:
+            busy = self.busy()
+            if tick is not None and not busy:
                 tick()
             try:
-                ready, _, _ = select.select(waits + others, [], [], IDLE_WAIT_S)
+                ready, _, _ = select.select(waits + ours, [], [], 0 if busy else IDLE_WAIT_S)
             except InterruptedError:
                 continue
-            for o in others:
+            for o in ours:
                 if o in ready:
                     o.ready(self)
             if link is not None and link in ready:
@@ -151,6 +187,31 @@ class RealtimeHost:
         for vm in self.vms:
             if vm.shell.active:
                 self._deliver(vm, vm.shell.quiesce())
+
+    # -- live migration (`npa migrate`, through the control socket) ------------------------------
+    def listen(self) -> str:
+        """Open a listener for one incoming migration; returns its HOST:PORT."""
+        listening = Listening(Listener(self.migration_address))
+        self.listeners.append(listening)
+        return listening.listener.address
+
+    def migrate(self, vm: str, to: str) -> None:
+        """Start sending `vm` to the host listening at `to` (progress in `status`)."""
+        match = [v for v in self.vms if v.name == vm and not v.paused]
+        if not match:
+            raise ValueError(f"no running VM {vm!r} on this host")
+        if any(not m.finished and getattr(m, "vm", None) is match[0] for m in self.migrations):
+            raise ValueError(f"{vm} is migrating already")
+        self.migrations.append(Outgoing(self, match[0], SocketLink.connect(to)))
+
+    def settle(self, vm: str, how: str) -> str:
+        """A VM whose migration ended uncertain: `resume` it here (the destination does not run
+        it) or `release` it (the destination does)."""
+        match = [m for m in self.migrations if isinstance(m, Outgoing) and m.vm.name == vm
+                 and m.phase == "uncertain"]
+        if not match:
+            raise ValueError(f"no migration of {vm!r} ended uncertain on this host")
+        return match[-1].resume() if how == "resume" else match[-1].let_go()
 
     # -- the guest's side of a migration (`runtime.host.migrate.GuestHost`) ---------------------
     def clock(self) -> float:
@@ -198,4 +259,9 @@ class RealtimeHost:
         return all(vm.shell.held_by_plugin() == 0 for vm in self.vms)
 
     def close(self) -> None:
+        for listening in self.listeners:
+            listening.listener.close()
+        for m in self.migrations:
+            if not m.finished:
+                m.link.close("the host stopped")
         self.nic.close()

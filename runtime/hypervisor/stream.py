@@ -22,6 +22,7 @@ deterministic runs); both encode and validate every message.
 """
 from __future__ import annotations
 
+import os
 import queue
 import socket
 import struct
@@ -200,6 +201,8 @@ class SocketLink:
         self.outbox: queue.Queue = queue.Queue()
         self.closed, self.error = False, ""
         self.sent_bytes = 0
+        self._wake_r, self._wake_w = os.pipe()  # readable when a message (or the end) came
+        os.set_blocking(self._wake_r, False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._threads = [threading.Thread(target=f, daemon=True) for f in (self._reader, self._writer)]
         for t in self._threads:
@@ -228,8 +231,19 @@ class SocketLink:
                 if body is None:
                     raise StreamError("the connection closed mid-message (truncated stream)")
                 self.inbox.put(decode(body))
+                self._wake()
         except (StreamError, OSError) as e:
             self._end(str(e) if isinstance(e, StreamError) else f"connection: {e.strerror or e}")
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"!")
+        except OSError:
+            pass  # the pipe is full (the loop will look anyway) or closed
+
+    def fileno(self) -> int:
+        """For select: readable when there is something to `poll`."""
+        return self._wake_r
 
     def _read(self, n: int) -> bytes | None:
         buf = bytearray()
@@ -260,6 +274,7 @@ class SocketLink:
         if not self.closed:
             self.error = self.error or why
             self.closed = True
+            self._wake()
 
     def send(self, msg: BaseModel) -> None:
         if not self.closed:
@@ -267,6 +282,14 @@ class SocketLink:
 
     def poll(self) -> BaseModel | None:
         try:
+            return self.inbox.get_nowait()
+        except queue.Empty:
+            pass
+        try:
+            os.read(self._wake_r, 4096)
+        except OSError:
+            pass
+        try:  # a message put between the first look and the drain
             return self.inbox.get_nowait()
         except queue.Empty:
             return None

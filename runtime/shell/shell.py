@@ -277,7 +277,12 @@ class Shell:
             self._fault(f"npa_poll returned {Status.describe(-work)}")
         self.stats["polls"] += 1
         self._reap_txc()
-        return self._take_salvaged(self._reap_rx())
+        got = self._take_salvaged(self._reap_rx())
+        # A NIC left with no RX buffer raises no RX interrupt, and only a poll hands the plugin
+        # new ones: with frames free to post, that poll is due (else a receiver starves).
+        if not self.pool.posted() and self.pool.nfree and self.driver is not None:
+            self.need_poll = True
+        return got
 
     def interrupt(self, vectors: int) -> None:
         """MSI-X messages from the VF: ask the plugin which queues need a poll."""

@@ -1,0 +1,227 @@
+"""Live migration in one process (`runtime.host.fabric`): two hosts on one cable, a VM moved
+from one NIC model to another under traffic both ways, and every failure the migration can meet:
+the destination has no plugin for its NIC or refuses the policy, the stream drops at each phase,
+the destination's plugin faults, the stream carries garbage. Whatever happens, no frame is lost,
+duplicated, reordered or corrupted, and the VM runs somewhere."""
+from __future__ import annotations
+
+import shutil
+
+import msgpack
+import numpy as np
+import pytest
+
+from helpers import ROOT
+from nic_model.sriov import MODELS
+from runtime.guest import size_schedule
+from runtime.host.fabric import Fabric
+from runtime.host.migrate import Incoming, Outgoing
+from runtime.hypervisor import EMULATED, PLUGIN, Policy, image_for
+from runtime.hypervisor.stream import MemoryLink, Pages, State, StreamError, decode, encode
+
+PLUGINS = ROOT / "plugins-wasm"
+NICS = list(MODELS)
+PACKETS = 120_000
+
+
+def fabric(src: str, dst: str, *, repository=PLUGINS, other_policy=None, packets=PACKETS) -> Fabric:
+    f = Fabric.build(image_for(PLUGINS, MODELS[src]).read_bytes(), src, dst,
+                     image_for(PLUGINS, MODELS[dst]).read_bytes(), vms=2, vfs=4,
+                     repository=repository, other_policy=other_policy, packets=packets,
+                     sizes=size_schedule("imix"), pool_frames=512)
+    f.boot()
+    return f
+
+
+def vm(f: Fabric, name: str):
+    return next((h, v) for h in f.hosts for v in h.vms if v.name == name)
+
+
+def assert_clean(f: Fabric) -> None:
+    for h in f.hosts:
+        for v in h.vms:
+            for fid, c in v.sink.check.items():
+                assert (v.sink.lost(fid), c.duplicates, c.reordered, c.corrupted) == (0, 0, 0, 0), \
+                    (v.name, fid, vars(c))
+            assert v.sink.unexpected == 0
+    assert all(fl.sent == fl.count for fl in f.flows)
+    assert f.conserved()
+
+
+@pytest.mark.parametrize("src,dst", [(a, b) for a in NICS for b in NICS])
+def test_a_vm_moves_between_nic_models_under_traffic_losing_nothing(src, dst):
+    f = fabric(src, dst)
+    f.run(on_step=f.migrate_when("vm0", PACKETS // 2))
+    (out, into), = f.moves
+    assert out.report["outcome"] == "moved", out.report["reason"]
+    host, moved = vm(f, "vm0")
+    assert host is f.hosts[1] and host.hv.mode(moved) == PLUGIN
+    assert into.report["destination"]["plugin"] == image_for(PLUGINS, MODELS[dst]).stem
+    assert moved.vf.pci_id != f.hosts[0].nic.vfs[0].pci_id or src == dst
+    r = f.report()[0]
+    assert r["downtime_s"] is not None and 0 < r["downtime_s"] < 0.01  # device time
+    assert r["rounds"][0]["pages"] == moved.shell.dp.guest.npages  # round 0: every page
+    assert r["rounds"][-1].get("stop_and_copy")
+    # traffic crossed the migration both ways: vm1 received from vm0 on either host
+    assert min(moved.sink.check[1].received, PACKETS) == PACKETS
+    assert_clean(f)
+    f.close()
+
+
+def test_no_plugin_for_the_destination_nic_leaves_the_vm_on_its_plugin(tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    shutil.copy(PLUGINS / "ixgbevf.wasm", repo)  # the destination's NIC is an mlx5
+    f = fabric("ixgbevf", "mlx5", repository=repo)
+    f.run(on_step=f.migrate_when("vm0", PACKETS // 2))
+    out, _ = f.moves[0]
+    assert out.report["outcome"] == "stayed"
+    assert "no plugin" in out.report["reason"] and "stays on the source" in out.report["reason"]
+    host, v = vm(f, "vm0")
+    assert host is f.hosts[0] and host.hv.mode(v) == PLUGIN
+    assert [m.reason for m in host.hv.modes(v)] == ["boot", "vf offer"]  # never left its plugin
+    assert_clean(f)
+
+
+def test_a_destination_policy_that_refuses_the_vm_leaves_it_on_the_source():
+    theirs = Policy(vms={"vm0": {"mac": "02:00:00:00:00:99"}})
+    f = fabric("mlx5", "vmxnet3", other_policy=theirs)
+    f.run(on_step=f.migrate_when("vm0", PACKETS // 2))
+    out, into = f.moves[0]
+    assert out.report["outcome"] == "stayed" and into.report["outcome"] == "refused"
+    assert "[vm.vm0] allows 02:00:00:00:00:99, not 02:00:00:00:00:01" in out.report["reason"]
+    assert vm(f, "vm0")[0] is f.hosts[0]
+    assert_clean(f)
+
+
+def _drop_in(phase: str):
+    """An on_step that starts the migration, then cuts the stream when the source reaches
+    `phase`."""
+    def on_step(f: Fabric) -> None:
+        if not f.moves and f.received() >= PACKETS // 2:
+            f.migrate("vm0", *f.hosts)
+        if f.moves and f.moves[0][0].phase == phase and not f.moves[0][0].link.closed:
+            f.moves[0][0].link.close("cable cut")
+    return on_step
+
+
+@pytest.mark.parametrize("phase", ["accepting", "precopy", "paused"])
+def test_a_stream_dropped_before_the_state_went_out_leaves_the_vm_running_on_the_source(phase):
+    f = fabric("ixgbevf", "vmxnet3")
+    f.run(on_step=_drop_in(phase))
+    out, into = f.moves[0]
+    assert out.report["outcome"] == "stayed", out.report
+    assert "stays on the source" in out.report["reason"]
+    assert into.phase == "failed" and vm(f, "vm0")[0] is f.hosts[0]
+    host, v = vm(f, "vm0")
+    assert host.hv.mode(v) == PLUGIN  # its plugin again
+    assert not f.hosts[1].vms and f.hosts[1].nic.free_vf() is f.hosts[1].nic.vfs[0]
+    assert_clean(f)
+
+
+def test_a_stream_dropped_after_the_state_is_uncertain_until_the_destination_is_asked():
+    """The destination resumed the VM and its answer was lost: the source keeps the VM paused
+    (two copies would both answer for one MAC), the operator asks the destination, which runs
+    it; the source lets it go."""
+    f = fabric("vmxnet3", "mlx5")
+    cut = []
+
+    def on_step(fab: Fabric) -> None:
+        if not fab.moves and fab.received() >= PACKETS // 2:
+            fab.migrate("vm0", *fab.hosts)
+        if fab.moves and fab.moves[0][1].phase == "forwarding" and not cut:
+            cut.append(fab.moves[0][0].phase)
+            fab.moves[0][1].link.close("cable cut")  # the destination's `resumed` never arrives
+            fab.moves[0][0].link.inbox.clear()
+    f.run(on_step=on_step)
+    out, into = f.moves[0]
+    assert cut == ["resuming"] and out.phase == "uncertain" and into.report["outcome"] == "moved"
+    assert into.vm in f.hosts[1].vms and not into.vm.paused  # it runs on the destination
+    src_vm = out.vm
+    assert src_vm.paused and src_vm in f.hosts[0].vms  # and stays paused on the source
+    assert "let it go" in out.let_go()  # what `npa migrate` does once the destination says so
+    assert src_vm not in f.hosts[0].vms and f.hosts[0].nic.free_vf() is src_vm.vf
+    f.run(on_step=lambda fab: None)
+    # Frames that reached the old port after the state went out had nowhere to go: counted, and
+    # they are the guest's only loss (the port also held the destination's one RARP broadcast)
+    lost = out.report["forward_lost"]
+    assert lost > 1
+    assert sum(v.sink.lost(fid) for h in f.hosts for v in h.vms for fid in v.sink.check) == lost - 1
+
+
+def test_a_faulting_destination_plugin_leaves_the_vm_on_the_destination_emulated_path(tmp_path):
+    from helpers import build_variants
+
+    bad = build_variants(tmp_path, ROOT / "tests" / "hostile" / "hostile.c", "ATTACK",
+                         ["SMASHES_ITS_STACK"])["SMASHES_ITS_STACK"]
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    shutil.copy(bad, repo / "ixgbevf.wasm")
+    f = fabric("mlx5", "ixgbevf", repository=repo)
+    f.run(on_step=f.migrate_when("vm0", PACKETS // 2))
+    out, into = f.moves[0]
+    assert out.report["outcome"] == "moved"
+    host, v = vm(f, "vm0")
+    assert host is f.hosts[1] and host.hv.mode(v) == EMULATED
+    assert host.hv.modes(v)[-1].reason.startswith("fault: ")
+    assert_clean(f)
+
+
+# -- the stream is untrusted ------------------------------------------------------------------
+def test_garbage_on_the_stream_ends_the_migration_with_one_line_and_the_vm_stays():
+    f = fabric("ixgbevf", "mlx5")
+    f.run(on_step=lambda fab: None)  # boot and run to the end; then move under no traffic
+    here, there = MemoryLink.pair()
+    into = Incoming(f.hosts[1], there)
+    f.hosts[1].migrations.append(into)
+    out = Outgoing(f.hosts[0], vm(f, "vm0")[1], here)
+    f.hosts[0].migrations.append(out)
+    there.inbox.clear()
+    there.inbox.append(b"\0\0\0\4\xc1\xc1\xc1\xc1")  # not msgpack: the hello never comes
+    for _ in range(5):
+        f.step()
+    assert into.phase == "failed" and "malformed" in into.report["reason"]
+    assert out.phase == "failed" and out.report["outcome"] == "stayed"
+    assert vm(f, "vm0")[0] is f.hosts[0]
+
+
+@pytest.mark.parametrize("evil,why", [
+    (Pages(round=0, index=np.array([1 << 20], "<u4").tobytes(), data=bytes(4096)), "beyond"),
+    (Pages(round=0, index=b"\1\0\0", data=b""), "disagree"),
+    (Pages(round=0, index=np.array([1], "<u4").tobytes(), data=bytes(100)), "disagree"),
+    (State(pool={"frames": 512, "frame_size": 2048, "resend": [5000], "lens": [60], "seq": [0],
+                 "next_seq": 1}, guest={}, queued=[]), "out of the pool"),
+    (State(pool={"frames": 512, "frame_size": 2048, "resend": [], "lens": [], "seq": [],
+                 "next_seq": 0}, guest={"gen": 7}, queued=[]), "TypeError"),
+])
+def test_a_hostile_source_cannot_make_the_destination_admit_a_broken_vm(evil, why):
+    f = fabric("vmxnet3", "ixgbevf")
+    f.run(on_step=lambda fab: None)
+    here, there = MemoryLink.pair()
+    into = Incoming(f.hosts[1], there)
+    f.hosts[1].migrations.append(into)
+    out = Outgoing(f.hosts[0], vm(f, "vm0")[1], here)
+    f.hosts[0].migrations.append(out)
+    for _ in range(3):
+        f.step()
+    assert into.phase == "copying"
+    out.phase = "resuming"  # the source goes quiet; a hostile one speaks in its place
+    here.send(evil)
+    f.step()
+    assert into.phase == "failed" and why in into.report["reason"], into.report["reason"]
+    assert not f.hosts[1].vms and f.hosts[1].nic.free_vf() is not None
+
+
+def test_every_message_is_validated_on_arrival():
+    good = encode(Pages(round=0, index=b"", data=b""))[4:]
+    assert decode(good).kind == "pages"
+    for raw, says in [
+        ({"v": 2, "kind": "pages"}, "version"),
+        ({"v": 1, "kind": "teleport"}, "invalid"),
+        ({"v": 1, "kind": "pages", "round": "0", "index": b"", "data": b""}, "round"),
+        ({"v": 1, "kind": "pages", "round": 0, "index": b"", "data": b"", "extra": 1}, "extra"),
+        ({"v": 1, "kind": "forward", "frames": [b"short"]}, "frames"),
+        ([1, 2, 3], "not a map"),
+    ]:
+        with pytest.raises(StreamError, match=says):
+            decode(msgpack.packb(raw, use_bin_type=True))
