@@ -9,6 +9,7 @@ skipped with the reason elsewhere.
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import shutil
 import signal
@@ -195,3 +196,70 @@ def test_sigterm_under_traffic_exits_clean_with_every_frame_back(netns):
     assert code == 0, err  # quiesced, no fault, nothing left with the plugin
     assert "udp echo" in out
     flood.kill()
+
+
+def _wait_for(cond, what: str, limit_s: float = 10.0):
+    """Poll `cond()` every 20 ms until it returns something true, at most `limit_s`."""
+    for _ in range(int(limit_s / 0.02)):
+        if got := cond():
+            return got
+        time.sleep(0.02)
+    raise AssertionError(f"no {what} after {limit_s} s")
+
+
+def test_linux_pings_a_vm_every_10ms_while_it_migrates_to_another_vendors_nic(netns, tmp_path):
+    """Two `npa host` processes on one Linux bridge (TAP uplinks), ixgbevf on one, mlx5 on the
+    other. First the destination's repository lacks an mlx5 plugin: the migration is refused and
+    vm0 keeps answering on the source. Then Linux pings vm0 every 10 ms while `npa migrate` moves
+    it: every ping is answered, the last ones by the mlx5 host."""
+    from runtime.host.control import ask
+
+    ns, procs = netns
+    sh("ip", "link", "add", "br0", "type", "bridge", ns=ns).check_returncode()
+    sh("ip", "addr", "add", "10.79.0.1/24", "dev", "br0", ns=ns).check_returncode()
+    sh("ip", "link", "set", "br0", "up", ns=ns).check_returncode()
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for name in ("ixgbevf.wasm", "mlx5.wasm"):
+        shutil.copy(ROOT / "plugins-wasm" / name, repo / name)
+    a_sock, b_sock = str(tmp_path / "a.sock"), str(tmp_path / "b.sock")
+    for tap, sock, args in (("npaA", a_sock, ["--nic", "ixgbevf", "--vms", "1", "--ip", "10.79.0.2/24"]),
+                            ("npaB", b_sock, ["--nic", "mlx5", "--vms", "0", "--ip", "10.79.0.9/24"])):
+        p = start_host(ns, procs, *args, "--uplink", f"tap:{tap}", "--control", sock,
+                       "--plugins", str(repo))
+        _wait_for(lambda: sh("ip", "link", "show", tap, ns=ns).returncode == 0 and os.path.exists(sock)
+                  or p.poll() is not None, f"{tap} and {sock}")
+        assert p.poll() is None, p.communicate()[1]
+        sh("ip", "link", "set", tap, "master", "br0", "up", ns=ns).check_returncode()
+    a, b = procs[0], procs[1]
+    migrate = ["ip", "netns", "exec", ns, sys.executable, "-c", "from cli.main import main; main()",
+               "migrate", "vm0", "--from", a_sock, "--to", b_sock, "--json", "-"]
+
+    (repo / "mlx5.wasm").rename(tmp_path / "away.wasm")  # the destination has no plugin for its NIC
+    r = subprocess.run(migrate, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1, r.stderr
+    assert "no plugin" in r.stderr and "stays on the source" in r.stderr
+    assert r.stderr.count("npa: error:") == 1
+    assert [v["data_path"] for v in ask(a_sock).status["vms"]] == ["plugin"]
+    assert " 5 received" in sh("ping", "-c", "5", "-i", "0.02", "-W", "1", "10.79.0.2", ns=ns).stdout
+    (tmp_path / "away.wasm").rename(repo / "mlx5.wasm")
+
+    ping = subprocess.Popen(["ip", "netns", "exec", ns, "ping", "-i", "0.01", "-c", "500", "-W", "2",
+                             "10.79.0.2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    procs.append(ping)
+    _wait_for(lambda: ask(a_sock).status["vms"][0].get("echo_replies", 0) >= 100, "100 echo replies")
+    r = subprocess.run(migrate, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    out, err = ping.communicate(timeout=60)
+    assert " 500 received" in out, out + err  # not one ping lost
+    assert report["outcome"] == "moved" and report["schema"] == "npa.migrate/1"
+    assert (report["source"]["nic"], report["destination"]["nic"]) == ("ixgbevf", "mlx5")
+    assert report["destination"]["plugin"] == "mlx5" and report["destination"]["mode"] == "plugin"
+    assert report["downtime_s"] is not None and report["precopy_bytes"] > 0
+    there = ask(b_sock).status["vms"]
+    assert [v["name"] for v in there] == ["vm0"] and there[0]["echo_replies"] > 0
+    assert there[0]["data_path"] == "plugin" and there[0]["ip"] == "10.79.0.2/24"
+    assert ask(a_sock).status["vms"] == []
+    results = [stop(p) for p in (a, b)]
+    assert [code for code, _, _ in results] == [0, 0], [e for _, _, e in results]
