@@ -214,10 +214,19 @@ def run(
     as_json: Optional[str] = typer.Option(None, "--json", help="Also write the result as JSON "
                                           "(schema npa.run/1) to this file; '-': to stdout, "
                                           "instead of the tables."),
+    migrate_to: Optional[str] = typer.Option(None, "--migrate-to", help="A second host with this "
+                                             "NIC model on the uplink's cable: vm0 live-migrates "
+                                             "there mid-run (its plugin from --plugins)."),
+    migrate_at: int = typer.Option(0, "--migrate-at", min=0, help="Start the migration once this "
+                                   "many frames were received (default: a quarter of them)."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Draw per-VM throughput over device "
+                                        "time, with mode changes, faults and migration phases "
+                                        "marked, to this PNG file."),
 ) -> None:
     """Run VM-to-VM traffic through the plugin, the NIC model and its switch; exit 0 only if
     nothing was lost, duplicated, reordered or corrupted and every frame is back with its shell.
-    VMs boot on the emulated path and switch to the plugin when the hypervisor offers the VF."""
+    VMs boot on the emulated path and switch to the plugin when the hypervisor offers the VF.
+    With --migrate-to, vm0 moves mid-run to a host with another NIC (deterministic, in process)."""
     from nic_model.sriov import MODELS
     from runtime.guest import size_schedule
     from runtime.hypervisor import Policy
@@ -235,6 +244,14 @@ def run(
         fail(f"--switch {switch}: use veb or vepa")
     if uplink not in ("null", "loopback"):
         fail(f"--uplink {uplink}: use null or loopback")
+    if migrate_to is not None:
+        if migrate_to not in MODELS:
+            fail(f"--migrate-to {migrate_to}: unknown NIC model (known: {', '.join(MODELS)})", 2)
+        if switch == "vepa" or uplink != "null":
+            fail("--migrate-to cables the uplink to the second host: no --switch vepa or --uplink", 2)
+    if plot is not None and (plot.is_dir() or not plot.parent.is_dir()):
+        fail(f"--plot {plot}: " + ("a directory, not a file" if plot.is_dir() else
+                                    f"no directory {plot.parent}"), 2)
     vfs = vfs or max(4, vms)
     if vms > vfs:
         fail(f"--vms {vms} needs as many VFs; the NIC has {vfs} (--vfs)")
@@ -252,13 +269,29 @@ def run(
             rules.check_vms(vms)
     except NpaError as e:
         fail(str(e), 2)
+    other = b""
+    if migrate_to is not None:
+        try:
+            other = image_for(plugins, MODELS[migrate_to]).read_bytes()
+        except (NpaError, OSError) as e:
+            fail(f"--migrate-to {migrate_to}: {e}")
+    from runtime.host.timeline import Timeline, marks
+    timeline = Timeline() if plot else None
     try:
         host, seconds = runner.run(data, vms=vms, vfs=vfs, packets=packets, sizes=sizes, model=nic,
-                                   pcap=pcap, switch=switch, uplink=uplink, quiet=quiet, policy=rules)
+                                   pcap=pcap, switch=switch, uplink=uplink, quiet=quiet, policy=rules,
+                                   migrate_to=migrate_to, migrate_at=migrate_at or vms * packets // 4,
+                                   other_image=other, plugins=plugins, timeline=timeline)
     except (LoadError, PluginFault) as e:
         fail(f"{path}: {e}")
     except OSError as e:
         fail(f"{e.filename}: {e.strerror}")
+    if plot is not None:
+        from .plot import timeline as draw
+        hosts = runner.hosts_of(host)
+        draw(plot, timeline, marks(hosts, getattr(host, "moves", [])),
+             f"npa run: {vms} VMs, {size} frames, {nic}" + (f" -> {migrate_to} (vm0)" if migrate_to else ""))
+        print(f"npa: timeline written to {plot}", file=sys.stderr)
     if as_json == "-":
         import contextlib
         import io

@@ -17,6 +17,8 @@ from rich.table import Table
 
 from nic_model.sriov import SriovNic
 from runtime.host import Host
+from runtime.host.fabric import Fabric
+from runtime.host.timeline import Timeline
 from runtime.hypervisor import Policy, format_mac
 
 out = Console(highlight=False)
@@ -26,35 +28,58 @@ err = Console(stderr=True, highlight=False)
 
 
 def run(image: bytes, *, vms: int, vfs: int, packets: int, sizes, model: str, pcap: Path | None,
-        switch: str, uplink: str, quiet: bool = False, policy: Policy | None = None) -> tuple[Host, float]:
-    nic = SriovNic(model, vfs, uplink=uplink, pcap=pcap, switch_mode=switch)
-    host = Host(nic, image, vms, packets=packets, sizes=sizes, policy=policy)
+        switch: str, uplink: str, quiet: bool = False, policy: Policy | None = None,
+        migrate_to: str | None = None, migrate_at: int = 0, other_image: bytes = b"",
+        plugins: Path | None = None, timeline: Timeline | None = None):
+    """Boot, run the traffic to the end, quiesce; with `migrate_to`, on a fabric of two hosts
+    (the second with that NIC model) across which vm0 moves once `migrate_at` frames arrived.
+    Returns the host (or the fabric) and the seconds the traffic took."""
+    if migrate_to:
+        target = Fabric.build(image, model, migrate_to, other_image, vms=vms, vfs=vfs,
+                              repository=plugins, policy=policy, pcap=pcap, packets=packets, sizes=sizes)
+        move = target.migrate_when("vm0", migrate_at)
+    else:
+        target = Host(SriovNic(model, vfs, uplink=uplink, pcap=pcap, switch_mode=switch), image, vms,
+                      packets=packets, sizes=sizes, policy=policy)
+        move = None
+    hosts = getattr(target, "hosts", (target,))
+
+    def on_step(t) -> None:
+        if move is not None:
+            move(t)
+        if timeline is not None:
+            timeline.sample(t.steps, hosts[0].nic.now_us, [vm for h in hosts for vm in h.vms])
     try:
-        host.boot()
-        total = host.total_frames()
+        target.boot()
+        total = target.total_frames()
         t0 = time.perf_counter()
         with Progress(TextColumn("frames"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                       console=err, transient=True, disable=quiet or not err.is_terminal) as bar:
             task = bar.add_task("run", total=total)
-            host.run(lambda received: bar.update(task, completed=received))
-        return host, time.perf_counter() - t0
+            target.run(lambda received: bar.update(task, completed=received), on_step=on_step)
+        return target, time.perf_counter() - t0
     finally:
-        host.close()
+        target.close()
 
 
-def report(host: Host, seconds: float, modes: bool = False) -> list[str]:
+def hosts_of(target) -> tuple[Host, ...]:
+    return getattr(target, "hosts", (target,))
+
+
+def report(target, seconds: float, modes: bool = False) -> list[str]:
     """Print the tables; return the problems found (none: a clean run). `modes`: list every
-    VM's data-path mode changes, not only those after boot."""
-    vt = Table("vm", "mac", "data path", "sent", "received", "lost", "dup", "reordered", "corrupt",
-               "refused", "faults", title="VMs", title_justify="left")
+    VM's data-path mode changes, not only those after boot. `target`: a host or a fabric."""
+    vt = Table("vm", "nic", "mac", "data path", "sent", "received", "lost", "dup", "reordered",
+               "corrupt", "refused", "faults", title="VMs", title_justify="left")
     problems = []
-    for vm in host.vms:
+    for host, vm in ((h, vm) for h in hosts_of(target) for vm in h.vms):
         checks = vm.sink.check.values()
         lost = sum(vm.sink.lost(fid) for fid in vm.sink.check)
         faults = [e for e in vm.shell.events if e.kind == "fault"]
         attach = next((e.reason for e in reversed(vm.shell.events) if e.kind == "attach"), "-")
         sent = sum(f.sent for f in vm.gen.flows)
-        vt.add_row(vm.name, format_mac(vm.mac), attach, str(sent), str(sum(c.received for c in checks)),
+        vt.add_row(vm.name, host.nic.model.MODEL, format_mac(vm.mac), attach, str(sent),
+                   str(sum(c.received for c in checks)),
                    str(lost), str(sum(c.duplicates for c in checks)),
                    str(sum(c.reordered for c in checks)), str(sum(c.corrupted for c in checks)),
                    str(sum(vm.shell.refused.values())), str(len(faults)))
@@ -71,15 +96,28 @@ def report(host: Host, seconds: float, modes: bool = False) -> list[str]:
             problems.append(f"{vm.name}: {vm.sink.unexpected} unexpected frames")
         if (held := vm.shell.held_by_plugin()):
             problems.append(f"{vm.name}: {held} pool frames still held by the plugin or VF")
-    for f in host.flows:
+    for f in target.flows:
         if f.sent < f.count:
             problems.append(f"flow {f.id}: the guest could send only {f.sent} of {f.count} frames")
     out.print(vt)
-    _modes(host, modes)
+    for host in hosts_of(target):
+        _modes(host, modes)
+        _nic_tables(host, len(hosts_of(target)) > 1)
+    problems += _migrations(target)
+    frames = target.total_frames()
+    out.print(f"{frames} frames in {target.steps} steps, {seconds:.2f} s "
+              f"({frames / seconds / 1e6:.3f} Mpps end to end)" if seconds > 0 else "")
+    if (cap := hosts_of(target)[0].nic.uplink.capture):
+        out.print(f"pcap: {cap.frames} frames written to {cap.path}")
+    return problems
 
+
+def _nic_tables(host: Host, named: bool) -> None:
+    """The VF and switch-port counters of one host's NIC."""
+    nic = f"{host.nic.model.MODEL} " if named else ""
     ft = Table("vf", "pci", "tx frames", "rx frames", "tx bytes", "rx bytes", "tx errors",
                "rx oversize", "spoofed", "vlan", "oversize", "storm", "dma faults", "resets",
-               title="VFs (drops: the switch enforcing the PF's policy)", title_justify="left")
+               title=f"{nic}VFs (drops: the switch enforcing the PF's policy)", title_justify="left")
     for vf in host.nic.vfs:
         s, p = vf.stats, vf.port.stats
         ft.add_row(vf.name, vf.pci_id, *(str(v) for v in (
@@ -89,18 +127,38 @@ def report(host: Host, seconds: float, modes: bool = False) -> list[str]:
 
     sw = host.nic.switch
     pt = Table("port", "kind", "rx frames", "rx bytes", "tx frames", "tx bytes", "drops",
-               title=f"switch ports ({sw.mode})", title_justify="left")
+               title=f"{nic}switch ports ({sw.mode})", title_justify="left")
     for p in sw.ports:
         s = p.stats
         pt.add_row(p.name, p.kind, *(str(v) for v in (s.rx_frames, s.rx_bytes, s.tx_frames,
                                                        s.tx_bytes, s.drops)))
     out.print(pt)
-    frames = host.total_frames()
-    out.print(f"{frames} frames in {host.steps} steps, {seconds:.2f} s "
-              f"({frames / seconds / 1e6:.3f} Mpps end to end)" if seconds > 0 else "")
-    if host.nic.uplink.capture:
-        cap = host.nic.uplink.capture
-        out.print(f"pcap: {cap.frames} frames written to {cap.path}")
+
+
+def _migrations(target) -> list[str]:
+    """The migrations of a fabric run, one row each; problems when one did not move its VM."""
+    moves = getattr(target, "moves", [])
+    if not moves:
+        return []
+    t = Table("vm", "from", "to", "outcome", "rounds", "pre-copy bytes", "stop-and-copy bytes",
+              "paused (µs)", "downtime (µs)", "forwarded", title="migrations (device time)",
+              title_justify="left")
+    problems = []
+    for r in target.report():
+        rounds = r.get("rounds", [])
+        pre = sum(x["bytes"] for x in rounds if not x.get("stop_and_copy"))
+        stop = sum(x["bytes"] for x in rounds if x.get("stop_and_copy"))
+        ph = {name: tm for name, tm in r["phases"]}
+        paused = (ph["forwarding"] - ph["paused"]) * 1e6 if {"paused", "forwarding"} <= ph.keys() else None
+        d = r.get("destination", {})
+        t.add_row(r["vm"], f"{r['source']['nic']} ({r['source']['plugin']})",
+                  f"{d.get('nic', '-')} ({d.get('plugin', '-')}, {d.get('mode', '-')})", r["outcome"],
+                  str(len(rounds)), f"{pre:,}", f"{stop:,}", "-" if paused is None else f"{paused:.0f}",
+                  "-" if r["downtime_s"] is None else f"{r['downtime_s'] * 1e6:.0f}",
+                  str(r.get("forwarded", 0)))
+        if r["outcome"] != "moved":
+            problems.append(f"migration of {r['vm']}: {r['reason']}")
+    out.print(t)
     return problems
 
 
@@ -119,14 +177,14 @@ def _modes(host: Host, every: bool) -> None:
         out.print(t)
 
 
-def summary(host: Host, seconds: float, problems: list[str]) -> dict:
-    """`npa run --json`: schema npa.run/1, one object."""
+def summary(target, seconds: float, problems: list[str]) -> dict:
+    """`npa run --json`: schema npa.run/1, one object (a fabric run adds `migrations`)."""
     from dataclasses import asdict
     vms = []
-    for vm in host.vms:
+    for host, vm in ((h, vm) for h in hosts_of(target) for vm in h.vms):
         checks = vm.sink.check.values()
         vms.append({
-            "name": vm.name, "mac": format_mac(vm.mac),
+            "name": vm.name, "nic": host.nic.model.MODEL, "mac": format_mac(vm.mac),
             "data_path": host.hv.mode(vm) if host.managed else "driver",
             "sent": sum(f.sent for f in vm.gen.flows),
             "received": sum(c.received for c in checks),
@@ -138,21 +196,25 @@ def summary(host: Host, seconds: float, problems: list[str]) -> dict:
             "faults": [e.reason for e in vm.shell.events if e.kind == "fault"],
             "modes": [asdict(c) for c in host.hv.modes(vm)] if host.managed else [],
         })
-    frames = sum(vm.sink.frames for vm in host.vms)
-    return {"schema": "npa.run/1", "clean": not problems and host.clean(),
-            "nic": host.nic.model.MODEL, "plugin": host.report.manifest.name,
-            "frames": frames, "seconds": round(seconds, 4),
-            "mpps": round(frames / seconds / 1e6, 4) if seconds > 0 else None,
-            "problems": problems, "vms": vms,
-            "vfs": [{"name": vf.name, "pci_id": vf.pci_id, **asdict(vf.stats), "port": asdict(vf.port.stats)}
-                    for vf in host.nic.vfs]}
+    first = hosts_of(target)[0]
+    frames = sum(v["received"] for v in vms)
+    doc = {"schema": "npa.run/1", "clean": not problems and target.clean(),
+           "nic": first.nic.model.MODEL, "plugin": first.report.manifest.name,
+           "frames": frames, "seconds": round(seconds, 4),
+           "mpps": round(frames / seconds / 1e6, 4) if seconds > 0 else None,
+           "problems": problems, "vms": vms,
+           "vfs": [{"name": vf.name, "nic": h.nic.model.MODEL, "pci_id": vf.pci_id, **asdict(vf.stats),
+                    "port": asdict(vf.port.stats)} for h in hosts_of(target) for vf in h.nic.vfs]}
+    if hasattr(target, "moves"):
+        doc["migrations"] = target.report()
+    return doc
 
 
-def verdict(host: Host, problems: list[str]) -> int:
-    if problems or not host.clean():
+def verdict(target, problems: list[str]) -> int:
+    if problems or not target.clean():
         for p in problems or ["run not clean"]:
             print(f"npa: {p}", file=sys.stderr)
         return 1
-    out.print(f"[green]clean[/]: {host.total_frames()} frames delivered byte-exact and in order; "
+    out.print(f"[green]clean[/]: {target.total_frames()} frames delivered byte-exact and in order; "
               "every pool frame is back with its shell")
     return 0

@@ -225,3 +225,42 @@ def test_every_message_is_validated_on_arrival():
     ]:
         with pytest.raises(StreamError, match=says):
             decode(msgpack.packb(raw, use_bin_type=True))
+
+
+# -- the command line -------------------------------------------------------------------------
+def test_npa_run_migrate_to_moves_vm0_reports_it_and_draws_the_timeline(tmp_path):
+    import json
+
+    from helpers import npa
+
+    png, doc = tmp_path / "timeline.png", tmp_path / "run.json"
+    r = npa("run", "--packets", "200000", "--migrate-to", "mlx5", "--migrate-at", "40000",
+            "--plot", str(png), "--json", str(doc), "-q")
+    assert r.returncode == 0, r.stderr
+    assert "migrations (device time)" in r.stdout and "clean" in r.stdout
+    run = json.loads(doc.read_text())
+    (m,) = run["migrations"]
+    assert m["outcome"] == "moved" and m["destination"]["nic"] == "mlx5" and m["downtime_s"] > 0
+    assert {v["name"]: v["nic"] for v in run["vms"]} == {"vm1": "ixgbevf", "vm0": "mlx5"}
+    assert all(v["lost"] == v["duplicated"] == v["reordered"] == 0 for v in run["vms"])
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("args,says", [
+    (["--migrate-to", "e1000"], "--migrate-to e1000: unknown NIC model"),
+    (["--migrate-to", "mlx5", "--switch", "vepa"], "cables the uplink"),
+    (["--plot", "/nonexistent/x.png"], "--plot /nonexistent/x.png: no directory"),
+])
+def test_npa_run_migration_options_refused_in_one_line(args, says):
+    from helpers import npa
+
+    r = npa("run", "--packets", "100", *args)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and says in r.stderr, r.stderr
+
+
+def test_npa_migrate_without_hosts_is_one_line_exit_2(tmp_path):
+    from helpers import npa
+
+    r = npa("migrate", "vm0", "--from", str(tmp_path / "a.sock"), "--to", str(tmp_path / "b.sock"))
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert r.stderr.startswith("npa: error: ") and "a.sock: No such file" in r.stderr

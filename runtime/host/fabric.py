@@ -71,6 +71,9 @@ class Fabric:
             h.step()
         self.steps += 1
 
+    def total_frames(self) -> int:
+        return sum(f.count for f in self.flows)
+
     def received(self) -> int:
         return sum(vm.sink.frames for vm in self.vms)
 

@@ -83,7 +83,7 @@ def pairs(n: int) -> list[tuple[int, int]]:
 
 class Host:
     GUEST = "traffic"  # its guests run a traffic generator and sink (see `runtime.host.migrate`)
-    FORWARD_S = 0.0005  # device time a migration source forwards frames after the VM resumed
+    FORWARD_S = 0.00005  # device time a migration source forwards frames after the VM resumed
     PAGES_PER_STEP = 32.0  # the migration stream's pace: 4 KiB pages per 10 µs step, ~100 Gbit/s
 
     def __init__(self, nic: SriovNic, image: bytes | ImageReport, vms: int, *, packets: int,
@@ -181,11 +181,15 @@ class Host:
         return all(f.sent == f.count and self.received(f) >= f.count
                    for f in self.flows)
 
-    def run(self, progress: Callable[[int], None] | None = None) -> None:
-        """Step until every flow is delivered or nothing moves for STALL_STEPS steps."""
+    def run(self, progress: Callable[[int], None] | None = None,
+            on_step: Callable[["Host"], None] | None = None) -> None:
+        """Step until every flow is delivered or nothing moves for STALL_STEPS steps; `on_step`
+        runs after each step (a timeline's sample)."""
         last, idle = -1, 0
         while not self.delivered() and idle < STALL_STEPS:
             self.step()
+            if on_step is not None:
+                on_step(self)
             moved = self.moved()
             idle = idle + 1 if moved == last else 0
             if progress is not None and moved != last:
