@@ -20,6 +20,7 @@ demo: $(STAMP)
 	$(NPA) inspect plugins-wasm/ixgbevf.wasm
 	$(NPA) conformance plugins-wasm/ixgbevf.wasm
 	$(NPA) run
+	$(NPA) run --packets 300000 --migrate-to mlx5 --migrate-at 60000 --plot timeline.png
 
 # System tools the network tests use (tests/test_network.py), installed where missing when we
 # are root on Debian; elsewhere those tests skip and say why.

@@ -98,7 +98,7 @@ def _drop_in(phase: str):
     """An on_step that starts the migration, then cuts the stream when the source reaches
     `phase`."""
     def on_step(f: Fabric) -> None:
-        if not f.moves and f.received() >= PACKETS // 2:
+        if not f.moves and f.frames_received() >= PACKETS // 2:
             f.migrate("vm0", *f.hosts)
         if f.moves and f.moves[0][0].phase == phase and not f.moves[0][0].link.closed:
             f.moves[0][0].link.close("cable cut")
@@ -127,7 +127,7 @@ def test_a_stream_dropped_after_the_state_is_uncertain_until_the_destination_is_
     cut = []
 
     def on_step(fab: Fabric) -> None:
-        if not fab.moves and fab.received() >= PACKETS // 2:
+        if not fab.moves and fab.frames_received() >= PACKETS // 2:
             fab.migrate("vm0", *fab.hosts)
         if fab.moves and fab.moves[0][1].phase == "forwarding" and not cut:
             cut.append(fab.moves[0][0].phase)

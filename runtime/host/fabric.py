@@ -9,7 +9,7 @@ from typing import Callable
 from nic_model.uplink import Uplink
 from runtime.hypervisor.stream import MemoryLink
 
-from .host import STALL_STEPS, Host
+from .host import STALL_STEPS, Host, drive
 from .migrate import Incoming, Outgoing, downtime
 
 
@@ -62,7 +62,7 @@ class Fabric:
         """An `on_step` that moves VM `name` from host a to host b once the sinks have received
         `frames` frames in all."""
         def on_step(fabric: Fabric) -> None:
-            if not self.moves and fabric.received() >= frames:
+            if not self.moves and fabric.frames_received() >= frames:
                 self.migrate(name, *self.hosts, **opts)
         return on_step
 
@@ -74,30 +74,21 @@ class Fabric:
     def total_frames(self) -> int:
         return sum(f.count for f in self.flows)
 
-    def received(self) -> int:
+    def frames_received(self) -> int:
         return sum(vm.sink.frames for vm in self.vms)
 
     def moved(self) -> int:
-        return sum(f.sent for f in self.flows) + self.received()
+        return sum(f.sent for f in self.flows) + self.frames_received()
 
     def delivered(self) -> bool:
-        return self.hosts[0].delivered() and all(m.finished for move in self.moves for m in move)
+        return self.hosts[0].delivered() and not self.migrating()
+
+    def migrating(self) -> bool:
+        return any(not m.finished for move in self.moves for m in move)
 
     def run(self, progress: Callable[[int], None] | None = None,
             on_step: Callable[["Fabric"], None] | None = None) -> None:
-        """Step until every flow is delivered and every migration over, or nothing moves for
-        STALL_STEPS steps; `on_step` runs after each step (start a migration, sample)."""
-        last, idle = -1, 0
-        while not self.delivered() and idle < STALL_STEPS:
-            self.step()
-            if on_step is not None:
-                on_step(self)
-            moved = self.moved()
-            idle = idle + 1 if moved == last and all(m.finished for mv in self.moves for m in mv) else 0
-            if progress is not None and moved != last:
-                progress(self.received())
-            last = moved
-        self.finish()
+        drive(self, progress, on_step)
 
     def finish(self) -> None:
         """As `Host.finish`, for both hosts at once (frames in flight cross the cable)."""

@@ -81,9 +81,26 @@ def pairs(n: int) -> list[tuple[int, int]]:
     return out
 
 
+def drive(target, progress: Callable[[int], None] | None = None, on_step: Callable | None = None) -> None:
+    """Step `target` (a `Host`, or a `Fabric` of two) until every flow is delivered, or nothing
+    moves and no migration is under way for STALL_STEPS steps; then finish it. `on_step` runs
+    after each step (start a migration, sample a timeline); `progress` gets frames received."""
+    last, idle = -1, 0
+    while not target.delivered() and idle < STALL_STEPS:
+        target.step()
+        if on_step is not None:
+            on_step(target)
+        moved = target.moved()
+        idle = idle + 1 if moved == last and not target.migrating() else 0
+        if progress is not None and moved != last:
+            progress(target.frames_received())
+        last = moved
+    target.finish()
+
+
 class Host:
     GUEST = "traffic"  # its guests run a traffic generator and sink (see `runtime.host.migrate`)
-    FORWARD_S = 0.00005  # device time a migration source forwards frames after the VM resumed
+    FORWARD_S = 0.00005  # a migration source forwards until its old port was quiet this long
     PAGES_PER_STEP = 32.0  # the migration stream's pace: 4 KiB pages per 10 µs step, ~100 Gbit/s
 
     def __init__(self, nic: SriovNic, image: bytes | ImageReport, vms: int, *, packets: int,
@@ -171,7 +188,7 @@ class Host:
         self.steps += 1
 
     def moved(self) -> int:
-        return sum(f.sent for f in self.flows) + sum(vm.sink.frames for vm in self.vms)
+        return sum(f.sent for f in self.flows) + self.frames_received()
 
     def received(self, flow: Flow) -> int:
         """Frames of `flow` its destination's sink has received (good, first copies)."""
@@ -181,21 +198,15 @@ class Host:
         return all(f.sent == f.count and self.received(f) >= f.count
                    for f in self.flows)
 
+    def frames_received(self) -> int:
+        return sum(vm.sink.frames for vm in self.vms)
+
+    def migrating(self) -> bool:
+        return any(not m.finished for m in self.migrations)
+
     def run(self, progress: Callable[[int], None] | None = None,
             on_step: Callable[["Host"], None] | None = None) -> None:
-        """Step until every flow is delivered or nothing moves for STALL_STEPS steps; `on_step`
-        runs after each step (a timeline's sample)."""
-        last, idle = -1, 0
-        while not self.delivered() and idle < STALL_STEPS:
-            self.step()
-            if on_step is not None:
-                on_step(self)
-            moved = self.moved()
-            idle = idle + 1 if moved == last else 0
-            if progress is not None and moved != last:
-                progress(sum(vm.sink.frames for vm in self.vms))
-            last = moved
-        self.finish()
+        drive(self, progress, on_step)
 
     def finish(self) -> None:
         """Quiesce every plugin; frames received on the way still reach their guest. A plugin

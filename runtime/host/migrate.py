@@ -45,6 +45,7 @@ from runtime.shell.guest_memory import PAGE
 MAX_ROUNDS = 8  # pre-copy rounds before the VM is paused whatever is still dirty
 STOP_PAGES = 32  # dirty pages few enough to copy with the VM paused
 MAX_GUEST_MEMORY = 256 << 20  # the largest guest memory a destination takes
+FORWARD_MAX = 10  # forwarding ends after this many FORWARD_S, quiet or not
 
 
 class GuestHost(Protocol):
@@ -53,7 +54,7 @@ class GuestHost(Protocol):
     hv: Hypervisor
     vms: list
     GUEST: str  # "traffic" or "stack": which guest this host runs
-    FORWARD_S: float  # how long a source forwards frames after the VM resumed elsewhere
+    FORWARD_S: float  # a source forwards until no frame reached the old port for this long
     PAGES_PER_STEP: float  # pre-copy pages a step sends: the stream's bandwidth, the VMs run between
 
     def clock(self) -> float: ...
@@ -136,7 +137,7 @@ class Outgoing(_Migration):
         self._departed, self._round, self._todo = False, 0, np.zeros(0, np.int64)
         self._credit = 0.0  # pages this step may still send
         self._queued, self._forwarded = Frames.empty(), 0
-        self._seen, self._resumed_at = _handled(vm), 0.0
+        self._seen, self._resumed_at, self._forward_until = _handled(vm), 0.0, 0.0
         self.report.update(vm=vm.name, mac=format_mac(vm.mac), rounds=[], last_frame=host.clock(),
                            source={"nic": self.hv.nic.model.MODEL, "plugin": self.hv.ports[vm.index].report.manifest.name,
                                    "vf": vm.vf.index, "mode": self.hv.mode(vm)})
@@ -236,13 +237,19 @@ class Outgoing(_Migration):
             self.report["destination"].update(mode=msg.mode, plugin=msg.plugin, vf=msg.vf,
                                               reason=msg.reason)
             self._resumed_at = self.host.clock()
+            # VMs on this host keep sending to the old port until it is freed: at most this long
+            self._forward_until = self._resumed_at + FORWARD_MAX * self.host.FORWARD_S
             self._mark("forwarding")
 
     def _forwarding(self) -> None:
         """Frames that still reach the old port go to the destination, until the fabric learned."""
         port = self.vm.vf.port
-        self._forward(port.receive(port.pending()))
-        if self.host.clock() - self._resumed_at < self.host.FORWARD_S and not self.link.closed:
+        if len(frames := port.receive(port.pending())):
+            self._forward(frames)
+            self._resumed_at = self.host.clock()  # quiet for FORWARD_S since the last one
+        now = self.host.clock()
+        if now - self._resumed_at < self.host.FORWARD_S and now < self._forward_until \
+                and not self.link.closed:
             return
         self._forward(hvm.release(self.hv, self.vm))
         self.host.vms.remove(self.vm)

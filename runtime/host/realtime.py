@@ -87,7 +87,7 @@ def addresses(first: str, n: int) -> list[str]:
 
 class RealtimeHost:
     GUEST = "stack"  # its guests are IP stacks (see `runtime.host.migrate`)
-    FORWARD_S = 0.05  # how long a migration source forwards frames after the VM resumed
+    FORWARD_S = 0.01  # a migration source forwards until its old port was quiet this long
     PAGES_PER_STEP = 256.0  # pre-copy pages a loop step hands to the stream's writer thread
 
     def __init__(self, nic: SriovNic, report: ImageReport, vms: int, first_ip: str, *,
