@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 import typer
 from rich.table import Table
@@ -292,3 +294,73 @@ def _neighbours(good: bytes, vms: int, packets: int, image, policy) -> tuple[flo
     host.finish()
     last = host.hv.modes(host.vms[0])[-1]
     return sum(f.count for f in flows) / dt / 1e6, f"{last.mode} ({last.reason[:60]})"
+
+
+@app.command()
+def migrate(
+    runs: int = typer.Option(3, min=1, help="Migrations per NIC pair (each at another point of "
+                             "the traffic)."),
+    packets: int = typer.Option(300_000, min=20_000, help="imix frames per direction per run."),
+    plugins: Path = typer.Option(DEFAULT_IMAGE.parent, "--plugins", help="Plugin repository."),
+    as_json: Optional[str] = typer.Option(None, "--json", help="Also write the figures as JSON "
+                                          "(schema npa.bench.migrate/1); '-': to stdout."),
+) -> None:
+    """Live migration of vm0 between every ordered pair of NIC models, in process, under imix
+    traffic both ways: downtime (device time) median and p99 next to its floor in the same run
+    (the stop-and-copy pages at the stream's pace), bytes, and the wall time of the pause."""
+    import json
+    import statistics
+
+    import numpy as np
+
+    from nic_model.sriov import MODELS
+    from runtime.guest import size_schedule
+    from runtime.host import Fabric, Host
+    from runtime.hypervisor import image_for
+
+    rows = []
+    for src in MODELS:
+        for dst in MODELS:
+            got = []
+            for k in range(runs):
+                f = Fabric.build(image_for(plugins, MODELS[src]).read_bytes(), src, dst,
+                                 image_for(plugins, MODELS[dst]).read_bytes(), vms=2, vfs=4,
+                                 repository=plugins, packets=packets, sizes=size_schedule("imix"))
+                f.boot()
+                f.run(on_step=f.migrate_when("vm0", int(2 * packets * (0.05 + 0.2 * k / max(runs - 1, 1)))))
+                (r,) = f.report()
+                if r["outcome"] != "moved" or not f.clean():
+                    raise NpaError(f"{src} -> {dst}: run {k}: {r['outcome']}: {r['reason']}"
+                                   + ("" if f.clean() else "; the run was not clean"))
+                if r["downtime_s"] is None:
+                    raise NpaError(f"{src} -> {dst}: run {k}: the traffic ended before vm0 resumed; "
+                                   "give more --packets")
+                stop = sum(x["pages"] for x in r["rounds"] if x.get("stop_and_copy"))
+                names = [p[0] for p in r["phases"]]
+                wall = r["wall"][names.index("forwarding")] - r["wall"][names.index("paused")]
+                got.append({"downtime_us": r["downtime_s"] * 1e6,
+                            "floor_us": (stop / Host.PAGES_PER_STEP) * f.hosts[0].nic.tick_us,
+                            "rounds": len(r["rounds"]), "bytes": sum(x["bytes"] for x in r["rounds"]),
+                            "pause_wall_ms": wall * 1e3, "forwarded": r.get("forwarded", 0)})
+                f.close()
+            d = [g["downtime_us"] for g in got]
+            rows.append({"from": src, "to": dst, "runs": runs,
+                         "downtime_median_us": statistics.median(d),
+                         "downtime_p99_us": float(np.percentile(d, 99)),
+                         "floor_median_us": statistics.median(g["floor_us"] for g in got),
+                         "bytes_median": statistics.median(g["bytes"] for g in got),
+                         "rounds_median": statistics.median(g["rounds"] for g in got),
+                         "pause_wall_ms_median": statistics.median(g["pause_wall_ms"] for g in got),
+                         "clean": True})
+            print(f"npa bench migrate: {src} -> {dst}: {runs} runs", file=sys.stderr, flush=True)
+    t = Table("from", "to", "downtime median (µs)", "p99 (µs)", "x its floor", "rounds", "bytes",
+              "pause wall (ms)", title=f"npa bench migrate: {runs} runs per pair, device time; "
+              "floor = stop-and-copy pages at the stream's pace", title_justify="left")
+    for r in rows:
+        t.add_row(r["from"], r["to"], f"{r['downtime_median_us']:.0f}", f"{r['downtime_p99_us']:.0f}",
+                  f"{r['downtime_median_us'] / max(r['floor_median_us'], 1e-9):.2f}x",
+                  f"{r['rounds_median']:.0f}", f"{r['bytes_median']:,.0f}", f"{r['pause_wall_ms_median']:.1f}")
+    out.print(t)
+    if as_json:
+        doc = json.dumps({"schema": "npa.bench.migrate/1", "pairs": rows}, indent=2)
+        print(doc) if as_json == "-" else Path(as_json).write_text(doc + "\n")

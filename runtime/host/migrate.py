@@ -18,6 +18,7 @@ The host supplies the guest's part (`GuestHost`): its state, its clock, where fr
 """
 from __future__ import annotations
 
+import time
 from typing import Protocol
 
 import numpy as np
@@ -81,7 +82,7 @@ class _Migration:
     def __init__(self, host: GuestHost, link):
         self.host, self.hv, self.link = host, host.hv, link
         self.phase = ""
-        self.report: dict = {"phases": [], "outcome": "", "reason": ""}
+        self.report: dict = {"phases": [], "wall": [], "outcome": "", "reason": ""}
 
     @property
     def finished(self) -> bool:
@@ -93,8 +94,10 @@ class _Migration:
         return self.phase in ("precopy", "paused", "forwarding") and isinstance(self, Outgoing)
 
     def _mark(self, phase: str) -> None:
+        """A phase begins: its time on the host's clock, and on the wall (what a run costs)."""
         self.phase = phase
         self.report["phases"].append([phase, self.host.clock()])
+        self.report["wall"].append(time.perf_counter())
 
     def advance(self) -> None:
         """One step of the migration; never raises (a failure is an outcome with its reason)."""
