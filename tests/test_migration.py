@@ -264,3 +264,78 @@ def test_npa_migrate_without_hosts_is_one_line_exit_2(tmp_path):
     r = npa("migrate", "vm0", "--from", str(tmp_path / "a.sock"), "--to", str(tmp_path / "b.sock"))
     assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
     assert r.stderr.startswith("npa: error: ") and "a.sock: No such file" in r.stderr
+
+
+# -- hosts with IP stacks (what `npa host` runs), in one process -------------------------------
+def _stack_hosts(dst: str = "mlx5"):
+    from nic_model.sriov import SriovNic
+    from nic_model.uplink import Uplink
+    from runtime.host import RealtimeHost
+    from runtime.sandbox import analyse
+
+    def report(nic):
+        return analyse(image_for(PLUGINS, MODELS[nic]).read_bytes())
+    a = RealtimeHost(SriovNic("ixgbevf", 4, uplink="wire"), report("ixgbevf"), 2, "10.9.0.2/24")
+    b = RealtimeHost(SriovNic(dst, 4, uplink="wire"), report(dst), 0, "10.9.0.9/24", repository=PLUGINS)
+    Uplink.cable(a.nic.uplink, b.nic.uplink)
+    for h in (a, b):
+        h.boot()
+    return a, b
+
+
+def _step_until(hosts, cond, limit=20_000):
+    for _ in range(limit):
+        if cond():
+            return
+        for h in hosts:
+            h.step()
+    raise AssertionError("not reached")
+
+
+def test_an_ip_stack_moves_with_its_arp_cache_and_keeps_answering():
+    a, b = _stack_hosts()
+    vm0, vm1 = a.vms
+    vm1.stack.ping("10.9.0.2", 3)
+    _step_until((a, b), lambda: vm1.stack.pings["10.9.0.2"]["received"] == 3)
+    here, there = MemoryLink.pair()
+    a.migrations.append(out := Outgoing(a, vm0, here))
+    b.migrations.append(into := Incoming(b, there))
+    _step_until((a, b), lambda: out.finished and into.finished)
+    assert out.report["outcome"] == "moved" and b.vms[0].name == "vm0" and not a.vms[1:]
+    moved = b.vms[0]
+    assert moved.stack.address == "10.9.0.2/24" and moved.stack.lookup("10.9.0.3") == vm1.mac
+    assert b.hv.mode(moved) == PLUGIN and moved.vf.pci_id.startswith("15b3")
+    vm1.stack.ping("10.9.0.2", 3)  # across the cable now, to the mlx5 host
+    _step_until((a, b), lambda: vm1.stack.pings["10.9.0.2"]["received"] == 3)
+    assert moved.stack.stats["echo_replies"] == 6  # its counters came along
+    for h in (a, b):
+        h.finish()
+        assert h.conserved()
+
+
+@pytest.mark.parametrize("part,why", [("outbox", "outbox frame"), ("queued", None)])
+def test_hostile_frames_in_the_state_never_reach_past_the_port_or_crash_the_host(part, why):
+    """A 9000-byte frame in the guest's outbox is refused (the stream ends, nothing admitted);
+    one among the frames queued at the port is dropped at the destination's port, counted, and
+    the VM's receive path goes on."""
+    a, b = _stack_hosts("vmxnet3")
+    vm0, vm1 = a.vms
+    here, there = MemoryLink.pair()
+    big = b"\x02\x00\x0a\x09\x00\x02" * 2 + b"\x08\x00" + bytes(8986)
+    honest = here.send
+
+    def send(msg):  # the source's state, with one hostile frame added
+        if isinstance(msg, State):
+            msg = msg.model_copy(update={part: [*getattr(msg, part), big]})
+        honest(msg)
+    here.send = send
+    a.migrations.append(out := Outgoing(a, vm0, here))
+    b.migrations.append(into := Incoming(b, there))
+    _step_until((a, b), lambda: into.phase in ("failed", "forwarding", "done"), 200)
+    if why:
+        assert into.phase == "failed" and why in into.report["reason"] and not b.vms
+    else:
+        _step_until((a, b), lambda: into.phase == "done")
+        assert into.report["refused_frames"] == 1 and b.vms[0].vf.port.stats.oversize == 1
+        vm1.stack.ping("10.9.0.2", 2)
+        _step_until((a, b), lambda: vm1.stack.pings["10.9.0.2"]["received"] == 2)

@@ -427,7 +427,8 @@ class Incoming(_Migration):
             self._open(f"the source went away before it was done ({e})")
 
     def _open(self, note: str) -> None:
-        hvm.open_port(self.vm, Frames.concat(self._ahead))
+        if (refused := hvm.open_port(self.vm, Frames.concat(self._ahead))):
+            self.report["refused_frames"] = refused
         self.report["forwarded"] = sum(len(f) for f in self._ahead[1:])
         self._ahead = []
         self.report.update(outcome="moved", reason=note)

@@ -232,6 +232,8 @@ class RealtimeHost:
         vm.stack = IpStack.restore(state["stack"], clock=lambda: self.nic.now_us)
         if vm.stack.mac != vm.mac:
             raise ValueError("guest state: the stack's MAC is not the VM's")
+        if any(not 14 <= len(f) <= vm.shell.mtu for f in outbox):
+            raise ValueError(f"guest state: an outbox frame outside 14..{vm.shell.mtu} bytes")
         vm.outbox = outbox
 
     # -- what it reports --------------------------------------------------------------------------

@@ -82,10 +82,16 @@ def arrive(hv: Hypervisor, vm: Vm, rules: Rules) -> None:
     hv.admit(vm, rules)
 
 
-def open_port(vm: Vm, forwarded: Frames) -> None:
-    """Frames the source forwarded go first, then those that came here directly."""
-    vm.vf.port.unreceive(forwarded)
-    vm.vf.port.held = False
+def open_port(vm: Vm, forwarded: Frames) -> int:
+    """Frames the source forwarded go first, then those that came here directly. The source is
+    not trusted with this port: a forwarded frame longer than the port passes (its max frame,
+    never more than the guest's buffers) is dropped, as the switch would. Returns how many."""
+    port = vm.vf.port
+    fits = forwarded.lens <= port.policy.max_frame
+    port.unreceive(forwarded if fits.all() else forwarded.take(fits))
+    port.held = False
+    port.stats.oversize += int((~fits).sum())
+    return int((~fits).sum())
 
 
 def announce(hv: Hypervisor, vm: Vm) -> None:
