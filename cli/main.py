@@ -197,8 +197,12 @@ def run(
     packets: int = typer.Option(100_000, "--packets", min=1, help="Frames per direction."),
     size: str = typer.Option("imix", "--size", help="Frame size in bytes (60-1514, without "
                              "FCS), 'imix' (7:4:1 of 60/590/1514) or 'mixed' (60..1514)."),
-    pcap: Optional[Path] = typer.Option(None, "--pcap", help="Write every frame that crosses the "
-                                        "uplink to this pcap file; implies --switch vepa."),
+    pcap: Optional[Path] = typer.Option(None, "--pcap", help="Capture frames to this file (pcapng "
+                                        "when it ends in .pcapng: one interface per port). "
+                                        "Alone, it implies --switch vepa and watches the uplink."),
+    pcap_port: list[str] = typer.Option([], "--pcap-port", help="A switch port to capture at: "
+                                        "uplink, pf, vf0, vf1, ... or all (repeatable; default "
+                                        "uplink, or all with --switch veb)."),
     nic: str = typer.Option("ixgbevf", "--nic", help="NIC model: ixgbevf (Intel 82599 VF), "
                             "vmxnet3 (VMware, completion rings) or mlx5 (Mellanox, owner-bit CQs)."),
     plugins: Path = typer.Option(BUNDLED, "--plugins", help="Plugin repository the hypervisor "
@@ -238,7 +242,13 @@ def run(
         sizes = size_schedule(size)
     except ValueError as e:
         fail(f"--size: {e}")
-    switch = switch or ("vepa" if pcap else "veb")
+    ports = tuple(pcap_port) or (("all",) if switch == "veb" else ("uplink",))
+    if pcap_port and pcap is None:
+        fail("--pcap-port needs --pcap FILE", 2)
+    known = ["uplink", "pf", "all", *(f"vf{i}" for i in range(vfs or max(4, vms)))]
+    if bad := [p for p in ports if p not in known]:
+        fail(f"--pcap-port {bad[0]}: use uplink, pf, vf0..vf{len(known) - 4} or all", 2)
+    switch = switch or ("vepa" if pcap and not pcap_port else "veb")
     uplink = uplink or ("loopback" if switch == "vepa" else "null")
     if switch not in ("veb", "vepa"):
         fail(f"--switch {switch}: use veb or vepa")
@@ -279,7 +289,7 @@ def run(
     timeline = Timeline() if plot else None
     try:
         host, seconds = runner.run(data, vms=vms, vfs=vfs, packets=packets, sizes=sizes, model=nic,
-                                   pcap=pcap, switch=switch, uplink=uplink, quiet=quiet, policy=rules,
+                                   pcap=pcap, pcap_ports=ports, switch=switch, uplink=uplink, quiet=quiet, policy=rules,
                                    migrate_to=migrate_to, migrate_at=migrate_at or vms * packets // 4,
                                    other_image=other, plugins=plugins, timeline=timeline)
     except (LoadError, PluginFault) as e:

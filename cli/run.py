@@ -28,7 +28,7 @@ err = Console(stderr=True, highlight=False)
 
 
 def run(image: bytes, *, vms: int, vfs: int, packets: int, sizes, model: str, pcap: Path | None,
-        switch: str, uplink: str, quiet: bool = False, policy: Policy | None = None,
+        switch: str, pcap_ports: tuple[str, ...] = ("uplink",), uplink: str, quiet: bool = False, policy: Policy | None = None,
         migrate_to: str | None = None, migrate_at: int = 0, other_image: bytes = b"",
         plugins: Path | None = None, timeline: Timeline | None = None):
     """Boot, run the traffic to the end, quiesce; with `migrate_to`, on a fabric of two hosts
@@ -36,11 +36,12 @@ def run(image: bytes, *, vms: int, vfs: int, packets: int, sizes, model: str, pc
     Returns the host (or the fabric) and the seconds the traffic took."""
     if migrate_to:
         target = Fabric.build(image, model, migrate_to, other_image, vms=vms, vfs=vfs,
-                              repository=plugins, policy=policy, pcap=pcap, packets=packets, sizes=sizes)
+                              repository=plugins, policy=policy, packets=packets, sizes=sizes,
+                              nic_options=_capture(pcap, pcap_ports))
         move = target.migrate_when("vm0", migrate_at)
     else:
-        target = Host(SriovNic(model, vfs, uplink=uplink, pcap=pcap, switch_mode=switch), image, vms,
-                      packets=packets, sizes=sizes, policy=policy)
+        target = Host(SriovNic(model, vfs, uplink=uplink, switch_mode=switch, **_capture(pcap, pcap_ports)),
+                      image, vms, packets=packets, sizes=sizes, policy=policy)
         move = None
     hosts = getattr(target, "hosts", (target,))
 
@@ -60,6 +61,14 @@ def run(image: bytes, *, vms: int, vfs: int, packets: int, sizes, model: str, pc
         return target, time.perf_counter() - t0
     finally:
         target.close()
+
+
+def _capture(pcap: Path | None, ports: tuple[str, ...]) -> dict:
+    """The NIC's capture options: the file, the ports, and the format its suffix names."""
+    if pcap is None:
+        return {}
+    return {"pcap": pcap, "pcap_ports": ports,
+            "pcap_format": "pcapng" if pcap.suffix == ".pcapng" else "pcap"}
 
 
 def hosts_of(target) -> tuple[Host, ...]:
@@ -107,8 +116,8 @@ def report(target, seconds: float, modes: bool = False) -> list[str]:
     frames = target.total_frames()
     out.print(f"{frames} frames in {target.steps} steps, {seconds:.2f} s "
               f"({frames / seconds / 1e6:.3f} Mpps end to end)" if seconds > 0 else "")
-    if (cap := hosts_of(target)[0].nic.uplink.capture):
-        out.print(f"pcap: {cap.frames} frames written to {cap.path}")
+    if (cap := hosts_of(target)[0].nic.capture):
+        out.print(f"{cap.fmt}: {cap.frames} frames written to {cap.path}")
     return problems
 
 

@@ -21,6 +21,7 @@ class PcapWriter:
         self.frames = 0
 
     def write(self, frames: Frames, time_us: int) -> None:
+        """Frames seen at `time_us` (µs since the epoch: the capture adds its start)."""
         sec, usec = divmod(int(time_us), 1_000_000)
         out = []
         for i in range(len(frames)):

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+from .capture import Capture
 from .ixgbe import IxgbeVf
 from .mlx5 import Mlx5Vf
 from .switch import PortPolicy, Switch
@@ -22,7 +23,8 @@ DEFAULT_MODEL = IxgbeVf.MODEL
 
 class SriovNic:
     def __init__(self, model: str = DEFAULT_MODEL, num_vfs: int = 4, *, uplink: str = "null",
-                 pcap: str | Path | None = None, switch_mode: str = "veb", tick_us: int = 10):
+                 pcap: str | Path | None = None, switch_mode: str = "veb", tick_us: int = 10,
+                 pcap_ports: tuple[str, ...] = ("uplink",), pcap_format: str = "pcap"):
         if model not in MODELS:
             raise ValueError(f"unknown NIC model {model!r}; known: {', '.join(MODELS)}")
         if not 1 <= num_vfs <= 64:
@@ -32,10 +34,25 @@ class SriovNic:
         self.pf_port = self.switch.add_port("pf", "pf")
         self.vfs: list[Vf] = [self.model(i, self.switch.add_port(f"vf{i}", "vf"), self.switch)
                               for i in range(num_vfs)]
-        self.uplink = Uplink(self.switch, self.switch.add_port("uplink", "uplink"), uplink, pcap)
+        self.uplink = Uplink(self.switch, self.switch.add_port("uplink", "uplink"), uplink)
+        self.capture = self._capture(pcap, pcap_ports, pcap_format) if pcap else None
         self.tick_us = tick_us
         self.now_us = 0
         self.pf_discarded = 0
+
+    def _capture(self, path, names, fmt) -> Capture:
+        """A capture of the named switch ports (`all`: every one); the switch and the uplink
+        record into it."""
+        ports = {p.name: p for p in self.switch.ports}
+        unknown = [n for n in names if n != "all" and n not in ports]
+        if unknown:
+            raise ValueError(f"capture port {unknown[0]!r}: this NIC has {', '.join(ports)} (or all)")
+        chosen = list(ports.values()) if "all" in names else [ports[n] for n in dict.fromkeys(names)]
+        cap = Capture(path, chosen, fmt)
+        self.switch.capture = cap
+        if cap.watches(self.uplink.port):
+            self.uplink.capture = cap
+        return cap
 
     # -- PF control API: the hypervisor's only way to program the switch (`ip link set PF vf N`)
     def set_vf_mac(self, vf: Vf, mac: int, *more: int) -> None:
@@ -120,3 +137,5 @@ class SriovNic:
 
     def close(self) -> None:
         self.uplink.close()
+        if self.capture is not None:
+            self.capture.close()

@@ -91,8 +91,9 @@ class Port:
         self.held = False  # frames wait here, not taken by the device (a VM arriving by migration)
         self.storm = {"broadcast": StormBucket(), "multicast": StormBucket()}
 
-    def deliver(self, frames: Frames) -> None:
-        """Egress: buffer frames for the device behind the port; what does not fit is dropped."""
+    def deliver(self, frames: Frames) -> Frames:
+        """Egress: buffer frames for the device behind the port; what does not fit is dropped.
+        Returns the frames buffered."""
         room = self.capacity - self.queued
         if len(frames) > room:
             self.stats.drops += len(frames) - room
@@ -102,6 +103,7 @@ class Port:
             self.queued += len(frames)
             self.stats.tx_frames += len(frames)
             self.stats.tx_bytes += frames.nbytes
+        return frames
 
     def pending(self) -> int:
         return 0 if self.held else self.queued
@@ -147,6 +149,7 @@ class Switch:
         self.fdb: dict[int, int] = {}  # MAC -> port index, programmed through the PF
         self.uplink: Port | None = None
         self.now_us = 0  # device time, for storm control
+        self.capture = None  # a `Capture`: frames at the watched ports other than the uplink
 
     def add_port(self, name: str, kind: str, capacity: int = FIFO_FRAMES) -> Port:
         port = Port(len(self.ports), name, kind, capacity)
@@ -231,6 +234,9 @@ class Switch:
     def forward(self, ingress: Port, frames: Frames) -> None:
         if not len(frames):
             return
+        cap = self.capture
+        if cap is not None and ingress is not self.uplink:  # the uplink records its own
+            cap.record(ingress, frames, self.now_us)
         ingress.stats.rx_frames += len(frames)
         ingress.stats.rx_bytes += frames.nbytes
         if ingress.policy is not None:
@@ -269,4 +275,8 @@ class Switch:
                 part = frames.take(sel)
             else:
                 continue
-            port.deliver(pop_vlan(part) if port.policy is not None and port.policy.vlan else part)
+            part = pop_vlan(part) if port.policy is not None and port.policy.vlan else part
+            if cap is not None and port is not self.uplink:
+                cap.record(port, port.deliver(part), self.now_us)
+            else:
+                port.deliver(part)

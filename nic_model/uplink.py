@@ -5,16 +5,14 @@ device (`tap:NAME`), or other host processes (`udp:BIND=PEER`); any of them with
 straight back in, like the external switch of a VEPA setup doing hairpin turns. `tap:NAME`
 hands frames to the host's own network stack and takes what it sends (`tap.py`); `udp:` carries
 them in datagrams to a peer host process (`dgram.py`). `wire` is a cable to another NIC's uplink
-in the same process (`Uplink.cable`), for hosts that share a segment in a deterministic run. Any
-can also write every frame that leaves the NIC to a classic pcap file.
+in the same process (`Uplink.cable`), for hosts that share a segment in a deterministic run. A
+capture watching the uplink port (`capture.py`) sees every frame that leaves the NIC and every
+frame that comes in from outside (a loopback's reflection is the same frame: recorded once).
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 from .dgram import Dgram
 from .frames import Frames
-from .pcap import PcapWriter
 from .switch import Port, Switch
 from .tap import Tap
 
@@ -22,7 +20,7 @@ KINDS = ("null", "loopback", "wire", "tap:NAME", "udp:BIND=PEER")
 
 
 class Uplink:
-    def __init__(self, switch: Switch, port: Port, kind: str = "null", pcap: str | Path | None = None):
+    def __init__(self, switch: Switch, port: Port, kind: str = "null"):
         self.switch, self.port, self.kind = switch, port, kind.partition(":")[0]
         if kind.startswith("tap:"):
             self.link: Tap | Dgram | None = Tap(kind[4:])
@@ -32,7 +30,7 @@ class Uplink:
             self.link = None
         else:
             raise ValueError(f"uplink {kind!r}: use one of {', '.join(KINDS)}")
-        self.capture = PcapWriter(pcap) if pcap else None
+        self.capture = None  # a `Capture` watching this port, set by the NIC
         self.discarded = 0
         self.peer: Uplink | None = None  # `wire`: the uplink at the cable's other end
         self.inbox: list[Frames] = []  # `wire`: frames the peer sent, in order
@@ -53,7 +51,7 @@ class Uplink:
         frames = self.port.receive(self.port.pending())
         if len(frames):
             if self.capture:
-                self.capture.write(frames, now_us)
+                self.capture.record(self.port, frames, now_us)
             if self.kind == "loopback":
                 self.switch.forward(self.port, frames)
             elif self.peer is not None:
@@ -69,17 +67,15 @@ class Uplink:
             incoming, self.inbox = Frames.concat(self.inbox), []
             self.stats["from_link"] += len(incoming)
             if self.capture:
-                self.capture.write(incoming, now_us)
+                self.capture.record(self.port, incoming, now_us)
             self.switch.forward(self.port, incoming)
         if self.link is not None and (got := self.link.read()):
             incoming = Frames.from_bytes(got)
             self.stats["from_link"] += len(incoming)
             if self.capture:
-                self.capture.write(incoming, now_us)
+                self.capture.record(self.port, incoming, now_us)
             self.switch.forward(self.port, incoming)
 
     def close(self) -> None:
-        if self.capture:
-            self.capture.close()
         if self.link is not None:
             self.link.close()

@@ -18,12 +18,15 @@ class Fabric:
 
     @classmethod
     def build(cls, image: bytes, model: str, other: str, other_image: bytes, *, vms: int, vfs: int,
-              repository, policy=None, other_policy=None, pcap=None, **traffic) -> "Fabric":
+              repository, policy=None, other_policy=None, nic_options: dict | None = None,
+              **traffic) -> "Fabric":
         """Two NICs (`model` with `vms` VMs running `image`, `other` with none) on one cable;
-        host b picks arriving VMs' plugins from `repository` by its own NIC's PCI ids."""
+        host b picks arriving VMs' plugins from `repository` by its own NIC's PCI ids;
+        `nic_options` go to host a's NIC (a capture)."""
         from nic_model.sriov import SriovNic
 
-        a = Host(SriovNic(model, vfs, uplink="wire", pcap=pcap), image, vms, policy=policy, **traffic)
+        a = Host(SriovNic(model, vfs, uplink="wire", **(nic_options or {})), image, vms, policy=policy,
+                 **traffic)
         b = Host(SriovNic(other, vfs, uplink="wire"), other_image, 0, policy=other_policy,
                  repository=repository, min_vms=0, **traffic)
         return cls(a, b)
