@@ -13,11 +13,40 @@ from rich.table import Table
 
 from runtime.sandbox import NpaError
 
+from .jsonout import check_dest
+from .jsonout import write as write_json
 from .resources import bundled
 from .run import out
 
 app = typer.Typer(help="Benchmarks (ratios against a same-run baseline).", no_args_is_help=True)
 DEFAULT_IMAGE = bundled("plugins-wasm") / "nullvf.wasm"
+
+
+def _json(schema: str):
+    return typer.Option(None, "--json", help=f"Also write the figures as JSON (schema {schema}) to "
+                        "this file; '-': to stdout, instead of the table.")
+
+
+def _emit(as_json: str | None, tables: list, doc: dict) -> None:
+    if as_json != "-":
+        for t in tables:
+            out.print(t)
+    if as_json:
+        write_json(as_json, doc)
+
+
+def _image(image: Path | None, nic: str) -> Path:
+    """The image a bench runs: --image (relative to where npa was started), else the bundled
+    repository's image for the NIC."""
+    from nic_model.sriov import MODELS
+    from runtime.hypervisor import image_for
+
+    if nic not in MODELS:
+        raise typer.BadParameter(f"unknown NIC model {nic!r} (known: {', '.join(MODELS)})", param_hint="--nic")
+    path = (image or image_for(DEFAULT_IMAGE.parent, MODELS[nic])).resolve()
+    if not path.is_file():
+        raise typer.BadParameter(f"{image}: no such file", param_hint="--image")
+    return path
 
 
 def _per_call(fn, n: int) -> float:
@@ -32,8 +61,13 @@ def calls(
     image: Path = typer.Option(DEFAULT_IMAGE, help="Plugin image to call into."),
     n: int = typer.Option(50_000, "--calls", min=100, help="Calls per path."),
     loads: int = typer.Option(5, min=1, help="Loads per cold/warm measurement."),
+    as_json: Optional[str] = _json("npa.bench.calls/1"),
 ) -> None:
     """Per-call cost of the fast export path vs wasmtime-py's generic call; cold vs warm load."""
+    check_dest(as_json)
+    image = image.resolve()
+    if not image.is_file():
+        raise typer.BadParameter(f"{image}: no such file", param_hint="--image")
     from nic_model.null import NullVf
     from runtime.sandbox import Sandbox, analyse
     from runtime.shell import datapath
@@ -71,17 +105,23 @@ def calls(
               f"{t_fast * 1e6:.2f} fast path", f"{t_generic / t_fast:.1f}x")
     t.add_row("load (ms)", f"{cold * 1e3:.2f} cold (compile)", f"{warm * 1e3:.2f} warm (cache)",
               f"{cold / warm:.1f}x")
-    out.print(t)
+    _emit(as_json, [t], {"schema": "npa.bench.calls/1", "image": str(image),
+                         "call_us": {"generic": t_generic * 1e6, "fast": t_fast * 1e6, "ratio": t_generic / t_fast},
+                         "load_ms": {"cold": cold * 1e3, "warm": warm * 1e3, "ratio": cold / warm}})
 
 
-def _mpps(model: str, image: bytes, packets: int, driver=None):
-    """End-to-end Mpps of 64-byte frames, 2 VMs on `model`, both ways: (Mpps, the host)."""
+def _mpps(model: str, image: bytes, packets: int, driver=None, emulated: bool = False):
+    """End-to-end Mpps of 64-byte frames, 2 VMs on `model`, both ways: (Mpps, the host).
+    `driver`: another driver of the ABI instead of the plugin; `emulated`: the hypervisor's
+    emulated vNIC instead."""
     from nic_model.sriov import SriovNic
     from runtime.guest import size_schedule
     from runtime.host import Host
 
     host = Host(SriovNic(model, 2), image, 2, packets=packets, sizes=size_schedule(64))
     host.boot(driver)
+    if emulated:
+        host.revoke(0), host.revoke(1)
     t0 = time.perf_counter()
     host.run()
     dt = time.perf_counter() - t0
@@ -107,31 +147,41 @@ def _timed(fn) -> float:
 
 @app.command()
 def datapath(
-    image: Path = typer.Option(DEFAULT_IMAGE.parent / "ixgbevf.wasm", help="Plugin image."),
+    image: Optional[Path] = typer.Option(None, help="Plugin image (default: the bundled one for --nic)."),
+    nic: str = typer.Option("ixgbevf", "--nic", help="NIC model: ixgbevf, vmxnet3 or mlx5."),
     packets: int = typer.Option(200_000, min=1000, help="64-byte frames per direction."),
     rss_vms: int = typer.Option(8, help="VMs in the peak-RSS measurement (0: skip it)."),
+    as_json: Optional[str] = _json("npa.bench.datapath/1"),
 ) -> None:
-    """64-byte frames VM to VM through the plugin vs a pure-Python driver of the same NIC,
-    same host, same run; then the peak RSS of a host with `rss_vms` VMs."""
+    """64-byte frames VM to VM through the plugin vs a baseline in the same run: a pure-Python
+    driver of the same NIC (ixgbevf), or the hypervisor's emulated vNIC (the others); then the
+    peak RSS of a host with `rss_vms` VMs."""
     import resource
     import subprocess
     import sys
 
     from .pydriver import PyIxgbeVf
 
+    check_dest(as_json)
+    image = _image(image, nic)
     data = image.read_bytes()
-    py, _ = _mpps("ixgbevf", data, packets, lambda vm: PyIxgbeVf(vm.box.host))
-    wasm, host = _mpps("ixgbevf", data, packets)
-    t = Table("measure", "baseline", "npa", "ratio", title="npa bench datapath (64-byte frames, "
-              "2 VMs, both ways, one core)", title_justify="left")
-    t.add_row("end-to-end Mpps", f"{py:.3f} pure-Python driver", f"{wasm:.3f} wasm plugin",
-              f"{wasm / py:.2f}x")
+    if nic == "ixgbevf":
+        label, (base, _) = "pure-Python driver", _mpps(nic, data, packets, lambda vm: PyIxgbeVf(vm.box.host))
+    else:
+        label, (base, _) = "emulated vNIC", _mpps(nic, data, packets, emulated=True)
+    wasm, host = _mpps(nic, data, packets)
+    t = Table("measure", "baseline", "npa", "ratio", title=f"npa bench datapath ({nic}, 64-byte "
+              "frames, 2 VMs, both ways, one core)", title_justify="left")
+    t.add_row("end-to-end Mpps", f"{base:.3f} {label}", f"{wasm:.3f} wasm plugin", f"{wasm / base:.2f}x")
     calls, frames = _per_poll(host)
     t.add_row("host calls per poll (interrupts incl.)", "-", f"{calls:.2f} ({frames:.0f} frames "
               "per poll)", "")
+    doc = {"schema": "npa.bench.datapath/1", "nic": nic, "image": str(image), "packets": packets,
+           "baseline": label, "baseline_mpps": base, "mpps": wasm, "ratio": wasm / base,
+           "host_calls_per_poll": calls, "frames_per_poll": frames, "rss_vms": rss_vms, "rss_mib": None}
     if rss_vms:
         cmd = [sys.executable, "-m", "cli.main", "run", "--vms", str(rss_vms), "--packets", "20000",
-               "--size", "64", "-q", str(image)]
+               "--size", "64", "--nic", nic, "-q", str(image)]
         proc = subprocess.run(cmd, capture_output=True, text=True,
                               cwd=Path(__file__).resolve().parent.parent)
         if proc.returncode:
@@ -139,19 +189,22 @@ def datapath(
         rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         t.add_row(f"peak RSS, {rss_vms} VMs (MiB)", "target < 400", f"{rss:.0f}",
                   f"{rss / 400:.2f} of target")
-    out.print(t)
+        doc["rss_mib"] = rss
+    _emit(as_json, [t], doc)
 
 
 @app.command()
 def nics(
     packets: int = typer.Option(200_000, min=1000, help="64-byte frames per direction."),
     plugins: Path = typer.Option(DEFAULT_IMAGE.parent, "--plugins", help="Plugin repository."),
+    as_json: Optional[str] = _json("npa.bench.nics/1"),
 ) -> None:
     """End-to-end Mpps of every NIC model, each with the plugin the repository holds for it:
     64-byte frames, 2 VMs, both ways, one core, the same run; ratios to the fastest."""
     from nic_model.sriov import MODELS
     from runtime.hypervisor import image_for
 
+    check_dest(as_json)
     rows = []
     for name, model in MODELS.items():
         path = image_for(plugins, model)
@@ -164,14 +217,19 @@ def nics(
     for name, model, path, mpps, calls, frames, intr in rows:
         t.add_row(name, model.DESCRIPTION, path.name, f"{mpps:.3f}", f"{mpps / best:.2f}x",
                   f"{calls:.2f}", f"{frames:.0f}", str(intr))
-    out.print(t)
+    _emit(as_json, [t], {"schema": "npa.bench.nics/1", "packets": packets, "nics": [
+        {"nic": name, "image": str(path), "mpps": mpps, "vs_fastest": mpps / best,
+         "host_calls_per_poll": calls, "frames_per_poll": frames, "interrupts": intr}
+        for name, _, path, mpps, calls, frames, intr in rows]})
 
 
 @app.command()
 def switch(
-    image: Path = typer.Option(DEFAULT_IMAGE.parent / "ixgbevf.wasm", help="Plugin image."),
+    image: Optional[Path] = typer.Option(None, help="Plugin image (default: the bundled one for --nic)."),
+    nic: str = typer.Option("ixgbevf", "--nic", help="NIC model: ixgbevf, vmxnet3 or mlx5."),
     rounds: int = typer.Option(50, min=1, help="Revoke/offer round trips to time."),
     packets: int = typer.Option(200_000, min=1000, help="64-byte frames per direction for Mpps."),
+    as_json: Optional[str] = _json("npa.bench.switch/1"),
 ) -> None:
     """Switch-over time under load (VF revoke -> first frame on the emulated path, VF offer ->
     first frame through the plugin), and the emulated path's Mpps next to the plugin's."""
@@ -181,8 +239,10 @@ def switch(
     from runtime.guest import size_schedule
     from runtime.host import Host
 
+    check_dest(as_json)
+    image = _image(image, nic)
     data = image.read_bytes()
-    host = Host(SriovNic("ixgbevf", 2), data, 2, packets=10**9, sizes=size_schedule(64))
+    host = Host(SriovNic(nic, 2), data, 2, packets=10**9, sizes=size_schedule(64))
     host.boot()
     vm = host.vms[0]
     emu = host.hv.ports[vm.index].emulated
@@ -214,7 +274,7 @@ def switch(
         raise NpaError("the switch-over benchmark lost its frames' order or conservation")
 
     def mpps(emulated: bool) -> float:
-        h = Host(SriovNic("ixgbevf", 2), data, 2, packets=packets, sizes=size_schedule(64))
+        h = Host(SriovNic(nic, 2), data, 2, packets=packets, sizes=size_schedule(64))
         h.boot()
         if emulated:
             h.revoke(0), h.revoke(1)
@@ -227,19 +287,26 @@ def switch(
 
     plugin, emulated = mpps(False), mpps(True)
     t = Table("measure", "median (ms)", "p95 (ms)", "of which the switch call (ms)",
-              "device time (10 µs steps)", title=f"npa bench switch ({rounds} round trips under "
-              "64-byte load, both ways)", title_justify="left")
+              "device time (10 µs steps)", title=f"npa bench switch ({nic}, {rounds} round trips "
+              "under 64-byte load, both ways)", title_justify="left")
     for kind, label in (("revoke", "VF revoke -> first frame emulated"),
                         ("offer", "VF offer -> first frame via plugin")):
         ts = sorted(times[kind])
         t.add_row(label, f"{statistics.median(ts) * 1e3:.2f}", f"{ts[int(0.95 * (len(ts) - 1))] * 1e3:.2f}",
                   f"{statistics.median(calls[kind]) * 1e3:.2f}",
                   f"median {statistics.median(steps[kind]):.0f}, max {max(steps[kind])}")
-    out.print(t)
     m = Table("data path", "Mpps", "ratio", title="emulated vs plugin, same run", title_justify="left")
     m.add_row("plugin (wasm, VF)", f"{plugin:.3f}", "1.00x")
     m.add_row("emulated (hypervisor, PF)", f"{emulated:.3f}", f"{emulated / plugin:.2f}x")
-    out.print(m)
+
+    def figures(kind: str) -> dict:
+        ts = sorted(times[kind])
+        return {"median_ms": statistics.median(ts) * 1e3, "p95_ms": ts[int(0.95 * (len(ts) - 1))] * 1e3,
+                "call_median_ms": statistics.median(calls[kind]) * 1e3,
+                "steps_median": statistics.median(steps[kind]), "steps_max": max(steps[kind])}
+    _emit(as_json, [t, m], {"schema": "npa.bench.switch/1", "nic": nic, "image": str(image),
+                            "rounds": rounds, "revoke": figures("revoke"), "offer": figures("offer"),
+                            "plugin_mpps": plugin, "emulated_mpps": emulated})
 
 
 @app.command()
@@ -250,6 +317,7 @@ def noisy(
                              "(about 11 instructions each)."),
     src: Path = typer.Option(bundled("plugins-src"), help="Where the "
                              "ixgbevf source lives (the greedy plugin is built from it)."),
+    as_json: Optional[str] = _json("npa.bench.noisy/1"),
 ) -> None:
     """One greedy plugin beside well-behaved VMs: their throughput with fair shares of the
     host, and without, against a run with no greedy VM, all in the same process."""
@@ -258,6 +326,7 @@ def noisy(
 
     from .noisy import greedy_image
 
+    check_dest(as_json)
     good = (DEFAULT_IMAGE.parent / "ixgbevf.wasm").read_bytes()
     greedy = analyse(greedy_image(src, spin))
     unfair = Policy({"fuel_per_step": 10**12})  # fair shares off: the greedy VM is never held back
@@ -270,7 +339,9 @@ def noisy(
               "per poll)", title_justify="left")
     for label, mpps, mode in rows:
         t.add_row(label, f"{mpps:.3f}", f"{mpps / base:.0%}", mode)
-    out.print(t)
+    _emit(as_json, [t], {"schema": "npa.bench.noisy/1", "vms": vms, "spin": spin, "runs": [
+        {"run": label, "neighbours_mpps": mpps, "vs_no_greedy": mpps / base, "vm0": mode}
+        for label, mpps, mode in rows]})
 
 
 def _neighbours(good: bytes, vms: int, packets: int, image, policy) -> tuple[float, str]:
@@ -302,13 +373,11 @@ def migrate(
                              "the traffic)."),
     packets: int = typer.Option(300_000, min=20_000, help="imix frames per direction per run."),
     plugins: Path = typer.Option(DEFAULT_IMAGE.parent, "--plugins", help="Plugin repository."),
-    as_json: Optional[str] = typer.Option(None, "--json", help="Also write the figures as JSON "
-                                          "(schema npa.bench.migrate/1); '-': to stdout."),
+    as_json: Optional[str] = _json("npa.bench.migrate/1"),
 ) -> None:
     """Live migration of vm0 between every ordered pair of NIC models, in process, under imix
     traffic both ways: downtime (device time) median and p99 next to its floor in the same run
     (the stop-and-copy pages at the stream's pace), bytes, and the wall time of the pause."""
-    import json
     import statistics
 
     import numpy as np
@@ -318,6 +387,7 @@ def migrate(
     from runtime.host import Fabric, Host
     from runtime.hypervisor import image_for
 
+    check_dest(as_json)
     rows = []
     for src in MODELS:
         for dst in MODELS:
@@ -360,7 +430,4 @@ def migrate(
         t.add_row(r["from"], r["to"], f"{r['downtime_median_us']:.0f}", f"{r['downtime_p99_us']:.0f}",
                   f"{r['downtime_median_us'] / max(r['floor_median_us'], 1e-9):.2f}x",
                   f"{r['rounds_median']:.0f}", f"{r['bytes_median']:,.0f}", f"{r['pause_wall_ms_median']:.1f}")
-    out.print(t)
-    if as_json:
-        doc = json.dumps({"schema": "npa.bench.migrate/1", "pairs": rows}, indent=2)
-        print(doc) if as_json == "-" else Path(as_json).write_text(doc + "\n")
+    _emit(as_json, [t], {"schema": "npa.bench.migrate/1", "runs": runs, "packets": packets, "pairs": rows})

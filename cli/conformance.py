@@ -1,7 +1,6 @@
 """`npa conformance`: run the ABI conformance suite on one image and report per check."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -9,12 +8,13 @@ from rich.table import Table
 
 from runtime.conformance import LIMITS, CheckResult, SuiteResult, Target, run
 
+from .jsonout import write as write_json
 from .run import err, out
 
 STYLE = {"passed": "[green]pass[/]", "failed": "[red]FAIL[/]", "skipped": "[yellow]skip[/]"}
 
 
-def certify(image: Path, nic: str | None, junit: Path | None, json_out: Path | None,
+def certify(image: Path, nic: str | None, junit: Path | None, json_out: str | None,
             select: str | None, quiet: bool) -> SuiteResult:
     target = Target.open(image, nic)
     if quiet or not err.is_terminal:
@@ -29,8 +29,8 @@ def certify(image: Path, nic: str | None, junit: Path | None, json_out: Path | N
 
             result = run(target, junit=junit, select=select, progress=advance)
     if json_out is not None:
-        json_out.write_text(json.dumps(result.as_json(), indent=2) + "\n")
-    if result.checks:
+        write_json(json_out, {"schema": "npa.conformance/1", **result.as_json()})
+    if result.checks and json_out != "-":
         report(result)
     return result
 

@@ -8,6 +8,7 @@ import time
 from rich.live import Live
 from rich.table import Table
 
+from .jsonout import write as write_json
 from .run import out
 
 
@@ -22,8 +23,9 @@ def _table(host) -> Table:
     return t
 
 
-def serve(host, control: str | None, live: bool) -> int:
-    """Run until SIGINT or SIGTERM; then quiesce, print the summary, return the exit status."""
+def serve(host, control: str | None, live: bool, as_json: str | None = None) -> int:
+    """Run until SIGINT or SIGTERM; then quiesce, print the summary (and write it as JSON),
+    return the exit status."""
     from runtime.host.control import ControlServer
 
     stopping = []
@@ -46,8 +48,12 @@ def serve(host, control: str | None, live: bool) -> int:
         if server is not None:
             server.close()
         host.close()
-    out.print(_table(host))
-    faults = sum(v["faults"] for v in host.status()["vms"])
+    status = host.status()
+    if as_json:
+        write_json(as_json, {"schema": "npa.host/1", "conserved": host.conserved(), **status})
+    if as_json != "-":
+        out.print(_table(host))
+    faults = sum(v["faults"] for v in status["vms"])
     if not host.conserved():
         print("npa: error: frames still held by a plugin after quiesce", file=sys.stderr)
         return 1

@@ -15,6 +15,8 @@ from runtime.sandbox import (ImageReport, LoadError, NpaError, PluginFault, Regi
 from shell_api import ABI_MAJOR, ABI_MINOR, LIMIT, ManifestError
 
 from . import bench, toolchain
+from .jsonout import check_dest, fail
+from .jsonout import write as write_json
 from .resources import bundled
 from . import run as runner
 
@@ -26,9 +28,6 @@ app.add_typer(bench.app, name="bench")
 out = runner.out
 
 
-def fail(message: str, code: int = 1) -> None:
-    print(f"npa: error: {message}", file=sys.stderr)
-    raise typer.Exit(code)
 
 
 def _int(text: str) -> int:
@@ -111,6 +110,7 @@ def _trial(report: ImageReport, base: int | None) -> tuple[str | None, dict | No
 def _report_json(path: Path, rep: ImageReport, error: str | None, placement: dict | None) -> dict:
     m = rep.manifest
     return {
+        "schema": "npa.inspect/1",
         "file": str(path), "size": rep.size, "verdict": "refused" if error else "loadable",
         "error": error, "check": rep.error.check if rep.error else ("load" if error else None),
         "manifest": None if m is None else {
@@ -128,11 +128,14 @@ def _report_json(path: Path, rep: ImageReport, error: str | None, placement: dic
 @app.command()
 def inspect(
     image: Path = typer.Argument(..., help="A plugin image (.wasm)."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
+    as_json: Optional[str] = typer.Option(None, "--json", help="Also write the report as JSON "
+                                          "(schema npa.inspect/1) to this file; '-': to stdout, "
+                                          "instead of the tables."),
     base: Optional[str] = typer.Option(None, help="Trial base address (default: the default "
                                        "region plan's plugin base)."),
 ) -> None:
     """Show an image's manifest, imports, exports and memory needs, and the loader's verdict."""
+    check_dest(as_json)
     try:
         data = image.read_bytes()
     except OSError as e:
@@ -143,12 +146,12 @@ def inspect(
     if error is None:
         error, placement = _trial(rep, _int(base) if base else None)
     if as_json:
-        print(json.dumps(_report_json(image, rep, error, placement), indent=2))
-    else:
+        write_json(as_json, _report_json(image, rep, error, placement))
+    if as_json != "-":
         _print_report(image, rep, placement)
     if error:
         fail(f"{image}: {error}")
-    if not as_json:
+    if as_json != "-":
         out.print(f"[green]verdict: loadable[/] at base 0x{placement['memory_base']:x}")
 
 
@@ -237,7 +240,7 @@ def run(
 
     if nic not in MODELS:
         fail(f"--nic {nic}: unknown NIC model (known: {', '.join(MODELS)})")
-    _check_json_dest(as_json)
+    check_dest(as_json)
     try:
         sizes = size_schedule(size)
     except ValueError as e:
@@ -312,30 +315,8 @@ def run(
         problems = runner.report(host, seconds, modes=policy is not None)
         code = runner.verdict(host, problems)
     if as_json:
-        _write_json(as_json, runner.summary(host, seconds, problems))
+        write_json(as_json, runner.summary(host, seconds, problems))
     raise typer.Exit(code)
-
-
-def _check_json_dest(dest: str | None) -> None:
-    """Refuse a --json path that cannot be written before any work is done."""
-    if dest in (None, "-"):
-        return
-    p = Path(dest)
-    if p.is_dir() or not p.parent.is_dir():
-        fail(f"--json {dest}: " + ("a directory, not a file" if p.is_dir()
-                                   else f"no directory {p.parent}"), 2)
-
-
-def _write_json(dest: str, data: dict) -> None:
-    """`--json PATH|-`: the document, to a file or stdout; one error line if the path fails."""
-    text = json.dumps(data, indent=2)
-    if dest == "-":
-        print(text)
-        return
-    try:
-        Path(dest).write_text(text + "\n")
-    except OSError as e:
-        fail(f"--json {dest}: {e.strerror}", 2)
 
 
 @app.command()
@@ -354,6 +335,9 @@ def host(
     vfs: int = typer.Option(0, "--vfs", min=0, help="VFs on the NIC (default: max(4, VMs))."),
     listen: str = typer.Option("127.0.0.1:0", "--listen", help="HOST:PORT where this host accepts "
                                "incoming migration streams (port 0: any free port)."),
+    as_json: Optional[str] = typer.Option(None, "--json", help="At exit, also write the summary as "
+                                          "JSON (schema npa.host/1) to this file; '-': to stdout, "
+                                          "instead of the table."),
 ) -> None:
     """A host process on a real network: boots the NIC and its VMs (emulated, then each on its
     plugin), answers ARP, ping and UDP echo (port 7) at the VMs' addresses, sleeps when idle,
@@ -369,6 +353,7 @@ def host(
 
     if nic not in MODELS:
         fail(f"--nic {nic}: unknown NIC model (known: {', '.join(MODELS)})")
+    check_dest(as_json)
     try:
         ipaddress.IPv4Interface(ip)
     except ValueError:
@@ -384,7 +369,7 @@ def host(
         rt.migration_address = listen
     except (NpaError, ValueError, OSError) as e:
         fail(str(e))
-    raise typer.Exit(serve(rt, control, live=sys.stdout.isatty()))
+    raise typer.Exit(serve(rt, control, live=sys.stdout.isatty() and as_json != "-", as_json=as_json))
 
 
 @app.command()
@@ -406,7 +391,7 @@ def migrate(
     from .migrate import MigrateError, print_report
     from .migrate import migrate as move
 
-    _check_json_dest(as_json)
+    check_dest(as_json)
     try:
         doc = move(vm, source, dest, timeout)
     except MigrateError as e:
@@ -416,7 +401,7 @@ def migrate(
     else:
         print_report(doc)
         if as_json:
-            _write_json(as_json, doc)
+            write_json(as_json, doc)
     if doc["outcome"] != "moved":
         fail(doc["reason"], 1)
 
@@ -436,7 +421,7 @@ def policy_check(
     """Validate a policy file and print it resolved, VM by VM (defaults applied)."""
     from runtime.hypervisor import Policy
 
-    _check_json_dest(as_json)
+    check_dest(as_json)
     try:
         pol = Policy.load(file)
         if vms:
@@ -453,7 +438,7 @@ def policy_check(
                   ", ".join(map(str, r.guest_vlans)) or "-", str(r.max_mtu),
                   str(r.multicast_limit), r.state)
     if as_json:
-        _write_json(as_json, {"schema": "npa.policy/1", "file": str(file),
+        write_json(as_json, {"schema": "npa.policy/1", "file": str(file),
                               "vms": {n: pol.for_vm(n).model_dump(mode="json") for n in names}})
     if as_json != "-":
         out.print(t)
@@ -465,7 +450,9 @@ def conformance(
     nic: Optional[str] = typer.Option(None, "--nic", help="NIC model to run it on (default: the "
                                       "one whose PCI ids the manifest lists)."),
     junit: Optional[Path] = typer.Option(None, "--junit", help="Write pytest's JUnit XML report here."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the results as JSON here."),
+    json_out: Optional[str] = typer.Option(None, "--json", help="Also write the results as JSON "
+                                           "(schema npa.conformance/1) to this file; '-': to "
+                                           "stdout, instead of the table."),
     select: Optional[str] = typer.Option(None, "-k", help="Only checks matching this pytest -k "
                                          "expression (e.g. 'datapath or budget')."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
@@ -479,6 +466,7 @@ def conformance(
 
     if nic is not None and nic not in MODELS:
         fail(f"--nic {nic}: unknown NIC model (known: {', '.join(MODELS)})")
+    check_dest(json_out)
     try:
         result = suite.certify(image, nic, junit, json_out, select, quiet)
     except OSError as e:

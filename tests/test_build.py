@@ -96,3 +96,28 @@ def test_json_output_of_run_and_policy_check(tmp_path):
     assert r.returncode == 0 and doc["schema"] == "npa.policy/1" and doc["vms"]["vm0"]["vlan"] == 5
     r = npa("run", "--json", str(tmp_path / "no" / "such" / "dir.json"))
     assert r.returncode == 2 and r.stderr.startswith("npa: error: --json") and "Traceback" not in r.stderr
+
+
+def test_every_bench_writes_its_json_schema_and_takes_a_relative_image(tmp_path):
+    """`--json -` prints one document with its schema instead of the table; `--image` relative to
+    where npa was started, from a directory outside the checkout."""
+    import json
+    import shutil
+
+    shutil.copy(ROOT / "plugins-wasm" / "nullvf.wasm", tmp_path / "mine.wasm")
+    shutil.copy(ROOT / "plugins-wasm" / "mlx5.wasm", tmp_path / "nic.wasm")
+    for args, schema in [
+        (["calls", "--calls", "200", "--loads", "1", "--image", "mine.wasm"], "npa.bench.calls/1"),
+        (["datapath", "--nic", "mlx5", "--image", "nic.wasm", "--packets", "2000", "--rss-vms", "0"],
+         "npa.bench.datapath/1"),
+        (["switch", "--nic", "vmxnet3", "--rounds", "2", "--packets", "2000"], "npa.bench.switch/1"),
+    ]:
+        r = npa("bench", *args, "--json", "-", cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        doc = json.loads(r.stdout)
+        assert doc["schema"] == schema, doc
+    assert doc["nic"] == "vmxnet3" and doc["revoke"]["median_ms"] > 0
+    r = npa("bench", "calls", "--image", "missing.wasm", cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "missing.wasm" in r.stderr
+    r = npa("inspect", str(ROOT / "plugins-wasm" / "nullvf.wasm"), "--json", str(tmp_path / "i.json"))
+    assert r.returncode == 0 and json.loads((tmp_path / "i.json").read_text())["schema"] == "npa.inspect/1"

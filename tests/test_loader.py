@@ -150,7 +150,7 @@ def test_inspect_prints_one_line_and_exits_1(case, tmp_path):
 
 def test_inspect_json_on_the_bundled_plugin():
     import json
-    r = npa("inspect", "--json", str(NULLVF))
+    r = npa("inspect", "--json", "-", str(NULLVF))
     assert r.returncode == 0, r.stderr
     rep = json.loads(r.stdout)
     assert rep["verdict"] == "loadable" and rep["manifest"]["name"] == "nullvf"

@@ -158,8 +158,10 @@ def test_two_hosts_on_one_udp_segment_a_vm_pings_a_vm_on_the_other(tmp_path):
     a_sock, b_sock = str(tmp_path / "a.sock"), str(tmp_path / "b.sock")
     pa, pb = 47000 + os.getpid() % 1000, 48000 + os.getpid() % 1000
     cmd = [sys.executable, "-c", "from cli.main import main; main()", "host", "--vms", "1"]
+    summary = tmp_path / "a.json"
     a = subprocess.Popen([*cmd, "--uplink", f"udp:127.0.0.1:{pa}=127.0.0.1:{pb}", "--ip",
-                          "10.78.0.2/24", "--control", a_sock], cwd=ROOT, stdout=subprocess.PIPE,
+                          "10.78.0.2/24", "--control", a_sock, "--json", str(summary)],
+                         cwd=ROOT, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
     b = subprocess.Popen([*cmd, "--nic", "mlx5", "--uplink", f"udp:127.0.0.1:{pb}=127.0.0.1:{pa}",
                           "--ip", "10.78.0.3/24", "--control", b_sock], cwd=ROOT,
@@ -182,6 +184,9 @@ def test_two_hosts_on_one_udp_segment_a_vm_pings_a_vm_on_the_other(tmp_path):
     finally:
         results = [stop(p) for p in (a, b)]
     assert [code for code, _, _ in results] == [0, 0], [err for _, _, err in results]
+    doc = json.loads(summary.read_text())  # `npa host --json`: the summary at exit
+    assert doc["schema"] == "npa.host/1" and doc["conserved"] and doc["nic"] == "ixgbevf"
+    assert doc["vms"][0]["pings"]["10.78.0.3"]["received"] == 10
 
 
 def test_sigterm_under_traffic_exits_clean_with_every_frame_back(netns):
