@@ -167,3 +167,21 @@ def test_certification_ignores_the_callers_pytest_setup(tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert len(json.loads((tmp_path / "r.json").read_text())["checks"]) == 36
+
+
+def test_interrupt_checks_skip_with_the_reason_when_the_manifest_claims_no_intr(tmp_path):
+    import shutil
+
+    from cli import toolchain
+
+    src = tmp_path / "nullvf"
+    shutil.copytree(ROOT / "plugins-src" / "nullvf", src)
+    toml = src / "plugin.toml"
+    toml.write_text(toml.read_text().replace('features = ["intr"]', "features = []"))
+    built = toolchain.build(src, tmp_path)
+    r = npa("conformance", str(built.path), "--json", "-", "-q")
+    assert r.returncode == 0, r.stderr
+    checks = {c["check"]: c for c in json.loads(r.stdout)["checks"]}
+    intr = [c for name, c in checks.items() if name.startswith("interrupts::")]
+    assert len(intr) == 3 and all(c["outcome"] == "skipped" and 'features = ["intr"]' in c["reason"]
+                                  for c in intr)

@@ -1,12 +1,25 @@
-"""Interrupts: the queue vector drives the data path; acks, re-arms, and masks on quiesce."""
+"""Interrupts: the queue vector drives the data path; acks, re-arms, and masks on quiesce.
+
+Only for a plugin whose manifest claims `features = ["intr"]`: the shell offers interrupts to no
+other, and polls it instead; these checks then skip and say so."""
 from __future__ import annotations
 
 import pytest
+
+from shell_api import Feature
 
 from .rig import Violation
 
 QUEUE_VECTOR = 0
 QUEUES = 0b1  # the shell configures one queue
+
+
+@pytest.fixture(autouse=True)
+def _claims_interrupts(target):
+    m = target.report.manifest
+    if m is not None and not m.features & Feature.INTR:
+        pytest.skip('the manifest does not claim features = ["intr"]: the shell polls this plugin '
+                    "and offers it no interrupt")
 
 
 def test_interrupt_driven_traffic(make_rig):
