@@ -7,11 +7,18 @@ of the suite, each check saying which entry point is missing.
 from __future__ import annotations
 
 import re
+import shutil
+import sys
 from pathlib import Path
+
+import shell_api
 
 from nic_model.vf import pci_id
 from runtime.sandbox import NpaError
+from shell_api import ABI_MAJOR, ABI_MINOR
 from shell_api.manifest import NAME_PATTERN
+
+from .resources import bundled
 
 TOML = """\
 # {name}: an NPA plugin for the {model} model ({doc}).
@@ -26,8 +33,9 @@ features = []
 C_SOURCE = """\
 /* {name}: an NPA Shell API v1 plugin for the {model} model ({doc}).
  *
- * Registers and descriptor formats: nic_model/{module}.py. A complete driver for the same NIC:
- * plugins-src/{example}/. The ABI: shell_api/ABI.md. Fill in each entry point marked TODO.
+ * Registers and descriptor formats: `python -m pydoc nic_model.{module}` (npa's model of the
+ * NIC). A complete driver for the same NIC: {example_dir}. The ABI: ABI.md beside this file.
+ * Fill in each entry point marked TODO.
  */
 #include "npa_shell.h"
 
@@ -70,8 +78,9 @@ NPA_EXPORT(npa_reset) int32_t npa_reset(void) {{
 ZIG_SOURCE = """\
 //! {name}: an NPA Shell API v1 plugin for the {model} model ({doc}).
 //!
-//! Registers and descriptor formats: nic_model/{module}.py. A complete driver for the same NIC:
-//! plugins-src/{example}/ (plugins-src/mlx5/ is a complete Zig one). The ABI: shell_api/ABI.md.
+//! Registers and descriptor formats: `python -m pydoc nic_model.{module}` (npa's model of the
+//! NIC). A complete driver for the same NIC: {example_dir} ({mlx5_dir} is a complete Zig one).
+//! The ABI: ABI.md beside this file.
 //! Fill in each entry point marked TODO.
 const npa = @import("npa");
 
@@ -123,9 +132,15 @@ An NPA plugin for the {model} model ({doc}), PCI id {ids}, written in {lang}.
     npa run plugins-wasm/{name}.wasm --nic {model}    # VM-to-VM traffic through it
 
 Every entry point returns NOT_IMPLEMENTED until you fill it in (see the TODOs in `{source}`).
-The device's registers and descriptor formats are documented in `nic_model/{module}.py`; the ABI
-in `shell_api/ABI.md`. A plugin imports only the Shell API: no libc, no WASI. `plugin.toml`
-holds the manifest: the PCI ids it drives and the features it offers.
+
+- The ABI: `ABI.md` beside this file (copied from npa {abi}; `npa new` writes it).
+- The device's registers, descriptor formats, errors and reset: the NIC model's documentation,
+  `python -m pydoc nic_model.{module}` wherever npa is installed ({model_file}).
+- A complete driver for the same NIC, from npa's bundled examples: {example_dir}.
+
+A plugin imports only the Shell API: no libc, no WASI. `plugin.toml` holds the manifest: the PCI
+ids it drives and the features it offers (`features = ["intr"]` for interrupts; without it the
+shell polls the plugin).
 """
 
 EXAMPLES = {"ixgbevf": "ixgbevf", "vmxnet3": "vmxnet3", "mlx5": "mlx5"}
@@ -145,7 +160,12 @@ def scaffold(name: str, lang: str, model, src_root: Path) -> Path:
     fields = dict(name=name, model=model.MODEL, doc=model.DESCRIPTION, ids=pci_id(model),
                   module=model.__module__.rsplit(".", 1)[-1], example=EXAMPLES.get(model.MODEL, "ixgbevf"),
                   lang="C" if lang == "c" else "Zig", source=source)
+    examples = bundled("plugins-src")
+    fields.update(model_file=Path(sys.modules[model.__module__].__file__).resolve(),
+                  example_dir=examples / fields["example"], mlx5_dir=examples / "mlx5",
+                  abi=f"Shell API {ABI_MAJOR}.{ABI_MINOR}")
     d.mkdir(parents=True)
+    shutil.copy(Path(shell_api.__file__).parent / "ABI.md", d / "ABI.md")
     (d / "plugin.toml").write_text(TOML.format(**fields))
     (d / source).write_text((C_SOURCE if lang == "c" else ZIG_SOURCE).format(**fields))
     (d / "README.md").write_text(README.format(**fields))

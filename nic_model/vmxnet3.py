@@ -46,6 +46,18 @@ RX completion (Vmxnet3_RxCompDesc, 16 bytes):
     u32 dword2  bits 13:0 len, bit 14 err (nothing written: a DMA fault), bits 31:16 tci
     u32 dword3  bits 30:24 type (3), bit 31 gen
 A driver keeps one command-ring entry free, so the doorbell alone tells full from empty.
+
+Errors and reset, as a driver sees them:
+    A queue stops (GET_QUEUE_STATUS says which; ECR bit 0 is set and vector 1 fires) on: a ring
+    the IOMMU window does not cover (DMA fault, counted); a TX descriptor without eop or with a
+    length outside 14..MAX_FRAME (9728 bytes, the largest jumbo frame; counted tx_errors, the
+    descriptor consumed, nothing sent); an RX frame longer than rx_buf_size (it waits in the
+    port; counted rx_oversize). A stopped queue stays stopped: RESET_DEV, then ACTIVATE_DEV.
+    RESET_DEV (and a function-level reset by the hypervisor) takes RESET_US = 10 µs of device
+    time, during which CMD reads 0xFFFFFFFF and commands are ignored; afterwards every register
+    is at its default (TXPROD, RXPROD, DSAL, DSAH, ECR 0; both queues stopped; every vector
+    masked, IMR reads 1), the rings and rx_buf_size are forgotten, and what the driver had
+    posted is the shell's again: program the config block and ACTIVATE_DEV as at first.
 """
 from __future__ import annotations
 

@@ -61,7 +61,9 @@ IMPORTS: tuple[FuncSpec, ...] = (
     FuncSpec("udelay", (("us", "u32"),), (),
              "Wait `us` microseconds of device time: the device makes progress meanwhile."),
     FuncSpec("log", (("level", "u32"), ("ptr", "u32"), ("len", "u32")), (),
-             "Log `len` bytes of UTF-8 at `ptr` (level 0 error .. 3 debug); rate-limited."),
+             "Log `len` bytes of UTF-8 at `ptr` (level 0 error .. 3 debug) to the host's log "
+             "(stderr, or `npa -v --log FILE`), tagged with the VM and the plugin; rate-limited "
+             "per host step, lines over the limit are counted, not written."),
 )
 
 EXPORTS: tuple[FuncSpec, ...] = (
@@ -70,7 +72,8 @@ EXPORTS: tuple[FuncSpec, ...] = (
              "status."),
     FuncSpec("npa_poll", (("queue", "u32"), ("budget", "u32")), ("i32",),
              "Move at most `budget` frames each way between the shell rings and the hardware "
-             "rings of `queue`; returns the frames moved, or -status on error."),
+             "rings of `queue` (up to `budget` taken from `tx`, and up to `budget` put on `txc` "
+             "and on `rx`); returns the frames moved, or -status on error, which is a fault."),
     FuncSpec("npa_intr", (("vector", "u32"),), ("u32",),
              "Acknowledge interrupt `vector`; returns the mask of queues that need a poll."),
     FuncSpec("npa_quiesce", (), ("i32",),

@@ -220,6 +220,22 @@ def reference() -> str:
     md += [f"| `{f.name}` | `{f.wasm_signature()}` | `{f.c_prototype()}` | {f.doc} |" for f in EXPORTS]
     md += ["", "Every call runs under a fuel budget and a deadline; a trap, running out of either,",
            "or a status other than OK from `npa_init`/`npa_quiesce` disables the plugin.", "",
+           "## Lifecycle", "",
+           "- `npa_init` comes first; `npa_poll`, `npa_intr` and `npa_quiesce` follow in any order.",
+           "  After `npa_quiesce` returns OK the shell may call `npa_init` again on the same",
+           "  instance, without `npa_reset` (the VF offered back after a revoke): program the VF",
+           "  from scratch then, as the hypervisor may have reset it meanwhile. `npa_reset` is for",
+           "  a plugin to be reused after a failed `npa_init`.",
+           "- A negative `npa_poll` result is a fault, whatever the status: the plugin is disabled",
+           "  and never called again, the VF is reset, every frame it held is settled with the",
+           "  device's record, and the VM goes on on the hypervisor's emulated path.",
+           "- An RX buffer may come back on `rx` marked `NPA_DESC_EMPTY` at any time, not only at",
+           "  quiesce (a frame the plugin dropped): the shell posts it again.",
+           "- Interrupts are offered only to a plugin whose manifest claims `features = [\"intr\"]`;",
+           "  the conformance suite's interrupt checks skip for any other, saying so. Without it",
+           "  the shell polls the plugin whenever it has work.",
+           "- The init block's `mtu` is a frame size: 1514 bytes (Ethernet header included, no",
+           "  FCS, no VLAN tag) for an IP MTU of 1500.", "",
            "## Status codes", "", "| code | name | meaning |", "|---:|---|---|"]
     md += [f"| {s.value} | `NPA_{s.name}` | {s.message} |" for s in Status]
     md += ["", "## Feature bits", "", "| bit | name | meaning |", "|---:|---|---|"]

@@ -100,7 +100,8 @@ INIT_CFG = Layout("npa_init_cfg", "The init config block the shell writes before
     Field("bar0_size", "u32", "size of the VF's BAR0 in bytes"),
     Field("num_queues", "u16", "queue pairs the shell drives (queue ids 0..num_queues-1)"),
     Field("num_vectors", "u16", "interrupt vectors; queue q raises vector q"),
-    Field("mtu", "u32", "largest frame the shell will send or accept, in bytes, without FCS"),
+    Field("mtu", "u32", "largest frame the shell will send or accept, in bytes: Ethernet header "
+          "included, FCS and VLAN tag not (1514 for an IP MTU of 1500)"),
     Field("frame_size", "u32", "size of every frame buffer of the pool"),
     Field("pool_base", "u32", "low 32 bits of the frame pool's DMA address"),
     Field("pool_frames", "u32", "number of frames in the pool"),

@@ -156,3 +156,22 @@ def test_npa_run_refuses_a_plugin_for_another_nic_in_one_line():
     assert r.stderr.strip().splitlines() == [
         f"npa: error: {ROOT / 'plugins-wasm' / 'nullvf.wasm'}: plugin nullvf drives 1b36:00f0, "
         "not this NIC's VFs (8086:10ed, ixgbevf)"]
+
+
+def test_a_plugin_that_claims_no_interrupts_is_polled_and_moves_everything(tmp_path):
+    """ABI.md: without `features = ["intr"]` the shell offers no interrupt and polls the plugin
+    on every step it has work."""
+    import shutil
+
+    from cli import toolchain
+
+    src = tmp_path / "ixgbevf"
+    shutil.copytree(ROOT / "plugins-src" / "ixgbevf", src)
+    toml = src / "plugin.toml"
+    toml.write_text(toml.read_text().replace('features = ["intr"]', "features = []"))
+    image = toolchain.build(src, tmp_path).path.read_bytes()
+    host = Host(SriovNic("ixgbevf", 2), image, 2, packets=20_000, sizes=size_schedule("imix"))
+    host.boot()
+    host.run()
+    assert host.delivered() and host.clean()
+    assert all(vm.shell.polled and vm.shell.stats["interrupts"] == 0 for vm in host.vms)

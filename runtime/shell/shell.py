@@ -16,7 +16,7 @@ import numpy as np
 
 from nic_model.frames import Frames
 from runtime.sandbox import PluginFault, Sandbox
-from shell_api import Status
+from shell_api import Feature, Status
 
 from . import datapath
 from .pool import FILL, TX, FramePool
@@ -66,6 +66,7 @@ class Shell:
         self._salvaged: list[Frames] = []  # received frames reaped on the way out of a fault
         self._faulting = False
         self.need_poll = False
+        self.polled = False  # the driver takes no interrupts: it is polled on every host step
         self.events: list[Event] = []
 
     @property
@@ -91,6 +92,7 @@ class Shell:
         `on_vf`: it drives the VF, whose DMA record then holds it to the truth (the emulated
         vNIC is the hypervisor's and moves frames itself)."""
         self.dp.offer(self.box, features)
+        self.polled = not features & Feature.INTR  # no interrupts: polled on every step
         self.record = self.reaper.record = self.dp.record if on_vf else None
         if self.record is not None:
             self.record.clear()  # a new driver: no grant from before reaches its device
@@ -280,12 +282,15 @@ class Shell:
         got = self._take_salvaged(self._reap_rx())
         # A NIC left with no RX buffer raises no RX interrupt, and only a poll hands the plugin
         # new ones: with frames free to post, that poll is due (else a receiver starves).
-        if not self.pool.posted() and self.pool.nfree and self.driver is not None:
+        if self.polled or (not self.pool.posted() and self.pool.nfree and self.driver is not None):
             self.need_poll = True
         return got
 
     def interrupt(self, vectors: int) -> None:
-        """MSI-X messages from the VF: ask the plugin which queues need a poll."""
+        """MSI-X messages from the VF: ask the plugin which queues need a poll (a plugin that
+        claims no interrupts is not asked: it is polled anyway)."""
+        if self.polled:
+            return
         v = 0
         while vectors and self.driver is not None:
             if vectors & 1:

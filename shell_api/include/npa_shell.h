@@ -78,7 +78,7 @@ struct npa_init_cfg {
     uint32_t bar0_size;             /* size of the VF's BAR0 in bytes */
     uint16_t num_queues;            /* queue pairs the shell drives (queue ids 0..num_queues-1) */
     uint16_t num_vectors;           /* interrupt vectors; queue q raises vector q */
-    uint32_t mtu;                   /* largest frame the shell will send or accept, in bytes, without FCS */
+    uint32_t mtu;                   /* largest frame the shell will send or accept, in bytes: Ethernet header included, FCS and VLAN tag not (1514 for an IP MTU of 1500) */
     uint32_t frame_size;            /* size of every frame buffer of the pool */
     uint32_t pool_base;             /* low 32 bits of the frame pool's DMA address */
     uint32_t pool_frames;           /* number of frames in the pool */
@@ -139,14 +139,14 @@ NPA_IMPORT(dma_alloc) uint32_t shell_dma_alloc(uint32_t size, uint32_t align);
 NPA_IMPORT(dma_free) void shell_dma_free(uint32_t addr);
 /* Wait `us` microseconds of device time: the device makes progress meanwhile. */
 NPA_IMPORT(udelay) void shell_udelay(uint32_t us);
-/* Log `len` bytes of UTF-8 at `ptr` (level 0 error .. 3 debug); rate-limited. */
+/* Log `len` bytes of UTF-8 at `ptr` (level 0 error .. 3 debug) to the host's log (stderr, or `npa -v --log FILE`), tagged with the VM and the plugin; rate-limited per host step, lines over the limit are counted, not written. */
 NPA_IMPORT(log) void shell_log(uint32_t level, uint32_t ptr, uint32_t len);
 
 /* Exports: every plugin defines all of these, each marked NPA_EXPORT. */
 #define NPA_EXPORT(n) __attribute__((export_name(#n)))
 /* Bring the VF's data path up from the init config block at `cfg_addr`; returns a status. */
 NPA_EXPORT(npa_init) int32_t npa_init(uint32_t cfg_addr);
-/* Move at most `budget` frames each way between the shell rings and the hardware rings of `queue`; returns the frames moved, or -status on error. */
+/* Move at most `budget` frames each way between the shell rings and the hardware rings of `queue` (up to `budget` taken from `tx`, and up to `budget` put on `txc` and on `rx`); returns the frames moved, or -status on error, which is a fault. */
 NPA_EXPORT(npa_poll) int32_t npa_poll(uint32_t queue, uint32_t budget);
 /* Acknowledge interrupt `vector`; returns the mask of queues that need a poll. */
 NPA_EXPORT(npa_intr) uint32_t npa_intr(uint32_t vector);

@@ -79,7 +79,7 @@ pub const InitCfg = extern struct {
     bar0_size: u32, // size of the VF's BAR0 in bytes
     num_queues: u16, // queue pairs the shell drives (queue ids 0..num_queues-1)
     num_vectors: u16, // interrupt vectors; queue q raises vector q
-    mtu: u32, // largest frame the shell will send or accept, in bytes, without FCS
+    mtu: u32, // largest frame the shell will send or accept, in bytes: Ethernet header included, FCS and VLAN tag not (1514 for an IP MTU of 1500)
     frame_size: u32, // size of every frame buffer of the pool
     pool_base: u32, // low 32 bits of the frame pool's DMA address
     pool_frames: u32, // number of frames in the pool
@@ -141,12 +141,12 @@ pub extern "shell" fn dma_alloc(size: u32, @"align": u32) u32;
 pub extern "shell" fn dma_free(addr: u32) void;
 /// Wait `us` microseconds of device time: the device makes progress meanwhile.
 pub extern "shell" fn udelay(us: u32) void;
-/// Log `len` bytes of UTF-8 at `ptr` (level 0 error .. 3 debug); rate-limited.
+/// Log `len` bytes of UTF-8 at `ptr` (level 0 error .. 3 debug) to the host's log (stderr, or `npa -v --log FILE`), tagged with the VM and the plugin; rate-limited per host step, lines over the limit are counted, not written.
 pub extern "shell" fn log(level: u32, ptr: u32, len: u32) void;
 
 // Exports every plugin defines (`export fn`):
 //   export fn npa_init(cfg_addr: u32) i32: Bring the VF's data path up from the init config block at `cfg_addr`; returns a status.
-//   export fn npa_poll(queue: u32, budget: u32) i32: Move at most `budget` frames each way between the shell rings and the hardware rings of `queue`; returns the frames moved, or -status on error.
+//   export fn npa_poll(queue: u32, budget: u32) i32: Move at most `budget` frames each way between the shell rings and the hardware rings of `queue` (up to `budget` taken from `tx`, and up to `budget` put on `txc` and on `rx`); returns the frames moved, or -status on error, which is a fault.
 //   export fn npa_intr(vector: u32) u32: Acknowledge interrupt `vector`; returns the mask of queues that need a poll.
 //   export fn npa_quiesce() i32: Stop the data path and give every frame back to the shell: unsent TX on `txc` marked UNSENT, posted RX buffers on `rx` marked EMPTY; returns a status.
 //   export fn npa_reset() i32: Reset the VF and the plugin's state so that `npa_init` may run again; returns a status.
