@@ -27,12 +27,29 @@ def _json(schema: str):
                         "this file; '-': to stdout, instead of the table.")
 
 
-def _emit(as_json: str | None, tables: list, doc: dict) -> None:
+def _plot_option():
+    return typer.Option(None, "--plot", help="Also draw the figures as a bar chart to this PNG.")
+
+
+def _emit(as_json: str | None, tables: list, doc: dict, plot: Path | None = None,
+          bars: tuple | None = None) -> None:
+    """The tables (unless --json -), the JSON document, and with --plot a bar chart of `bars`
+    (title, labels, values, y label, baseline)."""
     if as_json != "-":
         for t in tables:
             out.print(t)
     if as_json:
         write_json(as_json, doc)
+    if plot is not None and bars is not None:
+        from .plot import bars as draw
+        draw(plot, *bars)
+        print(f"npa: chart written to {plot}", file=sys.stderr)
+
+
+def _check_plot(plot: Path | None) -> None:
+    if plot is not None and (plot.is_dir() or not plot.parent.is_dir()):
+        raise typer.BadParameter("a directory, not a file" if plot.is_dir() else
+                                 f"no directory {plot.parent}", param_hint="--plot")
 
 
 def _image(image: Path | None, nic: str) -> Path:
@@ -152,6 +169,7 @@ def datapath(
     packets: int = typer.Option(200_000, min=1000, help="64-byte frames per direction."),
     rss_vms: int = typer.Option(8, help="VMs in the peak-RSS measurement (0: skip it)."),
     as_json: Optional[str] = _json("npa.bench.datapath/1"),
+    plot: Optional[Path] = _plot_option(),
 ) -> None:
     """64-byte frames VM to VM through the plugin vs a baseline in the same run: a pure-Python
     driver of the same NIC (ixgbevf), or the hypervisor's emulated vNIC (the others); then the
@@ -163,6 +181,7 @@ def datapath(
     from .pydriver import PyIxgbeVf
 
     check_dest(as_json)
+    _check_plot(plot)
     image = _image(image, nic)
     data = image.read_bytes()
     if nic == "ixgbevf":
@@ -190,7 +209,8 @@ def datapath(
         t.add_row(f"peak RSS, {rss_vms} VMs (MiB)", "target < 400", f"{rss:.0f}",
                   f"{rss / 400:.2f} of target")
         doc["rss_mib"] = rss
-    _emit(as_json, [t], doc)
+    _emit(as_json, [t], doc, plot, (f"npa bench datapath ({nic}, 64-byte frames)", [label, "wasm plugin"],
+                                    [base, wasm], "Mpps end to end", None))
 
 
 @app.command()
@@ -198,6 +218,7 @@ def nics(
     packets: int = typer.Option(200_000, min=1000, help="64-byte frames per direction."),
     plugins: Path = typer.Option(DEFAULT_IMAGE.parent, "--plugins", help="Plugin repository."),
     as_json: Optional[str] = _json("npa.bench.nics/1"),
+    plot: Optional[Path] = _plot_option(),
 ) -> None:
     """End-to-end Mpps of every NIC model, each with the plugin the repository holds for it:
     64-byte frames, 2 VMs, both ways, one core, the same run; ratios to the fastest."""
@@ -205,6 +226,7 @@ def nics(
     from runtime.hypervisor import image_for
 
     check_dest(as_json)
+    _check_plot(plot)
     rows = []
     for name, model in MODELS.items():
         path = image_for(plugins, model)
@@ -220,7 +242,8 @@ def nics(
     _emit(as_json, [t], {"schema": "npa.bench.nics/1", "packets": packets, "nics": [
         {"nic": name, "image": str(path), "mpps": mpps, "vs_fastest": mpps / best,
          "host_calls_per_poll": calls, "frames_per_poll": frames, "interrupts": intr}
-        for name, _, path, mpps, calls, frames, intr in rows]})
+        for name, _, path, mpps, calls, frames, intr in rows]}, plot,
+        ("npa bench nics (64-byte frames)", [r[0] for r in rows], [r[3] for r in rows], "Mpps", None))
 
 
 @app.command()
@@ -318,6 +341,7 @@ def noisy(
     src: Path = typer.Option(bundled("plugins-src"), help="Where the "
                              "ixgbevf source lives (the greedy plugin is built from it)."),
     as_json: Optional[str] = _json("npa.bench.noisy/1"),
+    plot: Optional[Path] = _plot_option(),
 ) -> None:
     """One greedy plugin beside well-behaved VMs: their throughput with fair shares of the
     host, and without, against a run with no greedy VM, all in the same process."""
@@ -327,6 +351,7 @@ def noisy(
     from .noisy import greedy_image
 
     check_dest(as_json)
+    _check_plot(plot)
     good = (DEFAULT_IMAGE.parent / "ixgbevf.wasm").read_bytes()
     greedy = analyse(greedy_image(src, spin))
     unfair = Policy({"fuel_per_step": 10**12})  # fair shares off: the greedy VM is never held back
@@ -341,7 +366,9 @@ def noisy(
         t.add_row(label, f"{mpps:.3f}", f"{mpps / base:.0%}", mode)
     _emit(as_json, [t], {"schema": "npa.bench.noisy/1", "vms": vms, "spin": spin, "runs": [
         {"run": label, "neighbours_mpps": mpps, "vs_no_greedy": mpps / base, "vm0": mode}
-        for label, mpps, mode in rows]})
+        for label, mpps, mode in rows]}, plot,
+        ("npa bench noisy: neighbours' throughput", [r[0] for r in rows], [r[1] for r in rows],
+         "Mpps", base))
 
 
 def _neighbours(good: bytes, vms: int, packets: int, image, policy) -> tuple[float, str]:
@@ -374,6 +401,7 @@ def migrate(
     packets: int = typer.Option(300_000, min=20_000, help="imix frames per direction per run."),
     plugins: Path = typer.Option(DEFAULT_IMAGE.parent, "--plugins", help="Plugin repository."),
     as_json: Optional[str] = _json("npa.bench.migrate/1"),
+    plot: Optional[Path] = _plot_option(),
 ) -> None:
     """Live migration of vm0 between every ordered pair of NIC models, in process, under imix
     traffic both ways: downtime (device time) median and p99 next to its floor in the same run
@@ -388,6 +416,7 @@ def migrate(
     from runtime.hypervisor import image_for
 
     check_dest(as_json)
+    _check_plot(plot)
     rows = []
     for src in MODELS:
         for dst in MODELS:
@@ -430,4 +459,6 @@ def migrate(
         t.add_row(r["from"], r["to"], f"{r['downtime_median_us']:.0f}", f"{r['downtime_p99_us']:.0f}",
                   f"{r['downtime_median_us'] / max(r['floor_median_us'], 1e-9):.2f}x",
                   f"{r['rounds_median']:.0f}", f"{r['bytes_median']:,.0f}", f"{r['pause_wall_ms_median']:.1f}")
-    _emit(as_json, [t], {"schema": "npa.bench.migrate/1", "runs": runs, "packets": packets, "pairs": rows})
+    _emit(as_json, [t], {"schema": "npa.bench.migrate/1", "runs": runs, "packets": packets, "pairs": rows},
+          plot, ("npa bench migrate: downtime median (device time)", [f"{r['from']}->{r['to']}" for r in rows],
+                 [r["downtime_median_us"] for r in rows], "µs", None))

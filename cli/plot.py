@@ -41,3 +41,27 @@ def timeline(path: Path, tl, marks, title: str) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def bars(path: Path, title: str, labels: list[str], values: list[float], ylabel: str,
+         baseline: float | None = None) -> Path:
+    """One bar per measurement, with its value on it; `baseline` drawn as a dashed line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(5, 1.3 * len(labels)), 4))
+    drawn = ax.bar(labels, values, color="#4c72b0")
+    ax.bar_label(drawn, fmt="%.3g", fontsize=8)
+    if baseline is not None:
+        ax.axhline(baseline, color="grey", linestyle="--", linewidth=1, label="baseline")
+        ax.legend(fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.tick_params(axis="x", labelsize=8, rotation=20)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -119,5 +119,7 @@ def test_every_bench_writes_its_json_schema_and_takes_a_relative_image(tmp_path)
     assert doc["nic"] == "vmxnet3" and doc["revoke"]["median_ms"] > 0
     r = npa("bench", "calls", "--image", "missing.wasm", cwd=tmp_path)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "missing.wasm" in r.stderr
+    r = npa("bench", "nics", "--packets", "2000", "--plot", "nics.png", cwd=tmp_path)
+    assert r.returncode == 0 and (tmp_path / "nics.png").read_bytes()[:4] == b"\x89PNG", r.stderr
     r = npa("inspect", str(ROOT / "plugins-wasm" / "nullvf.wasm"), "--json", str(tmp_path / "i.json"))
     assert r.returncode == 0 and json.loads((tmp_path / "i.json").read_text())["schema"] == "npa.inspect/1"
