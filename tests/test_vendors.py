@@ -68,7 +68,8 @@ def test_scaffolded_plugin_builds_and_loads_at_once(tmp_path, lang, nic):
     r = npa("new", "acme", "--lang", lang, "--nic", nic, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     src = tmp_path / "plugins-src" / "acme"
-    assert sorted(p.name for p in src.iterdir()) == ["README.md", f"acme.{lang}", "plugin.toml"]
+    assert sorted(p.name for p in src.iterdir()) == ["ABI.md", "README.md", f"acme.{lang}", "plugin.toml"]
+    assert (src / "ABI.md").read_text() == (ROOT / "shell_api" / "ABI.md").read_text()
     r = npa("build", "acme", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     report = analyse((tmp_path / "plugins-wasm" / "acme.wasm").read_bytes())
