@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import typer
 from rich.table import Table
 
@@ -148,6 +149,23 @@ def _mpps(model: str, image: bytes, packets: int, driver=None, emulated: bool = 
     return host.total_frames() / dt / 1e6, host
 
 
+def _copy_floor(frames: int, burst: int) -> float:
+    """Mpps of the least any data path does per frame: one gather from a frame pool and one
+    scatter into another, of 64-byte frames, in bursts of `burst` (numpy, same process)."""
+    from nic_model.frames import gather, scatter
+
+    pool, slot = 2048, 2048
+    src, dst = np.zeros(pool * slot, np.uint8), np.zeros(pool * slot, np.uint8)
+    lens = np.full(burst, 64, np.int64)
+    rng = np.random.default_rng(1)
+    offsets = [rng.permutation(pool)[:burst].astype(np.int64) * slot for _ in range(8)]
+    t0 = time.perf_counter()
+    for k in range(frames // burst):
+        at = offsets[k % 8]
+        scatter(dst, at, gather(src, at, lens))
+    return frames // burst * burst / (time.perf_counter() - t0) / 1e6
+
+
 def _per_poll(host) -> tuple[float, float]:
     """Host calls per poll (interrupt handling included) and frames moved per poll, VM 0."""
     vm = host.vms[0]
@@ -189,14 +207,18 @@ def datapath(
     else:
         label, (base, _) = "emulated vNIC", _mpps(nic, data, packets, emulated=True)
     wasm, host = _mpps(nic, data, packets)
+    floor = _copy_floor(2 * packets, host.vms[0].shell.budget)
     t = Table("measure", "baseline", "npa", "ratio", title=f"npa bench datapath ({nic}, 64-byte "
               "frames, 2 VMs, both ways, one core)", title_justify="left")
     t.add_row("end-to-end Mpps", f"{base:.3f} {label}", f"{wasm:.3f} wasm plugin", f"{wasm / base:.2f}x")
+    t.add_row("copy floor Mpps (gather + scatter only)", f"{floor:.3f} numpy", f"{wasm:.3f} npa",
+              f"npa at {wasm / floor:.1%} of it")
     calls, frames = _per_poll(host)
     t.add_row("host calls per poll (interrupts incl.)", "-", f"{calls:.2f} ({frames:.0f} frames "
               "per poll)", "")
     doc = {"schema": "npa.bench.datapath/1", "nic": nic, "image": str(image), "packets": packets,
            "baseline": label, "baseline_mpps": base, "mpps": wasm, "ratio": wasm / base,
+           "copy_floor_mpps": floor, "share_of_floor": wasm / floor,
            "host_calls_per_poll": calls, "frames_per_poll": frames, "rss_vms": rss_vms, "rss_mib": None}
     if rss_vms:
         cmd = [sys.executable, "-m", "cli.main", "run", "--vms", str(rss_vms), "--packets", "20000",
@@ -462,3 +484,69 @@ def migrate(
     _emit(as_json, [t], {"schema": "npa.bench.migrate/1", "runs": runs, "packets": packets, "pairs": rows},
           plot, ("npa bench migrate: downtime median (device time)", [f"{r['from']}->{r['to']}" for r in rows],
                  [r["downtime_median_us"] for r in rows], "µs", None))
+
+
+@app.command()
+def scale(
+    vms: str = typer.Option("2,8,32,64", "--vms", help="VM counts, comma-separated."),
+    frames: int = typer.Option(200_000, min=10_000, help="64-byte frames in all, at every count."),
+    image: Optional[Path] = typer.Option(None, help="Plugin image (default: the bundled ixgbevf)."),
+    as_json: Optional[str] = _json("npa.bench.scale/1"),
+    plot: Optional[Path] = _plot_option(),
+) -> None:
+    """Per-frame cost and peak RSS of a host at several VM counts, the same frames in all, each
+    count in a child process of this run; ratios to the smallest count."""
+    import json
+    import subprocess
+
+    check_dest(as_json)
+    _check_plot(plot)
+    try:
+        counts = [int(v) for v in vms.split(",")]
+    except ValueError:
+        raise typer.BadParameter(f"{vms!r}: give VM counts such as 2,8,32,64", param_hint="--vms") from None
+    if any(not 2 <= n <= 64 for n in counts):
+        raise typer.BadParameter("each count is 2 to 64", param_hint="--vms")
+    image = _image(image, "ixgbevf")
+    rows = []
+    for n in counts:
+        child = (f"from cli.bench import _scale_child; _scale_child({n}, {max(frames // n, 1)}, {str(image)!r})")
+        proc = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True,
+                              cwd=Path(__file__).resolve().parent.parent)
+        if proc.returncode:
+            raise NpaError(f"the {n}-VM run failed: {proc.stderr.strip().splitlines()[-1:]}")
+        rows.append(json.loads(proc.stdout))
+        print(f"npa bench scale: {n} VMs: {rows[-1]['us_per_frame']:.2f} µs per frame", file=sys.stderr)
+    base = rows[0]["us_per_frame"]
+    t = Table("VMs", "frames", "µs per frame", f"vs {counts[0]} VMs", "Mpps", "peak RSS (MiB)",
+              title=f"npa bench scale (64-byte frames, pairs both ways, {frames:,} frames per count)",
+              title_justify="left")
+    for r in rows:
+        t.add_row(str(r["vms"]), f"{r['frames']:,}", f"{r['us_per_frame']:.2f}",
+                  f"{r['us_per_frame'] / base:.2f}x", f"{r['mpps']:.3f}", f"{r['rss_mib']:.0f}")
+    _emit(as_json, [t], {"schema": "npa.bench.scale/1", "image": str(image), "counts": rows}, plot,
+          ("npa bench scale: per-frame cost", [str(r["vms"]) for r in rows],
+           [r["us_per_frame"] for r in rows], "µs per frame", base))
+
+
+def _scale_child(vms: int, packets: int, image: str) -> None:
+    """One count of `bench scale`, in its own process (its peak RSS is its own): prints JSON."""
+    import json
+    import resource
+
+    from nic_model.sriov import SriovNic
+    from runtime.guest import size_schedule
+    from runtime.host import Host
+
+    host = Host(SriovNic("ixgbevf", vms), Path(image).read_bytes(), vms, packets=packets,
+                sizes=size_schedule(64))
+    host.boot()
+    t0 = time.perf_counter()
+    host.run()
+    dt = time.perf_counter() - t0
+    if not host.clean():
+        raise SystemExit(f"the {vms}-VM run was not clean")
+    n = host.total_frames()
+    print(json.dumps({"vms": vms, "frames": n, "seconds": dt, "us_per_frame": dt / n * 1e6,
+                      "mpps": n / dt / 1e6,
+                      "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))

@@ -147,6 +147,7 @@ class Switch:
         self.mode = mode
         self.ports: list[Port] = []
         self.fdb: dict[int, int] = {}  # MAC -> port index, programmed through the PF
+        self._promisc = False  # some port takes every unicast frame
         self.uplink: Port | None = None
         self.now_us = 0  # device time, for storm control
         self.capture = None  # a `Capture`: frames at the watched ports other than the uplink
@@ -167,6 +168,15 @@ class Switch:
         port.policy = replace(port.policy or PortPolicy(), **changes)
         self.fdb = {m: p for m, p in self.fdb.items() if p != port.index}
         self.fdb.update((m, port.index) for m in port.policy.macs)
+        self._promisc = any(p.policy is not None and p.policy.promisc for p in self.ports)
+
+    def _candidates(self, dest: np.ndarray, group: np.ndarray) -> list[Port]:
+        """The ports that may take some of a burst: every port when it holds a group frame or
+        a port is promiscuous, else only those its unicast frames are addressed to (so a burst
+        costs its destinations, not every port of the switch)."""
+        if self._promisc or group.any():
+            return self.ports
+        return [self.ports[i] for i in np.unique(dest).tolist() if i >= 0]
 
     @staticmethod
     def _owned(macs: np.ndarray, owned: frozenset[int]) -> np.ndarray:
@@ -258,7 +268,7 @@ class Switch:
         nowhere = (dest == ingress.index) | (dest == -2)
         ingress.stats.drops += int(nowhere.sum())
         tags = vlan_tags(frames)
-        for port in self.ports:
+        for port in self._candidates(dest, group):
             if port is ingress:
                 continue
             if port.policy is None:
