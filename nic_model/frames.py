@@ -89,8 +89,19 @@ def gather(mem: np.ndarray, addrs: np.ndarray, lens: np.ndarray) -> Frames:
         data[i] = 0
         data[i, :lens[i]] = mem[addrs[i]:addrs[i] + lens[i]]
     if not (lens == width).all():
-        data[np.arange(width) >= lens[:, None]] = 0  # never carry bytes past a frame's end
+        _zero_padding(data, lens, width)
     return Frames(data, lens)
+
+
+def _zero_padding(data: np.ndarray, lens: np.ndarray, width: int) -> None:
+    """Never carry bytes past a frame's end: zero each row after its length. A few distinct
+    lengths (imix: three) are a slice each; many (mixed sizes), one boolean mask."""
+    short = np.unique(lens[lens < width])
+    if len(short) <= 8:
+        for n in short.tolist():
+            data[lens == n, n:] = 0
+    else:
+        data[np.arange(width) >= lens[:, None]] = 0
 
 
 def scatter(mem: np.ndarray, addrs: np.ndarray, frames: Frames, exact: bool = False) -> None:

@@ -1,4 +1,5 @@
 """The IOMMU window: in-window, out-of-window, straddling an edge."""
+import numpy as np
 import pytest
 
 from nic_model.iommu import Iommu
@@ -48,3 +49,17 @@ def test_unmap_closes_the_window(iommu):
 def test_overlapping_map_is_refused(iommu):
     with pytest.raises(ValueError, match="overlaps"):
         iommu.map(0x1800, 0x1000)
+
+
+@pytest.mark.parametrize("sizes", [[60, 590, 1514], list(range(60, 1514, 50))])
+def test_gather_never_carries_bytes_past_a_frame(sizes):
+    """Rows are as wide as the burst's longest frame; every byte after a frame's own length
+    reads zero, whether the burst has a few lengths (zeroed by slices) or many (by a mask)."""
+    from nic_model.frames import gather
+
+    mem = np.full(64 * 2048, 0xAB, np.uint8)
+    lens = np.array([sizes[i % len(sizes)] for i in range(64)], np.int64)
+    got = gather(mem, np.arange(64, dtype=np.int64) * 2048, lens)
+    assert got.data.shape == (64, max(sizes))
+    for row, n in zip(got.data, lens):
+        assert (row[:n] == 0xAB).all() and not row[n:].any()
