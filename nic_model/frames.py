@@ -89,11 +89,11 @@ def gather(mem: np.ndarray, addrs: np.ndarray, lens: np.ndarray) -> Frames:
         data[i] = 0
         data[i, :lens[i]] = mem[addrs[i]:addrs[i] + lens[i]]
     if not (lens == width).all():
-        _zero_padding(data, lens, width)
+        zero_padding(data, lens, width)
     return Frames(data, lens)
 
 
-def _zero_padding(data: np.ndarray, lens: np.ndarray, width: int) -> None:
+def zero_padding(data: np.ndarray, lens: np.ndarray, width: int) -> None:
     """Never carry bytes past a frame's end: zero each row after its length. A few distinct
     lengths (imix: three) are a slice each; many (mixed sizes), one boolean mask."""
     short = np.unique(lens[lens < width])
