@@ -9,7 +9,7 @@ from typing import Callable
 from nic_model.uplink import Uplink
 from runtime.hypervisor.stream import MemoryLink
 
-from .host import STALL_STEPS, Host, drive
+from .host import Host, drive, wind_down
 from .migrate import Incoming, Outgoing, downtime
 
 
@@ -94,19 +94,7 @@ class Fabric:
         drive(self, progress, on_step)
 
     def finish(self) -> None:
-        """As `Host.finish`, for both hosts at once (frames in flight cross the cable)."""
-        for h in self.hosts:
-            h.quiesce_all()
-            for vm in h.vms:
-                h.hv.check_faults(vm)
-        for _ in range(STALL_STEPS):
-            if not any(len(vm.shell.pool.resend) for vm in self.vms):
-                break
-            self.step()
-        for _ in range(8):
-            self.step()
-        for h in self.hosts:
-            h.quiesce_all()
+        wind_down(self, self.hosts)
 
     def report(self) -> list[dict]:
         """Each migration: the source's and the destination's view, and the downtime."""

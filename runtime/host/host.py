@@ -98,6 +98,29 @@ def drive(target, progress: Callable[[int], None] | None = None, on_step: Callab
     target.finish()
 
 
+def wind_down(target, hosts) -> None:
+    """Quiesce every plugin of `hosts`; frames received on the way still reach their guest. A
+    plugin that fails its last quiesce has its frames settled: its VM finishes on the emulated
+    path, sending what the device never read, before it is quiesced too. `target` (a host, or
+    the fabric of several) steps meanwhile."""
+    for h in hosts:
+        h.quiesce_all()
+    if not all(h.managed for h in hosts):
+        return
+    vms = [vm for h in hosts for vm in h.vms]
+    for h in hosts:
+        for vm in h.vms:
+            h.hv.check_faults(vm)
+    for _ in range(STALL_STEPS):
+        if not any(len(vm.shell.pool.resend) for vm in vms):
+            break
+        target.step()
+    for _ in range(8):  # what those frames set off on the way (the last burst, its echo)
+        target.step()
+    for h in hosts:
+        h.quiesce_all()
+
+
 class Host:
     GUEST = "traffic"  # its guests run a traffic generator and sink (see `runtime.host.migrate`)
     FORWARD_S = 0.00005  # a migration source forwards until its old port was quiet this long
@@ -209,21 +232,7 @@ class Host:
         drive(self, progress, on_step)
 
     def finish(self) -> None:
-        """Quiesce every plugin; frames received on the way still reach their guest. A plugin
-        that fails its last quiesce has its frames settled: its VM finishes on the emulated
-        path, sending what the device never read, before it is quiesced too."""
-        self.quiesce_all()
-        if not self.managed:
-            return
-        for vm in self.vms:
-            self.hv.check_faults(vm)
-        for _ in range(STALL_STEPS):
-            if not any(len(vm.shell.pool.resend) for vm in self.vms):
-                break
-            self.step()
-        for _ in range(8):  # what those frames set off on the way (the last burst, its echo)
-            self.step()
-        self.quiesce_all()
+        wind_down(self, (self,))
 
     def quiesce_all(self) -> None:
         for vm in self.vms:
