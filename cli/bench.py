@@ -149,6 +149,26 @@ def _mpps(model: str, image: bytes, packets: int, driver=None, emulated: bool = 
     return host.total_frames() / dt / 1e6, host
 
 
+def _step_costs(model: str, image: bytes, packets: int = 20_000) -> tuple[float, float]:
+    """A host step's fixed cost (µs) and its cost per frame (ns), from two runs whose poll
+    budgets differ (32 and 512 frames), fitted as a line through (frames/step, seconds/step)."""
+    from nic_model.sriov import SriovNic
+    from runtime.guest import size_schedule
+    from runtime.host import Host
+
+    points = []
+    for budget in (32, 512):
+        host = Host(SriovNic(model, 2), image, 2, packets=packets, sizes=size_schedule(64), budget=budget)
+        host.boot()
+        t0 = time.perf_counter()
+        host.run()
+        dt = time.perf_counter() - t0
+        points.append((host.total_frames() / host.steps, dt / host.steps))
+    (f1, s1), (f2, s2) = points
+    per_frame = (s2 - s1) / (f2 - f1)
+    return (s1 - per_frame * f1) * 1e6, per_frame * 1e9
+
+
 def _copy_floor(frames: int, burst: int) -> float:
     """Mpps of the least any data path does per frame: one gather from a frame pool and one
     scatter into another, of 64-byte frames, in bursts of `burst` (numpy, same process)."""
@@ -213,12 +233,16 @@ def datapath(
     t.add_row("end-to-end Mpps", f"{base:.3f} {label}", f"{wasm:.3f} wasm plugin", f"{wasm / base:.2f}x")
     t.add_row("copy floor Mpps (gather + scatter only)", f"{floor:.3f} numpy", f"{wasm:.3f} npa",
               f"npa at {wasm / floor:.1%} of it")
+    fixed_us, frame_ns = _step_costs(nic, data)
+    t.add_row("cost of a host step (fit over poll budgets 32, 512)", "-",
+              f"{fixed_us:.0f} µs + {frame_ns:.0f} ns per frame", "")
     calls, frames = _per_poll(host)
     t.add_row("host calls per poll (interrupts incl.)", "-", f"{calls:.2f} ({frames:.0f} frames "
               "per poll)", "")
     doc = {"schema": "npa.bench.datapath/1", "nic": nic, "image": str(image), "packets": packets,
            "baseline": label, "baseline_mpps": base, "mpps": wasm, "ratio": wasm / base,
            "copy_floor_mpps": floor, "share_of_floor": wasm / floor,
+           "step_fixed_us": fixed_us, "step_per_frame_ns": frame_ns,
            "host_calls_per_poll": calls, "frames_per_poll": frames, "rss_vms": rss_vms, "rss_mib": None}
     if rss_vms:
         cmd = [sys.executable, "-m", "cli.main", "run", "--vms", str(rss_vms), "--packets", "20000",
