@@ -288,3 +288,67 @@ def test_random_control_frames_never_leave_the_host_loop(control_host, frames):
     mcast = vm.vf.port.policy.multicast
     assert all(0 <= g < 2**48 for g in mcast)
     COUNTS["hypervisor: control frames"] += len(frames)
+
+
+# -- the migration stream: a hostile source talking to a destination -----------------------------
+@pytest.fixture(scope="module")
+def destination():
+    from runtime.host import Fabric
+    from runtime.hypervisor import image_for
+
+    plugins = ROOT / "plugins-wasm"
+    f = Fabric.build(image_for(plugins, MODELS["vmxnet3"]).read_bytes(), "vmxnet3", "ixgbevf",
+                     image_for(plugins, MODELS["ixgbevf"]).read_bytes(), vms=2, vfs=2,
+                     repository=plugins, packets=10, sizes=size_schedule(60), pool_frames=64)
+    f.boot()
+    f.run()
+    return f.hosts[1]
+
+
+def _hello(vm: str, mac: int, frames: int) -> dict:
+    return {"v": 1, "kind": "hello", "vm": vm, "mac": mac, "guest": "traffic", "rules": {},
+            "frames": frames, "frame_size": 2048, "nic": "vmxnet3", "plugin": "vmxnet3"}
+
+
+STREAM_KINDS = ["hello", "accept", "refuse", "pages", "round", "state", "resumed", "forward", "done",
+                "abort", "teleport"]
+STREAM_MSG = st.one_of(
+    st.binary(max_size=48),  # not msgpack, or not a map
+    st.builds(lambda vm, mac, n: msgpack.packb(_hello(vm, mac, n)),
+              st.sampled_from(["vm9", "vm0", "", "a" * 40]), st.sampled_from([0x020000000099, 2**48, -1]),
+              st.sampled_from([64, 2, 65537])),
+    st.builds(lambda k, body: msgpack.packb({"v": 1, "kind": k, **body}),
+              st.sampled_from(STREAM_KINDS),
+              st.dictionaries(st.sampled_from(["round", "index", "data", "zero", "pool", "guest", "queued",
+                                               "outbox", "frames", "forwarded", "reason", "pages", "bytes"]),
+                              MSG | st.builds(lambda n: np.arange(n, dtype="<u4").tobytes(), st.integers(0, 300)),
+                              max_size=5)))
+
+
+@FUZZ
+@given(msgs=st.lists(STREAM_MSG, min_size=1, max_size=6), valid_hello_first=st.booleans())
+def test_random_migration_streams_leave_the_destination_as_it_was(destination, msgs, valid_hello_first):
+    """Whatever a source sends, the destination's loop goes on, and a migration that did not
+    complete leaves no VM admitted and no VF taken."""
+    from runtime.host.migrate import Incoming
+    from runtime.hypervisor import migration as hvm
+    from runtime.hypervisor.stream import MemoryLink
+
+    b = destination
+    here, there = MemoryLink.pair()
+    into = Incoming(b, there)
+    b.migrations = [into]
+    raw = ([msgpack.packb(_hello("vm9", 0x020000000099, 64))] if valid_hello_first else []) + msgs
+    for body in raw:
+        there.inbox.append(struct.pack("!I", len(body)) + body)
+    for _ in range(len(raw) + 2):
+        b.step()  # nothing escapes
+    here.close("the source went away")
+    for _ in range(3):
+        b.step()
+    assert into.finished, into.phase  # failed (or, by chance, done)
+    if into.vm is not None and into.vm in b.vms:  # it did arrive (a valid stream by chance)
+        hvm.release(b.hv, into.vm)
+        b.vms.remove(into.vm)
+    assert not b.vms and all(not vf.mac and not vf.port.policy.macs for vf in b.nic.vfs)
+    COUNTS["migration: stream messages"] += len(raw)
