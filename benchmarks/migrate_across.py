@@ -35,6 +35,8 @@ try:
         for _ in range(200):
             if sh("ip", "link", "show", f"xp{i}", check=False).returncode == 0 and os.path.exists(sock): break
             time.sleep(0.05)
+        if p.poll() is not None:
+            raise SystemExit(f"npa host ({nic}) did not start: {p.stderr.read().strip()}")
         sh("ip", "link", "set", f"xp{i}", "master", "br0", "up")
     ping = subprocess.Popen(["ip", "netns", "exec", ns, "ping", "-i", "0.01", "-W", "2", "10.80.0.2"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -324,7 +324,7 @@ class Incoming(_Migration):
         self.vm: Vm | None = None
         self._ahead: list[Frames] = []
         self._greeting: Hello | None = None
-        self._rules = self._image = None
+        self._rules = self._image = self._plugin = None
         self._seen = 0
         self.report.update(rounds=[], first_frame=None, destination={"nic": self.hv.nic.model.MODEL})
         self._mark("hello")
@@ -354,6 +354,9 @@ class Incoming(_Migration):
         self._greeting = msg
         self.vm = self.host.new_guest_vm(msg, vf)
         self.vm.name = msg.vm
+        # The plugin is instantiated now, while the source pre-copies: not during the pause.
+        self.vm.box.host.tag = f"{msg.vm} {self._image.manifest.name}"
+        self._plugin = self.vm.box.load(self._image)
         self.report["destination"].update(plugin=self._image.manifest.name, vf=vf.index)
         self.link.send(Accept(nic=self.hv.nic.model.MODEL, plugin=self._image.manifest.name, vf=vf.index))
         self._mark("copying")
@@ -404,7 +407,7 @@ class Incoming(_Migration):
         vm.shell.pool.restore(msg.pool)
         self.host.restore_guest(vm, msg.guest, list(msg.outbox))
         self._ahead.append(Frames.from_bytes(msg.queued) if msg.queued else Frames.empty())
-        hvm.arrive(hv, vm, self._rules)
+        hvm.arrive(hv, vm, self._rules, self._plugin)
         self.host.vms.append(vm)
         self.host.deliver(vm, hv.offer(vm, self._image))
         hvm.announce(hv, vm)

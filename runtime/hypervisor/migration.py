@@ -75,11 +75,12 @@ def rules_for(hv: Hypervisor, name: str, mac: int, theirs: dict) -> Rules:
         raise NpaError(f"the source's rules for {name} are not valid here: {str(e).splitlines()[-1].strip()}") from None
 
 
-def arrive(hv: Hypervisor, vm: Vm, rules: Rules) -> None:
+def arrive(hv: Hypervisor, vm: Vm, rules: Rules, plugin=None) -> None:
     """Admit the VM on the emulated path with the given rules; its port holds frames until
-    `open_port`."""
+    `open_port`. `plugin`: its instance, loaded ahead (the next `offer` injects it)."""
     vm.vf.port.held = True
     hv.admit(vm, rules)
+    hv.ports[vm.index].plugin = plugin
 
 
 def open_port(vm: Vm, forwarded: Frames) -> int:
