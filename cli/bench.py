@@ -574,3 +574,69 @@ def _scale_child(vms: int, packets: int, image: str) -> None:
     print(json.dumps({"vms": vms, "frames": n, "seconds": dt, "us_per_frame": dt / n * 1e6,
                       "mpps": n / dt / 1e6,
                       "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+LAYERS = (("guest: build frames", "gen", "next_burst"), ("shell: transmit", "shell", "transmit"),
+          ("shell: poll (plugin included)", "shell", "poll"), ("shell: interrupts", "shell", "interrupt"),
+          ("NIC: TX engine and switch", "vf", "tx"), ("NIC: RX engine", "vf", "rx"),
+          ("guest: check frames", "sink", "receive"))
+
+
+@app.command()
+def steps(
+    nic: str = typer.Option("ixgbevf", "--nic", help="NIC model: ixgbevf, vmxnet3 or mlx5."),
+    packets: int = typer.Option(20_000, min=1000, help="64-byte frames per direction per run."),
+    as_json: Optional[str] = _json("npa.bench.steps/1"),
+) -> None:
+    """Where a host step goes, layer by layer: each layer's time per step at poll budgets of 32
+    and 512 frames (2 VMs, 64-byte frames, both ways), fitted as a fixed cost per step plus a
+    cost per frame. The fixed part is what short bursts pay."""
+    from collections import defaultdict
+
+    from nic_model.sriov import SriovNic
+    from runtime.guest import size_schedule
+    from runtime.host import Host
+
+    check_dest(as_json)
+    data = _image(None, nic).read_bytes()
+    runs = []
+    for budget in (32, 512):
+        host = Host(SriovNic(nic, 2), data, 2, packets=packets, sizes=size_schedule(64), budget=budget)
+        host.boot()
+        spent: dict[str, float] = defaultdict(float)
+        for vm in host.vms:
+            for label, owner, method in LAYERS:
+                obj = vm.vf if owner == "vf" else getattr(vm, owner)
+                setattr(obj, method, _timer(spent, label, getattr(obj, method)))
+        t0 = time.perf_counter()
+        host.run()
+        total = time.perf_counter() - t0
+        spent["the rest (loop, hypervisor, uplink)"] = total - sum(spent.values())
+        runs.append((host.total_frames() / host.steps, {k: v / host.steps for k, v in spent.items()}))
+    (f1, a), (f2, b) = runs
+    t = Table("layer", "µs per step, budget 32", "µs per step, budget 512", "fixed µs per step",
+              "ns per frame", title=f"npa bench steps ({nic}, 2 VMs, 64-byte frames; {f1:.0f} and "
+              f"{f2:.0f} frames per step)", title_justify="left")
+    rows = []
+    for label in [lab for lab, _, _ in LAYERS] + ["the rest (loop, hypervisor, uplink)"]:
+        per_frame = (b[label] - a[label]) / (f2 - f1)
+        fixed = a[label] - per_frame * f1
+        rows.append({"layer": label, "us_per_step": [a[label] * 1e6, b[label] * 1e6],
+                     "fixed_us": fixed * 1e6, "ns_per_frame": per_frame * 1e9})
+        t.add_row(label, f"{a[label] * 1e6:.0f}", f"{b[label] * 1e6:.0f}", f"{fixed * 1e6:.0f}",
+                  f"{per_frame * 1e9:.0f}")
+    t.add_row("all", f"{sum(a.values()) * 1e6:.0f}", f"{sum(b.values()) * 1e6:.0f}",
+              f"{sum(r['fixed_us'] for r in rows):.0f}", f"{sum(r['ns_per_frame'] for r in rows):.0f}")
+    _emit(as_json, [t], {"schema": "npa.bench.steps/1", "nic": nic, "frames_per_step": [f1, f2],
+                         "layers": rows})
+
+
+def _timer(spent: dict, label: str, fn):
+    """`fn`, adding its wall time to spent[label]."""
+    def timed(*args, **kw):
+        t0 = time.perf_counter()
+        try:
+            return fn(*args, **kw)
+        finally:
+            spent[label] += time.perf_counter() - t0
+    return timed
