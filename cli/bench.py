@@ -586,11 +586,12 @@ LAYERS = (("guest: build frames", "gen", "next_burst"), ("shell: transmit", "she
 def steps(
     nic: str = typer.Option("ixgbevf", "--nic", help="NIC model: ixgbevf, vmxnet3 or mlx5."),
     packets: int = typer.Option(20_000, min=1000, help="64-byte frames per direction per run."),
+    repeat: int = typer.Option(5, min=1, help="Runs per budget; each layer's median is kept."),
     as_json: Optional[str] = _json("npa.bench.steps/1"),
 ) -> None:
     """Where a host step goes, layer by layer: each layer's time per step at poll budgets of 32
-    and 512 frames (2 VMs, 64-byte frames, both ways), fitted as a fixed cost per step plus a
-    cost per frame. The fixed part is what short bursts pay."""
+    and 512 frames (2 VMs, 64-byte frames, both ways; the median of --repeat runs), fitted as a
+    fixed cost per step plus a cost per frame. The fixed part is what short bursts pay."""
     from collections import defaultdict
 
     from nic_model.sriov import SriovNic
@@ -601,18 +602,22 @@ def steps(
     data = _image(None, nic).read_bytes()
     runs = []
     for budget in (32, 512):
-        host = Host(SriovNic(nic, 2), data, 2, packets=packets, sizes=size_schedule(64), budget=budget)
-        host.boot()
-        spent: dict[str, float] = defaultdict(float)
-        for vm in host.vms:
-            for label, owner, method in LAYERS:
-                obj = vm.vf if owner == "vf" else getattr(vm, owner)
-                setattr(obj, method, _timer(spent, label, getattr(obj, method)))
-        t0 = time.perf_counter()
-        host.run()
-        total = time.perf_counter() - t0
-        spent["the rest (loop, hypervisor, uplink)"] = total - sum(spent.values())
-        runs.append((host.total_frames() / host.steps, {k: v / host.steps for k, v in spent.items()}))
+        samples = []
+        for _ in range(repeat):
+            host = Host(SriovNic(nic, 2), data, 2, packets=packets, sizes=size_schedule(64), budget=budget)
+            host.boot()
+            spent: dict[str, float] = defaultdict(float)
+            for vm in host.vms:
+                for label, owner, method in LAYERS:
+                    obj = vm.vf if owner == "vf" else getattr(vm, owner)
+                    setattr(obj, method, _timer(spent, label, getattr(obj, method)))
+            t0 = time.perf_counter()
+            host.run()
+            total = time.perf_counter() - t0
+            spent["the rest (loop, hypervisor, uplink)"] = total - sum(spent.values())
+            samples.append((host.total_frames() / host.steps, {k: v / host.steps for k, v in spent.items()}))
+        runs.append((float(np.median([f for f, _ in samples])),
+                     {k: float(np.median([s[k] for _, s in samples])) for k in samples[0][1]}))
     (f1, a), (f2, b) = runs
     t = Table("layer", "µs per step, budget 32", "µs per step, budget 512", "fixed µs per step",
               "ns per frame", title=f"npa bench steps ({nic}, 2 VMs, 64-byte frames; {f1:.0f} and "

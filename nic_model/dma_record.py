@@ -22,12 +22,15 @@ NONE, READ, WRITE = 0, 1, 2  # what a frame is granted for
 def frame_index(addrs: np.ndarray, base: int, frame_size: int, frames: int) -> tuple[np.ndarray, np.ndarray]:
     """(frame index, whether the address is the start of a frame of the pool at `base`), in
     unsigned 64-bit arithmetic (nothing wraps into the pool); index 0 where it is not."""
-    a = np.asarray(addrs).astype(np.uint64)
-    off = a - np.uint64(base)  # wraps below the pool: refused by the first test
-    inside = (a >= np.uint64(base)) & (off < np.uint64(frame_size * frames))
-    off = np.where(inside, off, 0).astype(np.int64)
-    ok = inside & (off % frame_size == 0)
-    return np.where(ok, off // frame_size, 0), ok
+    off = np.asarray(addrs).astype(np.uint64) - np.uint64(base)  # below the pool wraps to huge
+    if frame_size & (frame_size - 1) == 0:  # the usual power of two: masks and shifts
+        ok = (off < np.uint64(frame_size * frames)) & ((off & np.uint64(frame_size - 1)) == 0)
+        idx = (off >> np.uint64(frame_size.bit_length() - 1)).astype(np.int64)
+    else:
+        ok = (off < np.uint64(frame_size * frames)) & (off % np.uint64(frame_size) == 0)
+        idx = (off // np.uint64(frame_size)).astype(np.int64)
+    idx[~ok] = 0
+    return idx, ok
 
 
 def oldest_first(values: np.ndarray, pending: np.ndarray) -> int:
