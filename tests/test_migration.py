@@ -334,6 +334,8 @@ def test_hostile_frames_in_the_state_never_reach_past_the_port_or_crash_the_host
     _step_until((a, b), lambda: into.phase in ("failed", "forwarding", "done"), 200)
     if why:
         assert into.phase == "failed" and why in into.report["reason"] and not b.vms
+        _step_until((a, b), lambda: out.finished, 200)
+        assert out.report["outcome"] == "stayed" and vm0 in a.vms and not vm0.paused
     else:
         _step_until((a, b), lambda: into.phase == "done")
         assert into.report["refused_frames"] == 1 and b.vms[0].vf.port.stats.oversize == 1

@@ -31,7 +31,7 @@ from collections import deque
 from typing import Annotated, Any, Literal, Union
 
 import msgpack
-from pydantic import BaseModel, ConfigDict, Field, StrictBytes, StrictFloat, StrictInt, StrictStr, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBytes, StrictStr, TypeAdapter, ValidationError
 
 VERSION = 1
 MAX_MESSAGE = 8 << 20  # bytes; a page message is at most PAGES_PER_MESSAGE pages and its index
