@@ -6,10 +6,13 @@ traffic, which never reaches the uplink, is seen at the VF ports. Classic pcap m
 watched port into one stream; pcapng (dpkt's writer) gives each port its own interface, named
 after it, so Wireshark's "Interface" column says where a frame was seen. Timestamps are the
 wall clock when the capture started plus device time: they read as dates of today, and the
-spacing of frames is the device's (a tick of 10 µs carries a whole burst).
+spacing of frames is the device's (a tick of 10 µs carries a whole burst). In pcapng each packet
+also says its direction (the `epb_flags` option), seen from the switch: inbound, entering the
+switch at that port (sent by the VF, or coming from the link); outbound, leaving it there.
 """
 from __future__ import annotations
 
+import struct
 import time
 from pathlib import Path
 
@@ -17,6 +20,7 @@ from .frames import Frames
 from .pcap import PcapWriter
 
 FORMATS = ("pcap", "pcapng")
+EPB_FLAGS = 2  # pcapng enhanced packet option: bits 0-1 direction, 1 inbound, 2 outbound
 
 
 class Capture:
@@ -43,19 +47,23 @@ class Capture:
     def watches(self, port) -> bool:
         return port.index in self.ports
 
-    def record(self, port, frames: Frames, now_us: int) -> None:
-        """`frames` seen at `port` at device time `now_us` (nothing if the port is not watched)."""
+    def record(self, port, frames: Frames, now_us: int, inbound: bool) -> None:
+        """`frames` seen at `port` at device time `now_us`, entering the switch there
+        (`inbound`) or leaving it (nothing if the port is not watched)."""
         if not len(frames) or port.index not in self.ports:
             return
         ts_us = int(self.start_s * 1e6) + int(now_us)
         if self.fmt == "pcap":
             self._pcap.write(frames, ts_us)
         else:
-            iface, epb = self.ports[port.index], self._ng.EnhancedPacketBlockLE
+            ng, iface = self._ng, self.ports[port.index]
+            flags = [ng.PcapngOptionLE(code=EPB_FLAGS, data=struct.pack("<I", 1 if inbound else 2)),
+                     ng.PcapngOptionLE(code=ng.PCAPNG_OPT_ENDOFOPT)]
             for i in range(len(frames)):
                 data = frames.frame(i)
-                self._writer.writepkt(epb(iface_id=iface, ts_high=ts_us >> 32, ts_low=ts_us & 0xFFFFFFFF,
-                                          caplen=len(data), pkt_len=len(data), pkt_data=data))
+                self._writer.writepkt(ng.EnhancedPacketBlockLE(
+                    iface_id=iface, ts_high=ts_us >> 32, ts_low=ts_us & 0xFFFFFFFF, caplen=len(data),
+                    pkt_len=len(data), pkt_data=data, opts=flags))
         self.frames += len(frames)
 
     def close(self) -> None:

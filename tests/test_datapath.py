@@ -99,7 +99,7 @@ def test_pcap_of_a_run_holds_exactly_the_frames_sent(tmp_path):
 
 
 def _pcapng_blocks(path):
-    """(interface names, per-interface (timestamp µs, frame) lists) of a little-endian pcapng
+    """(interface names, per-interface (timestamp µs, frame, direction) lists) of a little-endian pcapng
     file, read block by block here rather than with the writer's own library."""
     import struct
 
@@ -116,9 +116,17 @@ def _pcapng_blocks(path):
                 opt += 4 + (size + 3) // 4 * 4
                 if code == 0:
                     break
-        elif kind == 6:  # enhanced packet: interface, timestamp, lengths, data
+        elif kind == 6:  # enhanced packet: interface, timestamp, lengths, data, options
             iface, hi, lo, caplen, _ = struct.unpack_from("<IIIII", body)
-            packets.setdefault(iface, []).append(((hi << 32) | lo, body[20:20 + caplen]))
+            opt, flags = 20 + (caplen + 3) // 4 * 4, None
+            while opt + 4 <= len(body):
+                code, size = struct.unpack_from("<HH", body, opt)
+                if code == 0:
+                    break
+                if code == 2:  # epb_flags: bits 0-1 the direction
+                    flags = struct.unpack_from("<I", body, opt + 4)[0] & 3
+                opt += 4 + (size + 3) // 4 * 4
+            packets.setdefault(iface, []).append(((hi << 32) | lo, body[20:20 + caplen], flags))
         off += length
     return names, packets
 
@@ -136,7 +144,9 @@ def test_pcapng_captures_at_the_vf_ports_of_a_veb_switch_one_interface_each(tmp_
     names, packets = _pcapng_blocks(cap)
     assert names == ["vf0", "vf1", "uplink"]
     assert {i: len(p) for i, p in packets.items()} == {0: 600, 1: 600}  # each VF: 300 out, 300 in
-    for ts, frame in packets[0] + packets[1]:
+    for iface in (0, 1):  # each VF's frames: 300 into the switch (inbound), 300 out to it
+        assert sorted(d for _, _, d in packets[iface]) == [1] * 300 + [2] * 300
+    for ts, frame, _ in packets[0] + packets[1]:
         assert t0 - 5 < ts / 1e6 < time.time() + 5
         ip = dpkt.ethernet.Ethernet(frame).data
         assert isinstance(ip, dpkt.ip.IP) and isinstance(ip.data, dpkt.udp.UDP)
