@@ -88,30 +88,48 @@ class Port:
         self.policy: PortPolicy | None = PortPolicy() if kind == "vf" else None
         self._fifo: deque[Frames] = deque()
         self.queued = 0
-        self.held = False  # frames wait here, not taken by the device (a VM arriving by migration)
+        # A VM arriving by migration: frames the switch delivers wait in `_held` (they are newer
+        # than any the old host still forwards), while forwarded ones (`pass_through`) flow.
+        self.held = False
+        self._held: deque[Frames] = deque()
+        self.waiting = 0  # frames behind the hold
         self.storm = {"broadcast": StormBucket(), "multicast": StormBucket()}
 
     def deliver(self, frames: Frames) -> Frames:
-        """Egress: buffer frames for the device behind the port; what does not fit is dropped.
-        Returns the frames buffered."""
-        room = self.capacity - self.queued
+        """Egress: buffer frames for the device behind the port (behind the hold, if held);
+        what does not fit is dropped. Returns the frames buffered."""
+        room = self.capacity - self.queued - self.waiting
         if len(frames) > room:
             self.stats.drops += len(frames) - room
             frames = frames.take(slice(0, room))
         if len(frames):
-            self._fifo.append(frames)
-            self.queued += len(frames)
+            if self.held:
+                self._held.append(frames)
+                self.waiting += len(frames)
+            else:
+                self._fifo.append(frames)
+                self.queued += len(frames)
             self.stats.tx_frames += len(frames)
             self.stats.tx_bytes += frames.nbytes
         return frames
 
+    def pass_through(self, frames: Frames) -> None:
+        """Frames forwarded from a VM's old host: ahead of everything held, in order."""
+        if len(frames):
+            self._fifo.append(frames)
+            self.queued += len(frames)
+
+    def release_hold(self) -> None:
+        """The old host forwards no more: what waited follows what came through."""
+        while self._held:
+            self.pass_through(self._held.popleft())
+        self.held, self.waiting = False, 0
+
     def pending(self) -> int:
-        return 0 if self.held else self.queued
+        return self.queued
 
     def receive(self, limit: int) -> Frames:
-        """Take up to `limit` buffered frames, oldest first (none while the port is held)."""
-        if self.held:
-            return Frames.empty()
+        """Take up to `limit` buffered frames, oldest first."""
         parts, n = [], 0
         while self._fifo and n < limit:
             head = self._fifo[0]
@@ -135,8 +153,9 @@ class Port:
 
     def flush(self) -> int:
         """Drop everything buffered (the device behind the port was reset); returns the count."""
-        n, self.queued = self.queued, 0
+        n, self.queued, self.waiting = self.queued + self.waiting, 0, 0
         self._fifo.clear()
+        self._held.clear()
         return n
 
 

@@ -9,9 +9,9 @@ dirty log caught); when a round leaves few dirty pages (or after `max_rounds`) t
 the last dirty pages and its state (pool, guest, frames waiting at its port) are sent, and the
 source waits. Destination: admits the VM on a free VF with its port held, restores it, injects
 the plugin its own repository holds for its own NIC, announces the MAC, says `resumed`. The
-source then forwards whatever still reaches the VM's old port for `forward_s`, frees the VF and
-says `done`; the destination opens the port: forwarded frames first, then those that came
-directly. Nothing is lost, duplicated or reordered, and a failure at any point before `resumed`
+source then forwards whatever still reaches the VM's old port until it was quiet for FORWARD_S,
+frees the VF and says `done`. Forwarded frames reach the VM as they come; those that came to the
+destination directly (newer than any forwarded) wait at the held port until `done`. Nothing is lost, duplicated or reordered, and a failure at any point before `resumed`
 leaves the VM running on the source (on its plugin again) with the reason.
 
 The host supplies the guest's part (`GuestHost`): its state, its clock, where frames go.
@@ -322,7 +322,6 @@ class Incoming(_Migration):
     def __init__(self, host: GuestHost, link):
         super().__init__(host, link)
         self.vm: Vm | None = None
-        self._ahead: list[Frames] = []
         self._greeting: Hello | None = None
         self._rules = self._image = self._plugin = None
         self._seen = 0
@@ -406,8 +405,8 @@ class Incoming(_Migration):
         vm, hv = self.vm, self.hv
         vm.shell.pool.restore(msg.pool)
         self.host.restore_guest(vm, msg.guest, list(msg.outbox))
-        self._ahead.append(Frames.from_bytes(msg.queued) if msg.queued else Frames.empty())
         hvm.arrive(hv, vm, self._rules, self._plugin)
+        self._pass(Frames.from_bytes(msg.queued) if msg.queued else Frames.empty())
         self.host.vms.append(vm)
         self.host.deliver(vm, hv.offer(vm, self._image))
         hvm.announce(hv, vm)
@@ -422,18 +421,21 @@ class Incoming(_Migration):
         try:
             while (msg := self._next(Forward, Done)) is not None:
                 if isinstance(msg, Forward):
-                    self._ahead.append(Frames.from_bytes(msg.frames))
+                    self._pass(Frames.from_bytes(msg.frames))
+                    self.report["forwarded"] = self.report.get("forwarded", 0) + len(msg.frames)
                 else:
                     self._open(f"{msg.forwarded} frames forwarded")
                     return
         except (OSError, NpaError) as e:  # the VM runs here: it keeps running, the port opens
             self._open(f"the source went away before it was done ({e})")
 
+    def _pass(self, frames: Frames) -> None:
+        if (refused := hvm.pass_through(self.vm, frames)):
+            self.report["refused_frames"] = self.report.get("refused_frames", 0) + refused
+
     def _open(self, note: str) -> None:
-        if (refused := hvm.open_port(self.vm, Frames.concat(self._ahead))):
-            self.report["refused_frames"] = refused
-        self.report["forwarded"] = sum(len(f) for f in self._ahead[1:])
-        self._ahead = []
+        hvm.open_port(self.vm)
+        self.report.setdefault("forwarded", 0)
         self.report.update(outcome="moved", reason=note)
         self._mark("done")
 

@@ -9,9 +9,10 @@ runs elsewhere: the port's frames are forwarded, the VF is reset and freed) or `
 migration failed: the port's frames are put back, the VF and its plugin are offered again).
 
 In: `rules_for` decides the arriving VM's rules under this host's own policy, `arrive` admits it
-on the emulated path with its port held (frames for it wait there, in order, behind what the
-source forwards), `announce` tells the fabric where its MAC now lives (a RARP broadcast, as
-QEMU's announce sends), and `open_port` lets its frames flow once the source is done.
+on the emulated path with its port held (frames for it wait there, in order), `pass_through`
+gives it what the source forwards at once, ahead of them, `announce` tells the fabric where its
+MAC now lives (a RARP broadcast, as QEMU's announce sends), and `open_port` lets the held frames
+follow once the source is done.
 """
 from __future__ import annotations
 
@@ -77,22 +78,28 @@ def rules_for(hv: Hypervisor, name: str, mac: int, theirs: dict) -> Rules:
 
 def arrive(hv: Hypervisor, vm: Vm, rules: Rules, plugin=None) -> None:
     """Admit the VM on the emulated path with the given rules; its port holds frames until
-    `open_port`. `plugin`: its instance, loaded ahead (the next `offer` injects it)."""
+    `open_port` (forwarded frames pass). `plugin`: its instance, loaded ahead (the next `offer`
+    injects it)."""
     vm.vf.port.held = True
     hv.admit(vm, rules)
     hv.ports[vm.index].plugin = plugin
 
 
-def open_port(vm: Vm, forwarded: Frames) -> int:
-    """Frames the source forwarded go first, then those that came here directly. The source is
-    not trusted with this port: a forwarded frame longer than the port passes (its max frame,
-    never more than the guest's buffers) is dropped, as the switch would. Returns how many."""
+def pass_through(vm: Vm, forwarded: Frames) -> int:
+    """Frames the old host forwarded (or had queued for the VM) reach the VM now, ahead of those
+    that came here directly and wait behind the hold. The source is not trusted with this
+    port: a frame longer than the port passes (its max frame, never more than the guest's
+    buffers) is dropped, as the switch would. Returns how many were."""
     port = vm.vf.port
     fits = forwarded.lens <= port.policy.max_frame
-    port.unreceive(forwarded if fits.all() else forwarded.take(fits))
-    port.held = False
+    port.pass_through(forwarded if fits.all() else forwarded.take(fits))
     port.stats.oversize += int((~fits).sum())
     return int((~fits).sum())
+
+
+def open_port(vm: Vm) -> None:
+    """The old host forwards no more: frames that came here directly follow."""
+    vm.vf.port.release_hold()
 
 
 def announce(hv: Hypervisor, vm: Vm) -> None:
