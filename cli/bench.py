@@ -128,15 +128,16 @@ def calls(
                          "load_ms": {"cold": cold * 1e3, "warm": warm * 1e3, "ratio": cold / warm}})
 
 
-def _mpps(model: str, image: bytes, packets: int, driver=None, emulated: bool = False):
+def _mpps(model: str, image: bytes, packets: int, driver=None, emulated: bool = False,
+          budget: int = 512):
     """End-to-end Mpps of 64-byte frames, 2 VMs on `model`, both ways: (Mpps, the host).
     `driver`: another driver of the ABI instead of the plugin; `emulated`: the hypervisor's
-    emulated vNIC instead."""
+    emulated vNIC instead; `budget`: frames per poll."""
     from nic_model.sriov import SriovNic
     from runtime.guest import size_schedule
     from runtime.host import Host
 
-    host = Host(SriovNic(model, 2), image, 2, packets=packets, sizes=size_schedule(64))
+    host = Host(SriovNic(model, 2), image, 2, packets=packets, sizes=size_schedule(64), budget=budget)
     host.boot(driver)
     if emulated:
         host.revoke(0), host.revoke(1)
@@ -152,18 +153,10 @@ def _mpps(model: str, image: bytes, packets: int, driver=None, emulated: bool = 
 def _step_costs(model: str, image: bytes, packets: int = 20_000) -> tuple[float, float]:
     """A host step's fixed cost (µs) and its cost per frame (ns), from two runs whose poll
     budgets differ (32 and 512 frames), fitted as a line through (frames/step, seconds/step)."""
-    from nic_model.sriov import SriovNic
-    from runtime.guest import size_schedule
-    from runtime.host import Host
-
     points = []
     for budget in (32, 512):
-        host = Host(SriovNic(model, 2), image, 2, packets=packets, sizes=size_schedule(64), budget=budget)
-        host.boot()
-        t0 = time.perf_counter()
-        host.run()
-        dt = time.perf_counter() - t0
-        points.append((host.total_frames() / host.steps, dt / host.steps))
+        mpps, host = _mpps(model, image, packets, budget=budget)
+        points.append((host.total_frames() / host.steps, host.total_frames() / mpps / 1e6 / host.steps))
     (f1, s1), (f2, s2) = points
     per_frame = (s2 - s1) / (f2 - f1)
     return (s1 - per_frame * f1) * 1e6, per_frame * 1e9

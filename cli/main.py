@@ -331,7 +331,8 @@ def host(
     policy: Optional[Path] = typer.Option(None, "--policy", help="Policy file (TOML)."),
     plugins: Path = typer.Option(BUNDLED, "--plugins", help="Plugin repository."),
     control: Optional[str] = typer.Option(None, "--control", help="Unix socket path for "
-                                          "management requests (status)."),
+                                          "management requests (status, ping, and those of "
+                                          "`npa migrate`)."),
     vfs: int = typer.Option(0, "--vfs", min=0, help="VFs on the NIC (default: max(4, VMs))."),
     listen: str = typer.Option("127.0.0.1:0", "--listen", help="HOST:PORT where this host accepts "
                                "incoming migration streams (port 0: any free port)."),

@@ -254,12 +254,16 @@ class Outgoing(_Migration):
         if now - self._resumed_at < self.host.FORWARD_S and now < self._forward_until \
                 and not self.link.closed:
             return
-        self._forward(hvm.release(self.hv, self.vm))
-        self.host.vms.remove(self.vm)
+        self._let_port_go()
         self.link.send(Done(forwarded=self._forwarded))
         self.link.close()
-        self.report.update(outcome="moved", forwarded=self._forwarded,
-                           reason=f"{self.vm.name} runs on the destination")
+        self.report["reason"] = f"{self.vm.name} runs on the destination"
+
+    def _let_port_go(self) -> None:
+        """The VM runs on the destination: forward the last frames at its old port, free it."""
+        self._forward(hvm.release(self.hv, self.vm))
+        self.host.vms.remove(self.vm)
+        self.report.update(outcome="moved", forwarded=self._forwarded)
         self._mark("done")
 
     def _forward(self, frames: Frames) -> None:
@@ -276,10 +280,7 @@ class Outgoing(_Migration):
             self.report.setdefault("forward_error", reason)
             self.link.close()
             if self.phase == "forwarding":
-                self._forward(hvm.release(self.hv, self.vm))
-                self.host.vms.remove(self.vm)
-                self.report.update(outcome="moved", forwarded=self._forwarded)
-                self._mark("done")
+                self._let_port_go()
             return
         self.link.send(Abort(reason=reason))
         self.link.close(reason)
@@ -322,7 +323,6 @@ class Incoming(_Migration):
     def __init__(self, host: GuestHost, link):
         super().__init__(host, link)
         self.vm: Vm | None = None
-        self._greeting: Hello | None = None
         self._rules = self._image = self._plugin = None
         self._seen = 0
         self.report.update(rounds=[], first_frame=None, destination={"nic": self.hv.nic.model.MODEL})
@@ -350,7 +350,6 @@ class Incoming(_Migration):
             self.report.update(outcome="refused", reason=str(e))
             self._mark("failed")
             return
-        self._greeting = msg
         self.vm = self.host.new_guest_vm(msg, vf)
         self.vm.name = msg.vm
         # The plugin is instantiated now, while the source pre-copies: not during the pause.
@@ -405,10 +404,10 @@ class Incoming(_Migration):
         vm, hv = self.vm, self.hv
         vm.shell.pool.restore(msg.pool)
         self.host.restore_guest(vm, msg.guest, list(msg.outbox))
-        hvm.arrive(hv, vm, self._rules, self._plugin)
+        hvm.arrive(hv, vm, self._rules, self._image, self._plugin)
         self._pass(Frames.from_bytes(msg.queued) if msg.queued else Frames.empty())
         self.host.vms.append(vm)
-        self.host.deliver(vm, hv.offer(vm, self._image))
+        self.host.deliver(vm, hv.offer(vm))
         hvm.announce(hv, vm)
         self._seen = _handled(vm)
         last = hv.modes(vm)[-1]

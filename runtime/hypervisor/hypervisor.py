@@ -95,9 +95,9 @@ class Hypervisor:
         return self._images[key]
 
     # -- VMs -----------------------------------------------------------------------------------
-    def admit(self, vm: Vm, rules: Rules | None = None) -> None:
-        """Program the VF's port from the policy (or `rules`, decided for a VM arriving by
-        migration) and boot the VM on the emulated path."""
+    def admit(self, vm: Vm, rules: Rules | None = None, image: ImageReport | None = None) -> None:
+        """Program the VF's port from the policy and boot the VM on the emulated path. A VM
+        arriving by migration brings the `rules` and the `image` decided for it here."""
         rules = rules or self.policy.for_vm(vm.name)
         nic, vf = self.nic, vm.vf
         nic.set_vf_mac(vf, vm.mac)
@@ -110,7 +110,7 @@ class Hypervisor:
         nic.set_vf_link(vf, up)
         guest, host = channel()
         emu = EmulatedNic(vm.shell.dp, vf.port, nic.switch)
-        self.ports[vm.index] = VmPort(rules, guest, host, emu, self.image_for(vm.vf))
+        self.ports[vm.index] = VmPort(rules, guest, host, emu, image or self.report)
         host.send(LinkState(up=up))
         vm.shell.resend_after_fault = True  # the emulated path is always there to fall back to
         self._switch(vm, EMULATED, emu, "boot")

@@ -17,7 +17,7 @@ follow once the source is done.
 from __future__ import annotations
 
 from nic_model.frames import BROADCAST, Frames
-from runtime.sandbox import NpaError
+from runtime.sandbox import ImageReport, NpaError
 
 from .hypervisor import Hypervisor
 from .policy import Rules, format_mac
@@ -76,12 +76,12 @@ def rules_for(hv: Hypervisor, name: str, mac: int, theirs: dict) -> Rules:
         raise NpaError(f"the source's rules for {name} are not valid here: {str(e).splitlines()[-1].strip()}") from None
 
 
-def arrive(hv: Hypervisor, vm: Vm, rules: Rules, plugin=None) -> None:
-    """Admit the VM on the emulated path with the given rules; its port holds frames until
-    `open_port` (forwarded frames pass). `plugin`: its instance, loaded ahead (the next `offer`
-    injects it)."""
+def arrive(hv: Hypervisor, vm: Vm, rules: Rules, image: ImageReport, plugin=None) -> None:
+    """Admit the VM on the emulated path with the given rules and this NIC's image; its port
+    holds frames until `open_port` (forwarded frames pass). `plugin`: the image's instance,
+    loaded ahead (the next `offer` injects it)."""
     vm.vf.port.held = True
-    hv.admit(vm, rules)
+    hv.admit(vm, rules, image)
     hv.ports[vm.index].plugin = plugin
 
 
