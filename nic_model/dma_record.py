@@ -22,14 +22,15 @@ NONE, READ, WRITE = 0, 1, 2  # what a frame is granted for
 def frame_index(addrs: np.ndarray, base: int, frame_size: int, frames: int) -> tuple[np.ndarray, np.ndarray]:
     """(frame index, whether the address is the start of a frame of the pool at `base`), in
     unsigned 64-bit arithmetic (nothing wraps into the pool); index 0 where it is not."""
-    off = np.asarray(addrs).astype(np.uint64) - np.uint64(base)  # below the pool wraps to huge
+    off = np.asarray(addrs, np.uint64) - np.uint64(base)  # below the pool wraps to huge
     if frame_size & (frame_size - 1) == 0:  # the usual power of two: masks and shifts
         ok = (off < np.uint64(frame_size * frames)) & ((off & np.uint64(frame_size - 1)) == 0)
         idx = (off >> np.uint64(frame_size.bit_length() - 1)).astype(np.int64)
     else:
         ok = (off < np.uint64(frame_size * frames)) & (off % np.uint64(frame_size) == 0)
         idx = (off // np.uint64(frame_size)).astype(np.int64)
-    idx[~ok] = 0
+    if np.count_nonzero(ok) != len(ok):
+        idx[~ok] = 0
     return idx, ok
 
 
@@ -37,7 +38,7 @@ def oldest_first(values: np.ndarray, pending: np.ndarray) -> int:
     """How many of `values` (in the order they came) are, one after the other, the smallest of
     `pending` (sorted): the prefix that keeps an order; the rest came out of it."""
     match = values == pending[:len(values)]
-    return len(values) if match.all() else int(np.argmin(match))
+    return len(values) if np.count_nonzero(match) == len(match) else int(np.argmin(match))
 
 
 class FrameRecord:
@@ -76,23 +77,27 @@ class FrameRecord:
         self.failed[:] = False
 
     # -- the device's side --------------------------------------------------------------------
-    def _index(self, addrs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def index(self, addrs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(frame index, whether the address starts a pool frame) for device addresses."""
         return frame_index(addrs, self.base, self.frame_size, self.frames)
 
-    def allowed(self, addrs: np.ndarray, lens: np.ndarray, kind: int) -> np.ndarray:
+    def allowed(self, addrs: np.ndarray, lens: np.ndarray, kind: int) -> tuple[np.ndarray, np.ndarray]:
         """Which pool accesses the grants allow: a frame's start, its length within the frame,
-        the grant for `kind`, the frame once per burst. Addresses outside the pool: False."""
-        idx, ok = self._index(addrs)
-        n = np.asarray(lens).astype(np.int64)
+        the grant for `kind`, the frame once per burst; and every address's frame index (for
+        `use` and `fail`). Addresses outside the pool: False."""
+        idx, ok = self.index(addrs)
+        n = np.asarray(lens, np.int64)
         ok &= (n >= 0) & (n <= self.frame_size) & (self.grant[idx] == kind)
         sel = np.flatnonzero(ok)
         if len(sel) > 1:  # the same frame twice in one burst: only its first use
             order = np.arange(len(sel))
             self._mark[idx[sel[::-1]]] = order[::-1]  # the first occurrence writes last
-            ok[sel[self._mark[idx[sel]] != order]] = False
-        if kind == READ and ok.any():
+            twice = self._mark[idx[sel]] != order
+            if np.count_nonzero(twice):
+                ok[sel[twice]] = False
+        if kind == READ and len(sel):
             ok &= self._in_guest_order(idx, ok)
-        return ok
+        return ok, idx
 
     def _in_guest_order(self, idx: np.ndarray, ok: np.ndarray) -> np.ndarray:
         """The granted reads of a burst that come in the guest's order: each the oldest TX frame
@@ -102,11 +107,10 @@ class FrameRecord:
         keep[np.flatnonzero(ok)[:upto]] = True
         return keep
 
-    def use(self, addrs: np.ndarray, lens: np.ndarray, kind: int) -> None:
-        """The device read (TX) or wrote (RX) these allowed frames, in this order."""
-        if not len(addrs):
+    def use(self, idx: np.ndarray, lens: np.ndarray, kind: int) -> None:
+        """The device read (TX) or wrote (RX) these allowed frames (by index), in this order."""
+        if not len(idx):
             return
-        idx, _ = self._index(addrs)
         at = self.position + np.arange(len(idx))
         self.position += len(idx)
         self.grant[idx] = NONE  # each grant is used once
@@ -116,11 +120,10 @@ class FrameRecord:
             self.written_at[idx] = at
             self.written_len[idx] = lens
 
-    def fail(self, addrs: np.ndarray) -> None:
-        """The device used these granted frames, and the IOMMU window refused (the hypervisor
-        had unmapped the pool): it dropped them, as a NIC drops on a DMA fault."""
-        if len(addrs):
-            idx, _ = self._index(addrs)
+    def fail(self, idx: np.ndarray) -> None:
+        """The device used these granted frames (by index), and the IOMMU window refused (the
+        hypervisor had unmapped the pool): it dropped them, as a NIC drops on a DMA fault."""
+        if len(idx):
             self.grant[idx] = NONE
             self.failed[idx] = True
             self.position += len(idx)

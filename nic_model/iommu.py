@@ -101,13 +101,19 @@ class Iommu:
     def covers_all(self, addrs: np.ndarray, lens: np.ndarray) -> np.ndarray:
         """`covers` for a burst: a boolean per (addr, len), one mapping lookup for all. Both are
         taken as unsigned 64-bit (an int64 -1 is 2^64-1, outside every mapping)."""
+        a = np.asarray(addrs, np.uint64)
+        n = np.asarray(lens, np.uint64)
+        if not len(a) or not self._starts:
+            return np.zeros(len(a), bool)
+        lo, hi = int(np.minimum.reduce(a)), int(np.maximum.reduce(a))
+        i = bisect.bisect(self._starts, lo) - 1
+        if i >= 0 and hi <= self._ends[i]:  # the usual burst: every address in one mapping
+            ok = n <= np.uint64(self._ends[i]) - a
+            if np.count_nonzero(ok) == len(ok):
+                return ok
         if self._arrays is None:
             self._arrays = (np.array(self._starts, np.uint64), np.array(self._ends, np.uint64))
         starts, ends = self._arrays
-        a = np.asarray(addrs).astype(np.uint64)
-        n = np.asarray(lens).astype(np.uint64)
-        if not len(starts):
-            return np.zeros(len(a), bool)
         i = np.searchsorted(starts, a, side="right").astype(np.int64) - 1
         end = ends[np.maximum(i, 0)]
         inside = (i >= 0) & (a <= end)
@@ -128,13 +134,16 @@ class Iommu:
         off = int(addr) - base
         return mem[off:off + nbytes]
 
-    def _offsets(self, addrs: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    def _offsets(self, addrs: np.ndarray) -> list[tuple[np.ndarray | slice, np.ndarray, np.ndarray]]:
         """Covered addresses split by backing memory: (rows, memory, offsets) per memory used."""
-        a = np.asarray(addrs).astype(np.uint64)
+        a = np.asarray(addrs, np.uint64)
+        if len(a):
+            lo, hi = int(np.minimum.reduce(a)), int(np.maximum.reduce(a))
+            s = bisect.bisect([b for b, _ in self._spaces], lo) - 1
+            base, mem = self._spaces[max(s, 0)]
+            if s >= 0 and hi - base < len(mem):  # the usual burst: every frame in one memory
+                return [(slice(None), mem, (a - np.uint64(base)).astype(np.int64))]
         k = np.searchsorted(self._space_bases, a, side="right").astype(np.int64) - 1
-        if len(k) and (k == k[0]).all():  # the usual burst: every frame in one memory
-            base, mem = self._spaces[int(k[0])]
-            return [(np.arange(len(a)), mem, (a - np.uint64(base)).astype(np.int64))]
         out = []
         for s in np.unique(k):
             base, mem = self._spaces[int(s)]
@@ -144,7 +153,7 @@ class Iommu:
 
     def gather(self, addrs: np.ndarray, lens: np.ndarray) -> Frames:
         """Read covered frames into a burst."""
-        lens = np.asarray(lens).astype(np.int64)
+        lens = np.asarray(lens, np.int64)
         parts = self._offsets(addrs)
         if len(parts) == 1:
             _, mem, off = parts[0]
@@ -159,21 +168,22 @@ class Iommu:
         """Write covered frames, each into a buffer of `room` bytes (one size, or one per
         frame): never past it, whatever the burst's width. A frame longer than its buffer is
         not written (the vendor model decides what that means first). Returns which were."""
-        n = len(frames)
-        room = np.broadcast_to(np.asarray(room, np.int64), (n,))
+        room = np.asarray(room, np.int64)
         fits = frames.lens <= room
-        if not fits.all():
+        if np.count_nonzero(fits) != len(fits):
+            room = np.broadcast_to(room, (len(frames),))
             addrs, frames, room = np.asarray(addrs)[fits], frames.take(fits), room[fits]
         if not len(frames):
             return fits
-        width = int(frames.lens.max())
+        width = int(np.maximum.reduce(frames.lens))
         if frames.data.shape[1] > width:  # padding left by frames taken out of the burst
             frames = Frames(frames.data[:, :width], frames.lens)
         # Whole rows are one numpy copy; exact writes when a row would leave its buffer or the
         # window.
-        exact = bool((room < width).any()) or not self.covers_all(addrs, np.full(len(frames), width)).all()
+        inside = self.covers_all(addrs, np.full(len(frames), width))
+        exact = bool(np.count_nonzero(room < width)) or np.count_nonzero(inside) != len(inside)
         for rows, mem, off in self._offsets(addrs):
-            part = frames if len(rows) == len(frames) else frames.take(rows)
+            part = frames if isinstance(rows, slice) or len(rows) == len(frames) else frames.take(rows)
             scatter(mem, off, part, exact=exact)
         return fits
 

@@ -189,13 +189,29 @@ class Switch:
         self.fdb.update((m, port.index) for m in port.policy.macs)
         self._promisc = any(p.policy is not None and p.policy.promisc for p in self.ports)
 
-    def _candidates(self, dest: np.ndarray, group: np.ndarray) -> list[Port]:
+    def _candidates(self, dest_ports: list[int] | None) -> list[Port]:
         """The ports that may take some of a burst: every port when it holds a group frame or
-        a port is promiscuous, else only those its unicast frames are addressed to (so a burst
-        costs its destinations, not every port of the switch)."""
-        if self._promisc or group.any():
+        a port is promiscuous (`dest_ports` None), else only those its unicast frames are
+        addressed to (so a burst costs its destinations, not every port of the switch)."""
+        if self._promisc or dest_ports is None:
             return self.ports
-        return [self.ports[i] for i in np.unique(dest).tolist() if i >= 0]
+        return [self.ports[i] for i in dest_ports if i >= 0]
+
+    def _destinations(self, dst: np.ndarray, unicast: np.ndarray, ingress: Port) -> tuple[np.ndarray, list[int]]:
+        """Each frame's port by the FDB (-1: a group address; an unknown unicast goes to the
+        uplink, or nowhere, -2, when it came from there), and the ports named."""
+        miss = self.uplink.index if self.uplink is not None and ingress is not self.uplink else -2
+        n = len(dst)
+        if n and np.count_nonzero(unicast) == n and not np.count_nonzero(dst != dst[0]):
+            port = self.fdb.get(int(dst[0]), miss)  # the usual burst: one flow, one port
+            return np.full(n, port, np.int64), [port]
+        dest = np.full(n, -1, np.int64)
+        if np.count_nonzero(unicast):
+            macs, inverse = np.unique(dst[unicast], return_inverse=True)
+            ports = [self.fdb.get(int(m), miss) for m in macs]
+            dest[unicast] = np.array(ports, np.int64)[inverse]
+            return dest, sorted(set(ports))
+        return dest, []
 
     @staticmethod
     def _owned(macs: np.ndarray, owned: frozenset[int]) -> np.ndarray:
@@ -210,19 +226,22 @@ class Switch:
             st.drops += len(frames)
             return frames.take(slice(0, 0))
         tagged, vid = vlan_tags(frames)
-        bad = frames.lens - 4 * tagged > pol.max_frame
-        st.oversize += int(bad.sum())
-        if tagged.any():
+        if np.count_nonzero(tagged):
+            bad = frames.lens - 4 * tagged > pol.max_frame
+            st.oversize += int(np.count_nonzero(bad))
             bad_vlan = tagged if pol.vlan else tagged & ~np.isin(vid, list(pol.vlans))
-            st.vlan += int((bad_vlan & ~bad).sum())  # the guest may not tag over a port VLAN
+            st.vlan += int(np.count_nonzero(bad_vlan & ~bad))  # the guest may not tag over a port VLAN
             bad |= bad_vlan
+        else:
+            bad = frames.lens > pol.max_frame
+            st.oversize += int(np.count_nonzero(bad))
         if pol.spoofchk:
             spoofed = ~self._owned(frames.macs(6), pol.macs)
-            st.spoofed += int((spoofed & ~bad).sum())
+            st.spoofed += int(np.count_nonzero(spoofed & ~bad))
             bad |= spoofed
         if pol.broadcast_pps or pol.multicast_pps:
             bad |= self._storm(port, frames, bad)
-        if bad.any():
+        if np.count_nonzero(bad):
             frames = frames.take(~bad)
         return push_vlan(frames, pol.vlan) if pol.vlan and len(frames) else frames
 
@@ -230,7 +249,7 @@ class Switch:
         """Storm control: broadcast and multicast frames over the port's rates, to drop."""
         pol, over = port.policy, np.zeros(len(frames), bool)
         group = (frames.data[:, 0] & 1).astype(bool) & ~bad
-        if not group.any():
+        if not np.count_nonzero(group):
             return over
         bcast = group & (frames.macs(0) == BROADCAST)
         for kind, sel, pps in (("broadcast", bcast, pol.broadcast_pps),
@@ -238,7 +257,7 @@ class Switch:
             if pps and sel.any():
                 at = np.flatnonzero(sel)
                 over[at[port.storm[kind].admit(len(at), pps, self.now_us):]] = True
-        port.stats.storm += int(over.sum())
+        port.stats.storm += int(np.count_nonzero(over))
         return over
 
     def _admits(self, port: Port, dst: np.ndarray, dest: np.ndarray, group: np.ndarray,
@@ -251,12 +270,12 @@ class Switch:
         sel = dest == port.index
         if pol.promisc:
             sel = sel | ~group
-        if group.any():
+        if np.count_nonzero(group):
             sel = sel | (group & (pol.allmulti | (dst == BROADCAST) | self._owned(dst, pol.multicast)))
         tagged, vid = tags
         if pol.vlan:
             return sel & tagged & (vid == pol.vlan)
-        if tagged.any():
+        if np.count_nonzero(tagged):
             return sel & (~tagged | np.isin(vid, list(pol.vlans)))
         return sel
 
@@ -277,17 +296,12 @@ class Switch:
             self.uplink.deliver(frames)
             return
         group = (frames.data[:, 0] & 1).astype(bool)
-        dest = np.full(n, -1, np.int64)  # -1: a group address
-        unicast = ~group
         dst = frames.macs(0)
-        if unicast.any():
-            macs, inverse = np.unique(dst[unicast], return_inverse=True)
-            miss = self.uplink.index if self.uplink is not None and ingress is not self.uplink else -2
-            dest[unicast] = np.array([self.fdb.get(int(m), miss) for m in macs])[inverse]
+        dest, ports = self._destinations(dst, ~group, ingress)
         nowhere = (dest == ingress.index) | (dest == -2)
-        ingress.stats.drops += int(nowhere.sum())
+        ingress.stats.drops += int(np.count_nonzero(nowhere))
         tags = vlan_tags(frames)
-        for port in self._candidates(dest, group):
+        for port in self._candidates(None if np.count_nonzero(group) else ports):
             if port is ingress:
                 continue
             if port.policy is None:
@@ -295,12 +309,13 @@ class Switch:
             else:
                 sel = self._admits(port, dst, dest, group, tags)
                 big = sel & (frames.lens - 4 * tags[0] > port.policy.max_frame)
-                if big.any():  # more than the VF's buffers hold (from the uplink): not delivered
-                    port.stats.drops += int(big.sum())
+                if np.count_nonzero(big):  # more than the VF's buffers hold (from the uplink): not delivered
+                    port.stats.drops += int(np.count_nonzero(big))
                     sel &= ~big
-            if sel.all():
+            k = np.count_nonzero(sel)
+            if k == n:
                 part = frames
-            elif sel.any():
+            elif k:
                 part = frames.take(sel)
             else:
                 continue

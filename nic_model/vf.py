@@ -114,49 +114,59 @@ class Vf(Bar0):
         return self.iommu.view(addr, nbytes).view(dtype)
 
     def _faults(self, addr: np.ndarray, lens: np.ndarray, inside: np.ndarray) -> None:
-        if not inside.all():
+        if (n := len(inside) - int(np.count_nonzero(inside))):
             j = int(np.flatnonzero(~inside)[-1])
-            self.dma_fault(int(addr[j]), int(lens[j]), int((~inside).sum()))
+            self.dma_fault(int(addr[j]), int(lens[j]), n)
 
     def dma_check(self, addr: np.ndarray, lens: np.ndarray, kind: int) -> np.ndarray:
         """Which frame buffers the device may read (`READ`) or write (`WRITE`): inside the
         window and, where the IOMMU keeps a frame record, a pool frame granted for `kind`."""
         return self._allowed(addr, lens, kind)[0]
 
-    def _allowed(self, addr: np.ndarray, lens: np.ndarray, kind: int) -> tuple[np.ndarray, np.ndarray]:
-        """(allowed, granted but refused by the window: frames the device drops)."""
+    def _allowed(self, addr: np.ndarray, lens: np.ndarray, kind: int
+                 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """(allowed, granted but refused by the window: frames the device drops, and every
+        address's frame index in the record; both None without a record)."""
         inside = self.iommu.covers_all(addr, lens)
         if (rec := self.iommu.record) is None:
-            return inside, np.zeros(len(inside), bool)
-        granted = rec.allowed(addr, lens, kind)
-        return inside & granted, granted & ~inside
+            return inside, None, None
+        granted, idx = rec.allowed(addr, lens, kind)
+        return inside & granted, granted & ~inside, idx
 
-    def _recorded(self, addr: np.ndarray, lens: np.ndarray, used: np.ndarray, dropped: np.ndarray,
-                  kind: int) -> None:
-        if (rec := self.iommu.record) is not None:
-            rec.use(addr[used], lens[used], kind)
-            rec.fail(addr[dropped])
+    def _recorded(self, idx: np.ndarray | None, lens: np.ndarray, used: np.ndarray,
+                  dropped: np.ndarray | None, kind: int) -> None:
+        if idx is not None:
+            rec = self.iommu.record
+            rec.use(idx[used], lens[used], kind)
+            if np.count_nonzero(dropped):
+                rec.fail(idx[dropped])
 
     def dma_gather(self, addr: np.ndarray, lens: np.ndarray) -> tuple[Frames, np.ndarray]:
         """Read the frames at `addr` (u64); a buffer the device may not read is a fault, not
         read. Returns the frames read and which addresses were allowed."""
-        addr, lens = np.asarray(addr).astype(np.uint64), np.asarray(lens).astype(np.int64)
-        inside, dropped = self._allowed(addr, lens, READ)
+        addr, lens = np.asarray(addr, np.uint64), np.asarray(lens, np.int64)
+        inside, dropped, idx = self._allowed(addr, lens, READ)
         self._faults(addr, lens, inside)
-        self._recorded(addr, lens, inside, dropped, READ)
+        self._recorded(idx, lens, inside, dropped, READ)
+        if np.count_nonzero(inside) == len(inside):
+            return self.iommu.gather(addr, lens), inside
         return self.iommu.gather(addr[inside], lens[inside]), inside
 
     def dma_scatter(self, addr: np.ndarray, frames: Frames, room) -> np.ndarray:
         """Write `frames` at `addr` (u64), each into a buffer of `room` bytes (the size posted:
         one value or one per buffer); a buffer the device may not write is a fault and nothing
         is written there, and no write passes its buffer. Returns which frames were written."""
-        addr = np.asarray(addr).astype(np.uint64)
-        room = np.broadcast_to(np.asarray(room, np.int64), (len(frames),))
-        inside, dropped = self._allowed(addr, np.minimum(frames.lens, room), WRITE)
+        addr = np.asarray(addr, np.uint64)
+        room = np.asarray(room, np.int64)
+        inside, dropped, idx = self._allowed(addr, np.minimum(frames.lens, room), WRITE)
         self._faults(addr, frames.lens, inside)
-        written = np.zeros(len(frames), bool)
-        written[inside] = self.iommu.scatter(addr[inside], frames.take(inside), room[inside])
-        self._recorded(addr, frames.lens, written, dropped, WRITE)
+        if np.count_nonzero(inside) == len(inside):
+            written = self.iommu.scatter(addr, frames, room)
+        else:
+            written = np.zeros(len(frames), bool)
+            room = np.broadcast_to(room, (len(frames),))
+            written[inside] = self.iommu.scatter(addr[inside], frames.take(inside), room[inside])
+        self._recorded(idx, frames.lens, written, dropped, WRITE)
         return written
 
     def receive_fitting(self, limit: int, room) -> tuple[Frames, bool]:

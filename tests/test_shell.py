@@ -31,8 +31,8 @@ class ScriptedPlugin:
         rec = self.shell.dp.record
         e = np.array([x for x in entries if not x[2] & flag], DESC)
         if rec is not None and len(e):
-            ok = rec.allowed(e["addr"], e["len"], kind)
-            rec.use(e["addr"][ok], e["len"][ok], kind)
+            ok, idx = rec.allowed(e["addr"], e["len"], kind)
+            rec.use(idx[ok], e["len"][ok], kind)
 
     def npa_poll(self, queue, budget):
         self._device(self.txc, UNSENT, READ)
