@@ -42,7 +42,7 @@ class Reaper:
         ring = self.rings[name]
         prod = ring.produced
         n = ring.produce_burst(self.pool.addrs(idx), lens)
-        self._shadow[name][(prod + np.arange(n)) & ring.mask] = idx[:n]
+        self._shadow[name][ring.slots(prod, n)] = idx[:n]
         return n
 
     def untaken(self, name: str) -> np.ndarray:
@@ -63,21 +63,26 @@ class Reaper:
         """Which entries name a pool frame that the plugin holds in `state` (first copy only)."""
         pool = self.pool
         idx, ok = frame_index(ent["addr"], pool.base, pool.frame_size, pool.nframes)
-        self.refuse(ring, "address outside the pool", ~ok)
+        nok = np.count_nonzero(ok)
+        if nok != len(ok):
+            self.refuse(ring, "address outside the pool", ~ok)
         held = ok & (pool.state[idx] == state)
-        self.refuse(ring, "frame not held by the plugin", ok & ~held)
+        if np.count_nonzero(held) != nok:
+            self.refuse(ring, "frame not held by the plugin", ok & ~held)
         sel = idx[held]
         if len(sel) > 1:  # a frame handed back twice in one burst: the last copy counts
             order = np.arange(len(sel))
             self._mark[sel] = order
-            twice = np.zeros(len(held), bool)
-            twice[np.flatnonzero(held)[self._mark[sel] != order]] = True
-            held &= ~twice
-            self.refuse(ring, "frame handed back twice", twice)
+            again = self._mark[sel] != order
+            if np.count_nonzero(again):
+                twice = np.zeros(len(held), bool)
+                twice[np.flatnonzero(held)[again]] = True
+                held &= ~twice
+                self.refuse(ring, "frame handed back twice", twice)
         return idx, held
 
     def refuse(self, ring: str, why: str, mask: np.ndarray) -> None:
-        if (n := int(mask.sum())):
+        if (n := int(np.count_nonzero(mask))):
             self.refused[f"{ring}: {why}"] += n
 
     def txc(self, ent: np.ndarray) -> None:
@@ -94,11 +99,12 @@ class Reaper:
             self.refuse("txc", "handed back unsent after the device read it", unsent & read)
             done, unsent = ok & read, unsent & ~read  # a refused completion stays with the plugin
             self.record.revoke(idx[done | unsent])
-        self.stats["tx_done"] += int(done.sum())
-        self.stats["tx_errors"] += int((done & (flags & ERROR != 0)).sum())
-        self.stats["tx_unsent"] += int(unsent.sum())
-        self.pool.release(idx[done])
-        if unsent.any():
+        ndone, nunsent = int(np.count_nonzero(done)), int(np.count_nonzero(unsent))
+        self.stats["tx_done"] += ndone
+        self.stats["tx_errors"] += int(np.count_nonzero(done & (flags & ERROR != 0)))
+        self.stats["tx_unsent"] += nunsent
+        self.pool.release(idx[done] if ndone != len(done) else idx)
+        if nunsent:
             self.pool.queue_resend(idx[unsent])
 
     def _in_arrival_order(self, idx: np.ndarray, written: np.ndarray) -> np.ndarray:
@@ -121,19 +127,26 @@ class Reaper:
         if (rec := self.record) is not None:  # the device's record, not the plugin's word
             written = ok & rec.was_written(idx)
             late = written & ~self._in_arrival_order(idx, written)
-            self.refuse("rx", "handed back out of arrival order", late)
-            ok, written, data = ok & ~late, written & ~late, data & ~late  # late ones wait
-            self.refuse("rx", "data in a buffer the device never wrote", data & ~written)
-            self.refuse("rx", "handed back empty after the device wrote it", ok & ~data & written)
-            self.refuse("rx", "length differs from what the device wrote",
-                        data & written & (lens != rec.written_len[idx]))
-            data, lens = written, np.where(written, rec.written_len[idx], 0)
+            if np.count_nonzero(late):
+                self.refuse("rx", "handed back out of arrival order", late)
+                ok, written, data = ok & ~late, written & ~late, data & ~late  # late ones wait
+            truth = np.where(written, rec.written_len[idx], 0)
+            if np.count_nonzero(data != written) or np.count_nonzero(lens != truth):
+                self.refuse("rx", "data in a buffer the device never wrote", data & ~written)
+                self.refuse("rx", "handed back empty after the device wrote it", ok & ~data & written)
+                self.refuse("rx", "length differs from what the device wrote",
+                            data & written & (lens != truth))
+            data, lens = written, truth
             rec.revoke(idx[ok])
         bad = data & ((lens < ETH_HEADER) | (lens > self.mtu))
         self.refuse("rx", "bad length", bad)
         good = data & ~bad
-        frames = gather(self.pool.mem, self.pool.offsets(idx[good]), lens[good])
-        self.stats["rx_frames"] += len(frames)
-        self.stats["rx_empty"] += int((ok & ~data).sum())
-        self.pool.release(idx[ok])
+        nok, ngood = int(np.count_nonzero(ok)), int(np.count_nonzero(good))
+        if ngood == len(good):
+            frames = gather(self.pool.mem, self.pool.offsets(idx), lens)
+        else:
+            frames = gather(self.pool.mem, self.pool.offsets(idx[good]), lens[good])
+        self.stats["rx_frames"] += ngood
+        self.stats["rx_empty"] += int(np.count_nonzero(ok & ~data))
+        self.pool.release(idx if nok == len(ok) else idx[ok])
         return frames

@@ -118,18 +118,25 @@ class ShellRing:
         """As consumer: entries published and not yet consumed."""
         return (self._producer_seen() - self._cons) & U32
 
+    def slots(self, first: int, n: int) -> slice | np.ndarray:
+        """Ring positions of entries first..first+n-1: a slice unless they wrap."""
+        start = first & self.mask
+        if start + n <= self.size:
+            return slice(start, start + n)
+        return (first + np.arange(n)) & self.mask
+
     def produce_burst(self, addr: np.ndarray, length: np.ndarray, flags=0, vlan=0) -> int:
         """Write as many entries as fit from parallel arrays (flags/vlan: arrays or one value
         for all), then publish; returns the count."""
         prod = self._prod
         n = min(len(addr), self.free_slots())
         if n:
-            idx = (prod + np.arange(n)) & self.mask
+            at = self.slots(prod, n)
             d = self.desc
-            d["addr"][idx] = addr[:n]
-            d["len"][idx] = length[:n]
-            d["flags"][idx] = flags if np.ndim(flags) == 0 else flags[:n]
-            d["vlan"][idx] = vlan if np.ndim(vlan) == 0 else vlan[:n]
+            d["addr"][at] = addr[:n]
+            d["len"][at] = length[:n]
+            d["flags"][at] = flags if np.ndim(flags) == 0 else flags[:n]
+            d["vlan"][at] = vlan if np.ndim(vlan) == 0 else vlan[:n]
             self._publish_producer(prod + n)
         return n
 
@@ -139,7 +146,8 @@ class ShellRing:
         n = (self._producer_seen() - cons) & U32
         if limit is not None:
             n = min(n, limit)
-        out = self.desc[(cons + np.arange(n)) & self.mask]  # fancy index: a copy
+        at = self.slots(cons, n)
+        out = self.desc[at].copy() if isinstance(at, slice) else self.desc[at]
         self._publish_consumer(cons + n)
         return out
 

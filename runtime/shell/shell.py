@@ -60,6 +60,7 @@ class Shell:
         self.fuel = 0  # fuel the plugin's export calls used, all told (the fairness account)
         self.driver: Driver | None = None
         self.rx_buffers = frames // 2  # at most this many frames posted for RX at a time
+        self._buffer_lens = np.full(frames, frame_size, np.int64)  # what a fill entry says
         # With an emulated path to fall back to, TX frames the device never read when a plugin
         # faults are re-sent there (its record says which), instead of abandoned.
         self.resend_after_fault = False
@@ -229,7 +230,8 @@ class Shell:
             return 0
         if len(self.pool.resend) and not self._flush_resend():
             return 0
-        if len(frames) and ((frames.lens < ETH_HEADER) | (frames.lens > self.mtu)).any():
+        if len(frames) and (np.minimum.reduce(frames.lens) < ETH_HEADER
+                            or np.maximum.reduce(frames.lens) > self.mtu):
             raise ValueError(f"frames must be {ETH_HEADER} to {self.mtu} bytes")
         n = min(len(frames), self._room("tx"), self.pool.nfree)
         if n == 0:
@@ -306,7 +308,7 @@ class Shell:
         n = min(self._room("fill"), self.pool.nfree, max(self.rx_buffers - self.pool.posted(), 0))
         if n:
             idx = self.pool.take(n)
-            if self._produce("fill", idx, np.full(n, self.frame_size, np.int64)) < n:
+            if self._produce("fill", idx, self._buffer_lens[:n]) < n:
                 self.pool.release(idx)
                 return
             self.pool.state[idx] = FILL
