@@ -17,17 +17,19 @@ from __future__ import annotations
 import numpy as np
 
 NONE, READ, WRITE = 0, 1, 2  # what a frame is granted for
+U64 = (1 << 64) - 1
 
 
 def frame_index(addrs: np.ndarray, base: int, frame_size: int, frames: int) -> tuple[np.ndarray, np.ndarray]:
     """(frame index, whether the address is the start of a frame of the pool at `base`), in
     unsigned 64-bit arithmetic (nothing wraps into the pool); index 0 where it is not."""
     off = np.asarray(addrs, np.uint64) - np.uint64(base)  # below the pool wraps to huge
-    if frame_size & (frame_size - 1) == 0:  # the usual power of two: masks and shifts
-        ok = (off < np.uint64(frame_size * frames)) & ((off & np.uint64(frame_size - 1)) == 0)
+    pool = frame_size * frames
+    if frame_size & (frame_size - 1) == 0 and pool & (pool - 1) == 0:  # the usual: masks only
+        ok = (off & np.uint64(~(pool - 1) & U64 | (frame_size - 1))) == 0
         idx = (off >> np.uint64(frame_size.bit_length() - 1)).astype(np.int64)
     else:
-        ok = (off < np.uint64(frame_size * frames)) & (off % np.uint64(frame_size) == 0)
+        ok = (off < np.uint64(pool)) & (off % np.uint64(frame_size) == 0)
         idx = (off // np.uint64(frame_size)).astype(np.int64)
     if np.count_nonzero(ok) != len(ok):
         idx[~ok] = 0
@@ -88,6 +90,10 @@ class FrameRecord:
         idx, ok = self.index(addrs)
         n = np.asarray(lens, np.int64)
         ok &= (n >= 0) & (n <= self.frame_size) & (self.grant[idx] == kind)
+        if kind == READ and np.count_nonzero(ok):
+            in_order = self._in_guest_order(idx, ok)
+            if np.count_nonzero(in_order) == np.count_nonzero(ok):
+                return ok, idx  # the usual burst: in order, so no frame twice either
         sel = np.flatnonzero(ok)
         if len(sel) > 1:  # the same frame twice in one burst: only its first use
             order = np.arange(len(sel))

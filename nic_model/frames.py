@@ -45,7 +45,7 @@ class Frames:
 
     @property
     def nbytes(self) -> int:
-        return int(self.lens.sum())
+        return int(np.add.reduce(self.lens))
 
     def macs(self, offset: int) -> np.ndarray:
         """The 48-bit MAC at byte `offset` of every frame (0: destination, 6: source) as u64."""

@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .ring import read_once, slots
 from .switch import Port, Switch
 from .vf import Vf
 
@@ -143,22 +144,24 @@ class IxgbeVf(Vf):
         count = (tail - head) % size
         if not count:
             return
-        idx = (head + np.arange(count)) % size
-        desc = ring[idx]  # read once
+        at = slots(head, count, size)
+        desc = read_once(ring, at)
         cmd = desc["cmd_type_len"]
         length = (cmd & TXD_LEN_MASK).astype(np.int64)
-        good = (((cmd & TXD_DTYP_MASK) == TXD_DTYP_DATA) & (cmd & TXD_DEXT != 0) & (cmd & TXD_EOP != 0)
+        good = (((cmd & (TXD_DTYP_MASK | TXD_DEXT | TXD_EOP)) == (TXD_DTYP_DATA | TXD_DEXT | TXD_EOP))
                 & (length >= MIN_FRAME) & (length <= MAX_FRAME))
-        if (bad := int((~good).sum())):
+        if (bad := count - int(np.count_nonzero(good))):
             self.stats.tx_errors += bad
             self.raise_cause(1 << self.MISC_VECTOR)
-        frames, _ = self.dma_gather(desc["addr"][good], length[good])
+            frames, _ = self.dma_gather(desc["addr"][good], length[good])
+        else:
+            frames, _ = self.dma_gather(desc["addr"], length)
         self.stats.tx_frames += len(frames)
         self.stats.tx_bytes += frames.nbytes
         self.switch.forward(self.port, frames)
-        rs = idx[(cmd & TXD_RS) != 0]
-        if len(rs):
-            ring["olinfo_status"][rs] |= TXD_STA_DD
+        rs = (cmd & TXD_RS) != 0
+        if np.count_nonzero(rs):
+            ring["olinfo_status"][at] |= rs.astype(np.uint32) * TXD_STA_DD
             self.raise_cause(1 << 0)
         r[VFTDH] = tail
 
@@ -183,16 +186,21 @@ class IxgbeVf(Vf):
         n = len(frames)
         if not n:
             return
-        idx = (head + np.arange(n)) % size
-        inside = self.dma_scatter(ring["pkt_addr"][idx], frames, bsize)  # read once, before the write-back
-        ok = frames.take(inside)
+        at = slots(head, n, size)
+        inside = self.dma_scatter(read_once(ring["pkt_addr"], at), frames, bsize)  # before the write-back
         wb = ring.view(RX_WB)
-        wb["pkt_info"][idx] = 0
-        wb["rss"][idx] = 0
-        wb["status_error"][idx] = np.where(inside, RXD_STAT_DD | RXD_STAT_EOP,
-                                           RXD_STAT_DD | RXD_STAT_EOP | RXD_ERR_RXE)
-        wb["length"][idx] = np.where(inside, frames.lens, 0)
-        wb["vlan"][idx] = 0
+        wb["pkt_info"][at] = 0
+        wb["rss"][at] = 0
+        if np.count_nonzero(inside) == n:
+            wb["status_error"][at] = RXD_STAT_DD | RXD_STAT_EOP
+            wb["length"][at] = frames.lens
+            ok = frames
+        else:
+            wb["status_error"][at] = np.where(inside, RXD_STAT_DD | RXD_STAT_EOP,
+                                              RXD_STAT_DD | RXD_STAT_EOP | RXD_ERR_RXE)
+            wb["length"][at] = np.where(inside, frames.lens, 0)
+            ok = frames.take(inside)
+        wb["vlan"][at] = 0
         self.stats.rx_frames += len(ok)
         self.stats.rx_bytes += ok.nbytes
         r[VFRDH] = (head + n) % size

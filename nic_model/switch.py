@@ -226,19 +226,21 @@ class Switch:
             st.drops += len(frames)
             return frames.take(slice(0, 0))
         tagged, vid = vlan_tags(frames)
+        bad = np.zeros(len(frames), bool)
         if np.count_nonzero(tagged):
             bad = frames.lens - 4 * tagged > pol.max_frame
             st.oversize += int(np.count_nonzero(bad))
             bad_vlan = tagged if pol.vlan else tagged & ~np.isin(vid, list(pol.vlans))
             st.vlan += int(np.count_nonzero(bad_vlan & ~bad))  # the guest may not tag over a port VLAN
             bad |= bad_vlan
-        else:
+        elif np.maximum.reduce(frames.lens) > pol.max_frame:
             bad = frames.lens > pol.max_frame
             st.oversize += int(np.count_nonzero(bad))
         if pol.spoofchk:
-            spoofed = ~self._owned(frames.macs(6), pol.macs)
-            st.spoofed += int(np.count_nonzero(spoofed & ~bad))
-            bad |= spoofed
+            owned = self._owned(frames.macs(6), pol.macs)
+            if np.count_nonzero(owned) != len(owned):
+                st.spoofed += int(np.count_nonzero(~owned & ~bad))
+                bad |= ~owned
         if pol.broadcast_pps or pol.multicast_pps:
             bad |= self._storm(port, frames, bad)
         if np.count_nonzero(bad):
@@ -298,9 +300,10 @@ class Switch:
         group = (frames.data[:, 0] & 1).astype(bool)
         dst = frames.macs(0)
         dest, ports = self._destinations(dst, ~group, ingress)
-        nowhere = (dest == ingress.index) | (dest == -2)
-        ingress.stats.drops += int(np.count_nonzero(nowhere))
+        if ingress.index in ports or -2 in ports:  # back where it came from, or nowhere to go
+            ingress.stats.drops += int(np.count_nonzero((dest == ingress.index) | (dest == -2)))
         tags = vlan_tags(frames)
+        longest = int(np.maximum.reduce(frames.lens))
         for port in self._candidates(None if np.count_nonzero(group) else ports):
             if port is ingress:
                 continue
@@ -308,8 +311,9 @@ class Switch:
                 sel = (dest == port.index) | group
             else:
                 sel = self._admits(port, dst, dest, group, tags)
-                big = sel & (frames.lens - 4 * tags[0] > port.policy.max_frame)
-                if np.count_nonzero(big):  # more than the VF's buffers hold (from the uplink): not delivered
+                big = sel & (frames.lens - 4 * tags[0] > port.policy.max_frame) \
+                    if longest > port.policy.max_frame else None
+                if big is not None and np.count_nonzero(big):  # more than the VF's buffers hold (from the uplink): not delivered
                     port.stats.drops += int(np.count_nonzero(big))
                     sel &= ~big
             k = np.count_nonzero(sel)

@@ -19,6 +19,7 @@ import numpy as np
 
 from nic_model.dma_record import frame_index, oldest_first
 from nic_model.frames import Frames, gather
+from nic_model.ring import slots
 from shell_api import DESC_FLAGS
 
 from .pool import FILL, TX, FramePool
@@ -42,7 +43,7 @@ class Reaper:
         ring = self.rings[name]
         prod = ring.produced
         n = ring.produce_burst(self.pool.addrs(idx), lens)
-        self._shadow[name][ring.slots(prod, n)] = idx[:n]
+        self._shadow[name][slots(prod, n, ring.size)] = idx[:n]
         return n
 
     def untaken(self, name: str) -> np.ndarray:

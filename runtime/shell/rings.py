@@ -11,6 +11,7 @@ import struct
 
 import numpy as np
 
+from nic_model.ring import read_once, slots
 from runtime.sandbox import SharedRegion
 from shell_api import RING_DESC, RING_HDR
 
@@ -118,20 +119,13 @@ class ShellRing:
         """As consumer: entries published and not yet consumed."""
         return (self._producer_seen() - self._cons) & U32
 
-    def slots(self, first: int, n: int) -> slice | np.ndarray:
-        """Ring positions of entries first..first+n-1: a slice unless they wrap."""
-        start = first & self.mask
-        if start + n <= self.size:
-            return slice(start, start + n)
-        return (first + np.arange(n)) & self.mask
-
     def produce_burst(self, addr: np.ndarray, length: np.ndarray, flags=0, vlan=0) -> int:
         """Write as many entries as fit from parallel arrays (flags/vlan: arrays or one value
         for all), then publish; returns the count."""
         prod = self._prod
         n = min(len(addr), self.free_slots())
         if n:
-            at = self.slots(prod, n)
+            at = slots(prod, n, self.size)
             d = self.desc
             d["addr"][at] = addr[:n]
             d["len"][at] = length[:n]
@@ -146,8 +140,7 @@ class ShellRing:
         n = (self._producer_seen() - cons) & U32
         if limit is not None:
             n = min(n, limit)
-        at = self.slots(cons, n)
-        out = self.desc[at].copy() if isinstance(at, slice) else self.desc[at]
+        out = read_once(self.desc, slots(cons, n, self.size))
         self._publish_consumer(cons + n)
         return out
 
