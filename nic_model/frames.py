@@ -49,8 +49,14 @@ class Frames:
 
     def macs(self, offset: int) -> np.ndarray:
         """The 48-bit MAC at byte `offset` of every frame (0: destination, 6: source) as u64."""
+        d = self.data
+        if d.strides[1] == 1:  # one 8-byte big-endian read around the MAC, where it fits
+            if 2 <= offset <= d.shape[1] - 6:
+                return d[:, offset - 2:offset + 6].view(">u8")[:, 0] & np.uint64(BROADCAST)
+            if offset < 2 and d.shape[1] >= offset + 8:
+                return d[:, offset:offset + 8].view(">u8")[:, 0] >> np.uint64(16)
         wide = np.zeros((len(self), 8), np.uint8)
-        wide[:, 2:] = self.data[:, offset:offset + 6]
+        wide[:, 2:] = d[:, offset:offset + 6]
         return wide.view(">u8").ravel().astype(np.uint64)
 
     @staticmethod
@@ -75,50 +81,77 @@ def _rows(mem: np.ndarray, width: int) -> np.ndarray:
     return np.ndarray((len(mem) - width + 1, width), np.uint8, mem, 0, (1, 1))
 
 
+MAX_CLASSES = 8  # up to this many distinct frame lengths, padding is cleared length by length
+
+
+def size_classes(lens: np.ndarray) -> list[int] | None:
+    """The distinct frame lengths of a burst when there are few (imix: three), else None
+    (mixed sizes)."""
+    if not len(lens) or np.maximum.reduce(lens) > 16384:
+        return None
+    distinct = np.flatnonzero(np.bincount(lens))
+    return distinct.tolist() if len(distinct) <= MAX_CLASSES else None
+
+
 def gather(mem: np.ndarray, addrs: np.ndarray, lens: np.ndarray) -> Frames:
-    """Read frames at `addrs` (checked by the caller) into a burst; padding reads as zero."""
+    """Read frames at `addrs` (checked by the caller) into a burst; padding reads as zero.
+    Whole rows are copied, then the padding cleared: measured faster than copying each length
+    class at its length (52 vs 61 µs for 512 imix frames), as a row copy is one memcpy."""
     n = len(addrs)
     lens = np.asarray(lens, np.int64)
     width = int(np.maximum.reduce(lens)) if n else 0
     if n == 0 or width == 0:
         return Frames(np.zeros((n, 0), np.uint8), lens)
     addrs = np.asarray(addrs, np.int64)
-    if np.maximum.reduce(addrs) <= len(mem) - width:  # the usual burst: every row inside
-        data = _rows(mem, width)[addrs]  # one row copy per frame
-    else:
-        near_end = addrs > len(mem) - width
-        data = _rows(mem, width)[np.where(near_end, 0, addrs)]
-        for i in np.flatnonzero(near_end):
-            data[i] = 0
-            data[i, :lens[i]] = mem[addrs[i]:addrs[i] + lens[i]]
+    if np.maximum.reduce(addrs) > len(mem) - width:  # some row would pass the memory's end
+        return _gather_near_end(mem, addrs, lens, width)
+    data = _rows(mem, width)[addrs]  # one row copy per frame
     if np.count_nonzero(lens != width):
-        zero_padding(data, lens, width)
+        clear_padding(data, lens)
     return Frames(data, lens)
 
 
-def zero_padding(data: np.ndarray, lens: np.ndarray, width: int) -> None:
-    """Never carry bytes past a frame's end: zero each row after its length. A few distinct
-    lengths (imix: three) are a slice each; many (mixed sizes), one boolean mask."""
-    short = np.unique(lens[lens < width])
-    if len(short) <= 8:
-        for n in short.tolist():
-            data[lens == n, n:] = 0
-    else:
+def clear_padding(data: np.ndarray, lens: np.ndarray) -> None:
+    """Zero each row of a burst after its frame's length: a slice per length when there are few,
+    one mask otherwise."""
+    width = data.shape[1]
+    classes = size_classes(lens)
+    if classes is None:
         data[np.arange(width) >= lens[:, None]] = 0
+        return
+    for ln in classes:
+        if ln < width:
+            data[lens == ln, ln:] = 0
+
+
+def _gather_near_end(mem: np.ndarray, addrs: np.ndarray, lens: np.ndarray, width: int) -> Frames:
+    near_end = addrs > len(mem) - width
+    data = _rows(mem, width)[np.where(near_end, 0, addrs)]
+    clear_padding(data, lens)
+    for i in np.flatnonzero(near_end):
+        data[i] = 0
+        data[i, :lens[i]] = mem[addrs[i]:addrs[i] + lens[i]]
+    return Frames(data, lens)
 
 
 def scatter(mem: np.ndarray, addrs: np.ndarray, frames: Frames, exact: bool = False) -> None:
     """Write each frame at its address. Whole rows are written (a frame's padding as zeros), so
-    every destination must hold the burst's width; with `exact`, only each frame's bytes."""
+    every destination must hold the burst's width; with `exact`, only each frame's bytes (a
+    burst of few lengths length by length, else frame by frame)."""
     n, width = frames.data.shape
     if n == 0 or width == 0:
         return
-    addrs = np.asarray(addrs, np.int64)
+    addrs, lens = np.asarray(addrs, np.int64), frames.lens
     if not exact and np.maximum.reduce(addrs) <= len(mem) - width:
         _rows(mem, width)[addrs] = frames.data
         return
+    if (classes := size_classes(lens)) is not None:
+        for ln in classes:
+            sel = lens == ln
+            _rows(mem, ln)[addrs[sel]] = frames.data[sel, :ln]
+        return
     for i in range(n):
-        a, ln = int(addrs[i]), int(frames.lens[i])
+        a, ln = int(addrs[i]), int(lens[i])
         mem[a:a + ln] = frames.data[i, :ln]
 
 

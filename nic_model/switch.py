@@ -219,12 +219,13 @@ class Switch:
             return macs == np.uint64(next(iter(owned)))
         return np.isin(macs, np.array(sorted(owned), np.uint64))
 
-    def _police(self, port: Port, frames: Frames) -> Frames:
-        """Ingress enforcement of a VF port's policy; what fails is dropped and counted."""
+    def _police(self, port: Port, frames: Frames) -> tuple[Frames, bool]:
+        """Ingress enforcement of a VF port's policy; what fails is dropped and counted.
+        Returns the frames that pass, and whether any of them may carry a VLAN tag."""
         pol, st = port.policy, port.stats
         if not pol.link:
             st.drops += len(frames)
-            return frames.take(slice(0, 0))
+            return frames.take(slice(0, 0)), False
         tagged, vid = vlan_tags(frames)
         bad = np.zeros(len(frames), bool)
         if np.count_nonzero(tagged):
@@ -245,7 +246,9 @@ class Switch:
             bad |= self._storm(port, frames, bad)
         if np.count_nonzero(bad):
             frames = frames.take(~bad)
-        return push_vlan(frames, pol.vlan) if pol.vlan and len(frames) else frames
+        if pol.vlan and len(frames):
+            return push_vlan(frames, pol.vlan), True
+        return frames, bool(np.count_nonzero(tagged) and len(frames))
 
     def _storm(self, port: Port, frames: Frames, bad: np.ndarray) -> np.ndarray:
         """Storm control: broadcast and multicast frames over the port's rates, to drop."""
@@ -290,7 +293,9 @@ class Switch:
         ingress.stats.rx_frames += len(frames)
         ingress.stats.rx_bytes += frames.nbytes
         if ingress.policy is not None:
-            frames = self._police(ingress, frames)
+            frames, tagged = self._police(ingress, frames)
+        else:
+            tagged = True  # not known: look
         n = len(frames)
         if not n:
             return
@@ -302,7 +307,7 @@ class Switch:
         dest, ports = self._destinations(dst, ~group, ingress)
         if ingress.index in ports or -2 in ports:  # back where it came from, or nowhere to go
             ingress.stats.drops += int(np.count_nonzero((dest == ingress.index) | (dest == -2)))
-        tags = vlan_tags(frames)
+        tags = vlan_tags(frames) if tagged else (np.zeros(n, bool), np.zeros(n, np.int64))
         longest = int(np.maximum.reduce(frames.lens))
         for port in self._candidates(None if np.count_nonzero(group) else ports):
             if port is ingress:

@@ -32,7 +32,9 @@ _set_fuel.restype = c_void_p
 _set_deadline = _lib.wasmtime_context_set_epoch_deadline
 _set_deadline.argtypes = [c_void_p, c_uint64]
 _set_deadline.restype = None
-_get_fuel = ffi.dll.wasmtime_context_get_fuel
+_get_fuel = _lib.wasmtime_context_get_fuel
+_get_fuel.argtypes = [c_void_p, c_void_p]
+_get_fuel.restype = c_void_p
 _U32 = 0xFFFFFFFF
 _VAL_I32S = ctypes.sizeof(ffi.wasmtime_val_raw_t) // 4  # i32 slots per wasmtime_val_raw_t
 
@@ -71,7 +73,7 @@ class ExportCall:
     """One export, callable as `call(*u32_args) -> int`, under a fuel budget and a deadline."""
 
     __slots__ = ("spec", "fuel", "ticks", "_ctx", "_func", "_fptr", "_buf", "_i32", "_bufptr",
-                 "_n", "_trap", "_trapptr", "_host", "_unsigned", "_clock", "_epoch")
+                 "_n", "_trap", "_trapptr", "_host", "_unsigned", "_clock", "_epoch", "_left", "_leftptr")
 
     def __init__(self, store: wasmtime.Store, func: wasmtime.Func, spec: FuncSpec, fuel: int,
                  clock: StoreClock, host: "HostFuncs | None" = None):
@@ -86,6 +88,8 @@ class ExportCall:
         self._bufptr = ctypes.addressof(self._buf)
         self._trap = c_void_p()
         self._trapptr = ctypes.addressof(self._trap)
+        self._left = c_uint64()  # fuel left after a call
+        self._leftptr = ctypes.addressof(self._left)
         self._unsigned = bool(spec.results) and spec.results[0].startswith("u")
 
     def __call__(self, *args: int) -> int | None:
@@ -109,8 +113,9 @@ class ExportCall:
 
     def fuel_used(self) -> int:
         """Fuel the last call consumed (valid until the next call on this store)."""
-        left = c_uint64()
-        _get_fuel(cast(self._ctx, POINTER(ffi.wasmtime_context_t)), byref(left))
+        left = self._left
+        if (err := _get_fuel(self._ctx, self._leftptr)):  # fuel is always on in our stores
+            self._raise(err)
         return self.fuel - left.value
 
     def _raise(self, err: int | None) -> None:
