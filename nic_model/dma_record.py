@@ -38,9 +38,15 @@ def frame_index(addrs: np.ndarray, base: int, frame_size: int, frames: int) -> t
 
 def oldest_first(values: np.ndarray, pending: np.ndarray) -> int:
     """How many of `values` (in the order they came) are, one after the other, the smallest of
-    `pending` (sorted): the prefix that keeps an order; the rest came out of it."""
-    match = values == pending[:len(values)]
-    return len(values) if np.count_nonzero(match) == len(match) else int(np.argmin(match))
+    `pending` (every value outstanding, the burst's included, in any order): the prefix that
+    keeps an order; the rest came out of it."""
+    k = len(values)
+    if k and not np.count_nonzero(values[1:] <= values[:-1]) \
+            and np.count_nonzero(pending <= values[-1]) == k:
+        return k  # the usual burst: ascending, and nothing older left behind
+    oldest = np.sort(pending)[:k]  # fewer than k when the burst names a frame twice
+    match = values[:len(oldest)] == oldest
+    return len(match) if np.count_nonzero(match) == len(match) else int(np.argmin(match))
 
 
 class FrameRecord:
@@ -108,7 +114,7 @@ class FrameRecord:
     def _in_guest_order(self, idx: np.ndarray, ok: np.ndarray) -> np.ndarray:
         """The granted reads of a burst that come in the guest's order: each the oldest TX frame
         not read yet. From the first out of order on, none (they wait, unread)."""
-        upto = oldest_first(self.order[idx[ok]], np.sort(self.order[self.grant == READ]))
+        upto = oldest_first(self.order[idx[ok]], self.order[self.grant == READ])
         keep = np.zeros(len(ok), bool)
         keep[np.flatnonzero(ok)[:upto]] = True
         return keep

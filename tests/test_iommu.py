@@ -63,3 +63,31 @@ def test_gather_never_carries_bytes_past_a_frame(sizes):
     assert got.data.shape == (64, max(sizes))
     for row, n in zip(got.data, lens):
         assert (row[:n] == 0xAB).all() and not row[n:].any()
+
+
+def test_a_burst_checks_each_range_as_one_address_at_a_time_would(iommu):
+    """covers_all (a fast path when every address lies in one mapping) agrees with covers for
+    ranges inside, across adjacent mappings, past an edge and wrapping 64 bits."""
+    addrs = np.array([0x1000, 0x1ff8, 0x27fc, 0x1800, 0x4000, 0x40ff, 0x3000, 2**64 - 8], np.uint64)
+    lens = np.array([16, 16, 8, 0x800, 0x100, 2, 4, 16], np.uint64)
+    want = [iommu.covers(int(a), int(n)) for a, n in zip(addrs, lens)]
+    assert iommu.covers_all(addrs, lens).tolist() == want == [True, True, False, True, True,
+                                                              False, False, False]
+    one = np.array([0x1000, 0x1100, 0x1ff0], np.uint64)  # one mapping, the last crossing into the next
+    assert iommu.covers_all(one, np.array([16, 16, 0x20])).tolist() == [True, True, True]
+
+
+def test_a_tx_burst_naming_a_granted_frame_three_times_reads_it_once():
+    """The device's record allows each grant once, whatever the descriptors say, and stops a
+    burst at the first frame out of the guest's order."""
+    from nic_model.dma_record import READ, FrameRecord
+
+    rec = FrameRecord(base=1 << 32, frame_size=2048, frames=16)
+    addr = lambda *i: np.array([(1 << 32) + 2048 * k for k in i], np.uint64)
+    rec.grant_read(np.array([3, 4, 5]), np.array([10, 11, 12]))
+    ok, idx = rec.allowed(addr(3, 3, 3), np.full(3, 64), READ)
+    assert ok.tolist() == [True, False, False] and idx.tolist() == [3, 3, 3]
+    ok, _ = rec.allowed(addr(4, 3, 5), np.full(3, 64), READ)  # 4 before 3: out of order
+    assert ok.tolist() == [False, False, False]
+    ok, _ = rec.allowed(addr(3, 4, 5, 7), np.full(4, 64), READ)  # 7 was never granted
+    assert ok.tolist() == [True, True, True, False]

@@ -112,7 +112,7 @@ class Reaper:
         """Which written buffers of a burst come in the order the device filled them: each the
         oldest not handed back yet. From the first out of order on, none."""
         rec, pool = self.record, self.pool
-        pending = np.sort(rec.written_at[(pool.state == FILL) & (rec.written_at >= 0)])
+        pending = rec.written_at[(pool.state == FILL) & (rec.written_at >= 0)]
         upto = oldest_first(rec.written_at[idx[written]], pending)
         keep = np.zeros(len(written), bool)
         keep[np.flatnonzero(written)[:upto]] = True
