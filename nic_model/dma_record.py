@@ -49,6 +49,15 @@ def oldest_first(values: np.ndarray, pending: np.ndarray) -> int:
     return len(match) if np.count_nonzero(match) == len(match) else int(np.argmin(match))
 
 
+def first_true(mask: np.ndarray, k: int) -> np.ndarray:
+    """`mask` with only its first `k` True entries left (itself when it has no more)."""
+    if k >= np.count_nonzero(mask):
+        return mask
+    keep = np.zeros(len(mask), bool)
+    keep[np.flatnonzero(mask)[:k]] = True
+    return keep
+
+
 class FrameRecord:
     def __init__(self, base: int, frame_size: int, frames: int):
         self.base, self.frame_size, self.frames = base, frame_size, frames
@@ -97,8 +106,7 @@ class FrameRecord:
         n = np.asarray(lens, np.int64)
         ok &= (n >= 0) & (n <= self.frame_size) & (self.grant[idx] == kind)
         if kind == READ and np.count_nonzero(ok):
-            in_order = self._in_guest_order(idx, ok)
-            if np.count_nonzero(in_order) == np.count_nonzero(ok):
+            if self._in_guest_order(idx, ok) is ok:
                 return ok, idx  # the usual burst: in order, so no frame twice either
         sel = np.flatnonzero(ok)
         if len(sel) > 1:  # the same frame twice in one burst: only its first use
@@ -113,11 +121,9 @@ class FrameRecord:
 
     def _in_guest_order(self, idx: np.ndarray, ok: np.ndarray) -> np.ndarray:
         """The granted reads of a burst that come in the guest's order: each the oldest TX frame
-        not read yet. From the first out of order on, none (they wait, unread)."""
-        upto = oldest_first(self.order[idx[ok]], self.order[self.grant == READ])
-        keep = np.zeros(len(ok), bool)
-        keep[np.flatnonzero(ok)[:upto]] = True
-        return keep
+        not read yet. From the first out of order on, none (they wait, unread). `ok` itself
+        when all are in order."""
+        return first_true(ok, oldest_first(self.order[idx[ok]], self.order[self.grant == READ]))
 
     def use(self, idx: np.ndarray, lens: np.ndarray, kind: int) -> None:
         """The device read (TX) or wrote (RX) these allowed frames (by index), in this order."""

@@ -17,7 +17,7 @@ from collections import Counter
 
 import numpy as np
 
-from nic_model.dma_record import frame_index, oldest_first
+from nic_model.dma_record import first_true, frame_index, oldest_first
 from nic_model.frames import Frames, gather
 from nic_model.ring import slots
 from shell_api import DESC_FLAGS
@@ -92,6 +92,14 @@ class Reaper:
             return
         idx, ok = self.claim(ent, TX, "txc")
         flags = ent["flags"]
+        n, rec = len(ent), self.record
+        if rec is not None and np.count_nonzero(ok) == n and not np.count_nonzero(flags & UNSENT) \
+                and np.count_nonzero(rec.was_read(idx)) == n:  # the usual burst: all sent, as recorded
+            rec.revoke(idx)
+            self.stats["tx_done"] += n
+            self.stats["tx_errors"] += int(np.count_nonzero(flags & ERROR))
+            self.pool.release(idx)
+            return
         unsent = ok & (flags & UNSENT != 0)
         done = ok & ~unsent
         if self.record is not None:  # the device's record, not the plugin's word
@@ -110,13 +118,11 @@ class Reaper:
 
     def _in_arrival_order(self, idx: np.ndarray, written: np.ndarray) -> np.ndarray:
         """Which written buffers of a burst come in the order the device filled them: each the
-        oldest not handed back yet. From the first out of order on, none."""
+        oldest not handed back yet. From the first out of order on, none. `written` itself when
+        all are in order."""
         rec, pool = self.record, self.pool
         pending = rec.written_at[(pool.state == FILL) & (rec.written_at >= 0)]
-        upto = oldest_first(rec.written_at[idx[written]], pending)
-        keep = np.zeros(len(written), bool)
-        keep[np.flatnonzero(written)[:upto]] = True
-        return keep
+        return first_true(written, oldest_first(rec.written_at[idx[written]], pending))
 
     def rx(self, ent: np.ndarray) -> Frames:
         """Received frames, copied out of their buffers; the buffers go back to the pool."""
@@ -127,8 +133,8 @@ class Reaper:
         data = ok & (ent["flags"] & EMPTY == 0)
         if (rec := self.record) is not None:  # the device's record, not the plugin's word
             written = ok & rec.was_written(idx)
-            late = written & ~self._in_arrival_order(idx, written)
-            if np.count_nonzero(late):
+            if (keep := self._in_arrival_order(idx, written)) is not written:
+                late = written & ~keep
                 self.refuse("rx", "handed back out of arrival order", late)
                 ok, written, data = ok & ~late, written & ~late, data & ~late  # late ones wait
             truth = np.where(written, rec.written_len[idx], 0)
