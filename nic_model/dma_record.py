@@ -109,7 +109,8 @@ class FrameRecord:
             if self._in_guest_order(idx, ok) is ok:
                 return ok, idx  # the usual burst: in order, so no frame twice either
         sel = np.flatnonzero(ok)
-        if len(sel) > 1:  # the same frame twice in one burst: only its first use
+        if len(sel) > 1 and np.maximum.reduce(np.bincount(idx[sel])) > 1:
+            # the same frame twice in one burst: only its first use
             order = np.arange(len(sel))
             self._mark[idx[sel[::-1]]] = order[::-1]  # the first occurrence writes last
             twice = self._mark[idx[sel]] != order

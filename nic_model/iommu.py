@@ -169,7 +169,10 @@ class Iommu:
         frame): never past it, whatever the burst's width. A frame longer than its buffer is
         not written (the vendor model decides what that means first). Returns which were."""
         room = np.asarray(room, np.int64)
-        fits = frames.lens <= room
+        if room.ndim == 0 and len(frames) and np.maximum.reduce(frames.lens) <= room:
+            fits = np.ones(len(frames), bool)  # the usual burst: every frame fits its buffer
+        else:
+            fits = frames.lens <= room
         if np.count_nonzero(fits) != len(fits):
             room = np.broadcast_to(room, (len(frames),))
             addrs, frames, room = np.asarray(addrs)[fits], frames.take(fits), room[fits]
@@ -180,8 +183,11 @@ class Iommu:
             frames = Frames(frames.data[:, :width], frames.lens)
         # Whole rows are one numpy copy; exact writes when a row would leave its buffer or the
         # window.
-        inside = self.covers_all(addrs, np.full(len(frames), width))
-        exact = bool(np.count_nonzero(room < width)) or np.count_nonzero(inside) != len(inside)
+        if np.count_nonzero(frames.lens != width):  # rows wider than some frames: check them
+            inside = self.covers_all(addrs, np.full(len(frames), width))
+            exact = bool(np.count_nonzero(room < width)) or np.count_nonzero(inside) != len(inside)
+        else:  # every row is its frame, which the caller checked
+            exact = False
         for rows, mem, off in self._offsets(addrs):
             part = frames if isinstance(rows, slice) or len(rows) == len(frames) else frames.take(rows)
             scatter(mem, off, part, exact=exact)

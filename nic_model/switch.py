@@ -197,15 +197,16 @@ class Switch:
             return self.ports
         return [self.ports[i] for i in dest_ports if i >= 0]
 
-    def _destinations(self, dst: np.ndarray, unicast: np.ndarray, ingress: Port) -> tuple[np.ndarray, list[int]]:
+    def _destinations(self, dst: np.ndarray, group: np.ndarray, ingress: Port) -> tuple[np.ndarray, list[int]]:
         """Each frame's port by the FDB (-1: a group address; an unknown unicast goes to the
         uplink, or nowhere, -2, when it came from there), and the ports named."""
         miss = self.uplink.index if self.uplink is not None and ingress is not self.uplink else -2
         n = len(dst)
-        if n and np.count_nonzero(unicast) == n and not np.count_nonzero(dst != dst[0]):
+        if n and not np.count_nonzero(group) and not np.count_nonzero(dst != dst[0]):
             port = self.fdb.get(int(dst[0]), miss)  # the usual burst: one flow, one port
             return np.full(n, port, np.int64), [port]
         dest = np.full(n, -1, np.int64)
+        unicast = ~group
         if np.count_nonzero(unicast):
             macs, inverse = np.unique(dst[unicast], return_inverse=True)
             ports = [self.fdb.get(int(m), miss) for m in macs]
@@ -302,9 +303,10 @@ class Switch:
         if self.mode == "vepa" and ingress is not self.uplink and self.uplink is not None:
             self.uplink.deliver(frames)
             return
-        group = (frames.data[:, 0] & 1).astype(bool)
         dst = frames.macs(0)
-        dest, ports = self._destinations(dst, ~group, ingress)
+        first = frames.data[:, 0] & 1  # the group bit
+        group = first.astype(bool) if np.count_nonzero(first) else np.zeros(n, bool)
+        dest, ports = self._destinations(dst, group, ingress)
         if ingress.index in ports or -2 in ports:  # back where it came from, or nowhere to go
             ingress.stats.drops += int(np.count_nonzero((dest == ingress.index) | (dest == -2)))
         tags = vlan_tags(frames) if tagged else (np.zeros(n, bool), np.zeros(n, np.int64))

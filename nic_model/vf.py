@@ -176,8 +176,10 @@ class Vf(Bar0):
         on a stop the caller stops its queue with an error, as on a malformed ring."""
         frames = self.port.receive(limit)
         room = np.asarray(room, np.int64)
+        if not len(frames) or (room.ndim == 0 and np.maximum.reduce(frames.lens) <= room):
+            return frames, False
         over = frames.lens > (room if room.ndim == 0 else room[:len(frames)])
-        if not over.any():
+        if not np.count_nonzero(over):
             return frames, False
         k = int(np.argmax(over))
         self.port.unreceive(frames.take(slice(k, None)))

@@ -108,7 +108,8 @@ def test_every_bench_writes_its_json_schema_and_takes_a_relative_image(tmp_path)
     shutil.copy(ROOT / "plugins-wasm" / "mlx5.wasm", tmp_path / "nic.wasm")
     for args, schema in [
         (["calls", "--calls", "200", "--loads", "1", "--image", "mine.wasm"], "npa.bench.calls/1"),
-        (["datapath", "--nic", "mlx5", "--image", "nic.wasm", "--packets", "2000", "--rss-vms", "0"],
+        (["datapath", "--nic", "mlx5", "--image", "nic.wasm", "--packets", "2000", "--rss-vms", "0",
+          "--repeat", "1"],
          "npa.bench.datapath/1"),
         (["switch", "--nic", "vmxnet3", "--rounds", "2", "--packets", "2000"], "npa.bench.switch/1"),
     ]:

@@ -64,11 +64,9 @@ class Reaper:
         """Which entries name a pool frame that the plugin holds in `state` (first copy only)."""
         pool = self.pool
         idx, ok = frame_index(ent["addr"], pool.base, pool.frame_size, pool.nframes)
-        nok = np.count_nonzero(ok)
-        if nok != len(ok):
-            self.refuse(ring, "address outside the pool", ~ok)
         held = ok & (pool.state[idx] == state)
-        if np.count_nonzero(held) != nok:
+        if np.count_nonzero(held) != len(held):
+            self.refuse(ring, "address outside the pool", ~ok)
             self.refuse(ring, "frame not held by the plugin", ok & ~held)
         sel = idx[held]
         if len(sel) > 1:  # a frame handed back twice in one burst: the last copy counts
@@ -145,9 +143,12 @@ class Reaper:
                             data & written & (lens != truth))
             data, lens = written, truth
             rec.revoke(idx[ok])
-        bad = data & ((lens < ETH_HEADER) | (lens > self.mtu))
-        self.refuse("rx", "bad length", bad)
-        good = data & ~bad
+        if np.minimum.reduce(lens) < ETH_HEADER or np.maximum.reduce(lens) > self.mtu:
+            bad = data & ((lens < ETH_HEADER) | (lens > self.mtu))
+            self.refuse("rx", "bad length", bad)
+            good = data & ~bad
+        else:
+            good = data
         nok, ngood = int(np.count_nonzero(ok)), int(np.count_nonzero(good))
         if ngood == len(good):
             frames = gather(self.pool.mem, self.pool.offsets(idx), lens)
