@@ -114,9 +114,8 @@ class Vf(Bar0):
         return self.iommu.view(addr, nbytes).view(dtype)
 
     def _faults(self, addr: np.ndarray, lens: np.ndarray, inside: np.ndarray) -> None:
-        if (n := len(inside) - int(np.count_nonzero(inside))):
-            j = int(np.flatnonzero(~inside)[-1])
-            self.dma_fault(int(addr[j]), int(lens[j]), n)
+        j = int(np.flatnonzero(~inside)[-1])
+        self.dma_fault(int(addr[j]), int(lens[j]), len(inside) - int(np.count_nonzero(inside)))
 
     def dma_check(self, addr: np.ndarray, lens: np.ndarray, kind: int) -> np.ndarray:
         """Which frame buffers the device may read (`READ`) or write (`WRITE`): inside the
@@ -125,32 +124,39 @@ class Vf(Bar0):
 
     def _allowed(self, addr: np.ndarray, lens: np.ndarray, kind: int
                  ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-        """(allowed, granted but refused by the window: frames the device drops, and every
-        address's frame index in the record; both None without a record)."""
+        """(allowed, granted but refused by the window: frames the device drops, or None when
+        none is, and every address's frame index in the record, or None without a record)."""
         inside = self.iommu.covers_all(addr, lens)
+        everywhere = np.count_nonzero(inside) == len(inside)
         if (rec := self.iommu.record) is None:
             return inside, None, None
         granted, idx = rec.allowed(addr, lens, kind)
+        if everywhere:
+            return granted, None, idx
         return inside & granted, granted & ~inside, idx
 
     def _recorded(self, idx: np.ndarray | None, lens: np.ndarray, used: np.ndarray,
                   dropped: np.ndarray | None, kind: int) -> None:
-        if idx is not None:
-            rec = self.iommu.record
+        if idx is None:
+            return
+        rec = self.iommu.record
+        if np.count_nonzero(used) == len(used):
+            rec.use(idx, lens, kind)
+        else:
             rec.use(idx[used], lens[used], kind)
-            if np.count_nonzero(dropped):
-                rec.fail(idx[dropped])
+        if dropped is not None and np.count_nonzero(dropped):
+            rec.fail(idx[dropped])
 
     def dma_gather(self, addr: np.ndarray, lens: np.ndarray) -> tuple[Frames, np.ndarray]:
         """Read the frames at `addr` (u64); a buffer the device may not read is a fault, not
         read. Returns the frames read and which addresses were allowed."""
         addr, lens = np.asarray(addr, np.uint64), np.asarray(lens, np.int64)
-        inside, dropped, idx = self._allowed(addr, lens, READ)
-        self._faults(addr, lens, inside)
-        self._recorded(idx, lens, inside, dropped, READ)
-        if np.count_nonzero(inside) == len(inside):
-            return self.iommu.gather(addr, lens), inside
-        return self.iommu.gather(addr[inside], lens[inside]), inside
+        allowed, dropped, idx = self._allowed(addr, lens, READ)
+        self._recorded(idx, lens, allowed, dropped, READ)
+        if np.count_nonzero(allowed) == len(allowed):
+            return self.iommu.gather(addr, lens), allowed
+        self._faults(addr, lens, allowed)
+        return self.iommu.gather(addr[allowed], lens[allowed]), allowed
 
     def dma_scatter(self, addr: np.ndarray, frames: Frames, room) -> np.ndarray:
         """Write `frames` at `addr` (u64), each into a buffer of `room` bytes (the size posted:
@@ -158,14 +164,16 @@ class Vf(Bar0):
         is written there, and no write passes its buffer. Returns which frames were written."""
         addr = np.asarray(addr, np.uint64)
         room = np.asarray(room, np.int64)
-        inside, dropped, idx = self._allowed(addr, np.minimum(frames.lens, room), WRITE)
-        self._faults(addr, frames.lens, inside)
-        if np.count_nonzero(inside) == len(inside):
+        lens = frames.lens if room.ndim == 0 and len(frames) and np.maximum.reduce(frames.lens) <= room \
+            else np.minimum(frames.lens, room)
+        allowed, dropped, idx = self._allowed(addr, lens, WRITE)
+        if np.count_nonzero(allowed) == len(allowed):
             written = self.iommu.scatter(addr, frames, room)
         else:
+            self._faults(addr, frames.lens, allowed)
             written = np.zeros(len(frames), bool)
             room = np.broadcast_to(room, (len(frames),))
-            written[inside] = self.iommu.scatter(addr[inside], frames.take(inside), room[inside])
+            written[allowed] = self.iommu.scatter(addr[allowed], frames.take(allowed), room[allowed])
         self._recorded(idx, frames.lens, written, dropped, WRITE)
         return written
 

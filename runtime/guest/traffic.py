@@ -118,6 +118,12 @@ class TrafficGen:
         return None
 
 
+def _field(data: np.ndarray, at: int, dtype: str) -> np.ndarray:
+    """The big-endian field at byte `at` of every frame, as a column (a view where it can)."""
+    part = data[:, at:at + np.dtype(dtype).itemsize]
+    return (part if data.strides[1] == 1 else part.copy()).view(dtype)[:, 0]
+
+
 def _ip_of(mac: int) -> bytes:
     return bytes([10]) + mac.to_bytes(6, "big")[3:]
 
@@ -159,15 +165,14 @@ def frames_of(flow: Flow, seq: np.ndarray) -> Frames:
         width, ip_len = int(np.maximum.reduce(lens)) if n else HEADER, lens - 14
     head, word_sum = _header(flow.src, flow.dst, flow.id)
     ident = seq & 0xFFFF
-    h = np.empty((n, HEADER // 2), ">u2")
-    h[:] = head.view(">u2")
+    data = _PATTERN[(seq * 31) & 0xFF, :width]
+    data[:, :HEADER] = head
+    h = data[:, :HEADER].view(">u2")  # the header as 16-bit big-endian columns, in place
     h[:, 8], h[:, 9], h[:, 19] = ip_len, ident, ip_len - 20  # IPv4 length, id; UDP length
     # The IPv4 checksum: the one's complement of the folded word sum, and a folded sum x > 0
     # is ((x - 1) mod 0xFFFF) + 1.
     h[:, 12] = 0xFFFE - (ident + (ip_len + word_sum - 1)) % 0xFFFF
-    h[:, 22:26] = seq.astype(">u8").view(">u2").reshape(n, 4)
-    data = _PATTERN[(seq * 31) & 0xFF, :width]
-    data[:, :HEADER] = h.view(np.uint8)
+    data[:, 44:52].view(">u8")[:, 0] = seq
     if k > 1:
         clear_padding(data, lens)  # as a frame read from memory: nothing past its end
     return Frames(data, lens)
@@ -219,20 +224,19 @@ class Sink:
             return
         self.frames += n
         d = frames.data
-        rarp = (d[:, 12] == ETH_RARP >> 8) & (d[:, 13] == ETH_RARP & 0xFF)
+        if d.shape[1] < HEADER:
+            self.unexpected += n
+            return
+        ethertype = _field(d, 12, ">u2")
+        rarp = ethertype == ETH_RARP
         if (k := int(np.count_nonzero(rarp))):
             self.announcements += k
             frames, n = frames.take(~rarp), n - k
             if not n:
                 return
-            d = frames.data
-        if d.shape[1] < HEADER:
-            self.unexpected += n
-            return
-        flow_id = d[:, 42:44].copy().view(">u2").ravel()
-        seq = d[:, 44:52].copy().view(">u8").ravel()
-        ours = (d[:, 12] == ETH_IPV4 >> 8) & (d[:, 13] == ETH_IPV4 & 0xFF) & (d[:, 23] == UDP)
-        ours &= (d[:, 36] == DISCARD_PORT >> 8) & (d[:, 37] == DISCARD_PORT & 0xFF)
+            d, ethertype = frames.data, ethertype[~rarp]
+        flow_id, seq = _field(d, 42, ">u2"), _field(d, 44, ">u8")
+        ours = (ethertype == ETH_IPV4) & (d[:, 23] == UDP) & (_field(d, 36, ">u2") == DISCARD_PORT)
         ours &= (frames.macs(0) == self.mac) & (frames.lens >= HEADER)
         seen = 0
         for fid, flow in self.flows.items():
