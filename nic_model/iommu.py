@@ -73,6 +73,14 @@ class Iommu:
         self.record = FrameRecord(base, frame_size, frames)
         return self.record
 
+    def pool_mapped(self) -> bool:
+        """Whether the frame pool's mapping is still in the window (the record's frames are
+        then all inside it: `allowed` has checked start and length)."""
+        rec = self.record
+        i = bisect.bisect_left(self._starts, rec.base)
+        return i < len(self._starts) and self._starts[i] == rec.base \
+            and self._ends[i] == rec.base + rec.frame_size * rec.frames
+
     def unmap(self, iova: int) -> bool:
         i = bisect.bisect_left(self._starts, iova)
         if i < len(self._starts) and self._starts[i] == iova:

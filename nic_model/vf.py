@@ -126,13 +126,13 @@ class Vf(Bar0):
                  ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
         """(allowed, granted but refused by the window: frames the device drops, or None when
         none is, and every address's frame index in the record, or None without a record)."""
-        inside = self.iommu.covers_all(addr, lens)
-        everywhere = np.count_nonzero(inside) == len(inside)
-        if (rec := self.iommu.record) is None:
-            return inside, None, None
+        iommu, rec = self.iommu, self.iommu.record
+        if rec is None:
+            return iommu.covers_all(addr, lens), None, None
         granted, idx = rec.allowed(addr, lens, kind)
-        if everywhere:
-            return granted, None, idx
+        if np.count_nonzero(granted) == len(granted) and iommu.pool_mapped():
+            return granted, None, idx  # granted frames of a mapped pool: inside the window
+        inside = iommu.covers_all(addr, lens)
         return inside & granted, granted & ~inside, idx
 
     def _recorded(self, idx: np.ndarray | None, lens: np.ndarray, used: np.ndarray,
