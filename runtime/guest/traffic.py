@@ -43,8 +43,17 @@ def size_schedule(spec: str | int, seed: int = 1) -> np.ndarray:
     raise ValueError(f"frame size {spec!r}: use a number of bytes, imix or mixed")
 
 
-# Row k: the bytes of a frame whose (seq * 31) & 0xFF is k; a payload is one row copy.
-_PATTERN = ((np.arange(256)[:, None] + np.arange(MAX_FRAME)) & 0xFF).astype(np.uint8)
+# Row k: the bytes of a frame whose seq is k modulo 256 ((31 * seq + offset) & 0xFF repeats
+# every 256 frames); a payload is one row copy.
+_PAYLOAD = ((31 * np.arange(256)[:, None] + np.arange(MAX_FRAME)) & 0xFF).astype(np.uint8)
+
+
+@lru_cache(maxsize=16)
+def _payload_rows(width: int) -> np.ndarray:
+    """The payload rows cut to `width` bytes, contiguous (a take from them is a block copy)."""
+    rows = np.ascontiguousarray(_PAYLOAD[:, :width])
+    rows.flags.writeable = False
+    return rows
 
 
 def _mac_bytes(mac: int) -> np.ndarray:
@@ -165,7 +174,7 @@ def frames_of(flow: Flow, seq: np.ndarray) -> Frames:
         width, ip_len = int(np.maximum.reduce(lens)) if n else HEADER, lens - 14
     head, word_sum = _header(flow.src, flow.dst, flow.id)
     ident = seq & 0xFFFF
-    data = _PATTERN[(seq * 31) & 0xFF, :width]
+    data = np.take(_payload_rows(width), seq, axis=0, mode="wrap")
     data[:, :HEADER] = head
     h = data[:, :HEADER].view(">u2")  # the header as 16-bit big-endian columns, in place
     h[:, 8], h[:, 9], h[:, 19] = ip_len, ident, ip_len - 20  # IPv4 length, id; UDP length
