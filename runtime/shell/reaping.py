@@ -61,7 +61,8 @@ class Reaper:
 
     # -- what the plugin produces ----------------------------------------------------------
     def claim(self, ent: np.ndarray, state: int, ring: str) -> tuple[np.ndarray, np.ndarray]:
-        """Which entries name a pool frame that the plugin holds in `state` (first copy only)."""
+        """Which entries name a pool frame that the plugin holds in `state` (of a frame named
+        twice in the burst, the last copy)."""
         pool = self.pool
         idx, ok = frame_index(ent["addr"], pool.base, pool.frame_size, pool.nframes)
         held = ok & (pool.state[idx] == state)
@@ -69,7 +70,8 @@ class Reaper:
             self.refuse(ring, "address outside the pool", ~ok)
             self.refuse(ring, "frame not held by the plugin", ok & ~held)
         sel = idx[held]
-        if len(sel) > 1:  # a frame handed back twice in one burst: the last copy counts
+        if len(sel) > 1 and np.maximum.reduce(np.bincount(sel)) > 1:
+            # a frame handed back twice in one burst: the last copy counts
             order = np.arange(len(sel))
             self._mark[sel] = order
             again = self._mark[sel] != order
