@@ -83,3 +83,31 @@ def test_generator_honours_limit_and_window():
     _, frames = gen.next_burst(10, {1: 4})
     assert len(frames) == 4
     assert isinstance(frames, Frames)
+
+
+def test_built_frames_are_the_ipv4_udp_frames_the_format_describes():
+    """Read independently of the builder (dpkt, and the RFC 1071 sum written out here): every
+    header field, the IPv4 checksum (built by a modulo, checked by folding) and every payload
+    byte, across sequence numbers that wrap the 16-bit identification."""
+    import dpkt
+
+    def rfc1071(header: bytes) -> int:
+        total = sum(int.from_bytes(header[i:i + 2], "big") for i in range(0, len(header), 2))
+        while total >> 16:
+            total = (total & 0xFFFF) + (total >> 16)
+        return total
+
+    for sizes in ("64", "imix", "mixed"):
+        flow = Flow(5, SRC, DST, 1 << 20, size_schedule(sizes))
+        frames = build(flow, 65530, 300)
+        for i, raw in enumerate(frames.to_bytes()):
+            seq = 65530 + i
+            eth = dpkt.ethernet.Ethernet(raw)
+            ip, udp = eth.data, eth.data.data
+            assert len(raw) == flow.sizes[seq % len(flow.sizes)]
+            assert (eth.src, eth.dst) == (SRC.to_bytes(6, "big"), DST.to_bytes(6, "big"))
+            assert (ip.len, ip.id, ip.ttl, ip.p, ip.df, ip.offset) == (len(raw) - 14, seq & 0xFFFF, 64, 17, 1, 0)
+            assert rfc1071(raw[14:34]) == 0xFFFF  # the header checksum holds
+            assert (udp.sport, udp.dport, udp.ulen) == (49152 + 5, 9, len(raw) - 34)
+            assert int.from_bytes(raw[42:44], "big") == 5 and int.from_bytes(raw[44:52], "big") == seq
+            assert raw[52:] == bytes((seq * 31 + k) & 0xFF for k in range(52, len(raw)))
