@@ -174,7 +174,7 @@ def frames_of(flow: Flow, seq: np.ndarray) -> Frames:
         width, ip_len = int(np.maximum.reduce(lens)) if n else HEADER, lens - 14
     head, word_sum = _header(flow.src, flow.dst, flow.id)
     ident = seq & 0xFFFF
-    data = np.take(_payload_rows(width), seq, axis=0, mode="wrap")
+    data = np.take(_payload_rows(width), seq & 0xFF, axis=0)  # not mode="wrap", which subtracts 256 until in range
     data[:, :HEADER] = head
     h = data[:, :HEADER].view(">u2")  # the header as 16-bit big-endian columns, in place
     h[:, 8], h[:, 9], h[:, 19] = ip_len, ident, ip_len - 20  # IPv4 length, id; UDP length
