@@ -519,12 +519,15 @@ def scale(
     vms: str = typer.Option("2,8,32,64", "--vms", help="VM counts, comma-separated."),
     frames: int = typer.Option(200_000, min=10_000, help="64-byte frames in all, at every count."),
     image: Optional[Path] = typer.Option(None, help="Plugin image (default: the bundled ixgbevf)."),
+    repeat: int = typer.Option(1, min=1, help="Rounds over all counts; each count's median is "
+                               "reported (rounds interleave counts, so a slow spell hits all)."),
     as_json: Optional[str] = _json("npa.bench.scale/1"),
     plot: Optional[Path] = _plot_option(),
 ) -> None:
     """Per-frame cost and peak RSS of a host at several VM counts, the same frames in all, each
     count in a child process of this run; ratios to the smallest count."""
     import json
+    import statistics
     import subprocess
 
     check_dest(as_json)
@@ -536,18 +539,26 @@ def scale(
     if any(not 2 <= n <= 64 for n in counts):
         raise typer.BadParameter("each count is 2 to 64", param_hint="--vms")
     image = _image(image, "ixgbevf")
+    runs: dict[int, list[dict]] = {n: [] for n in counts}
+    for _ in range(repeat):
+        for n in counts:
+            child = (f"from cli.bench import _scale_child; _scale_child({n}, {max(frames // n, 1)}, {str(image)!r})")
+            proc = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True,
+                                  cwd=Path(__file__).resolve().parent.parent)
+            if proc.returncode:
+                raise NpaError(f"the {n}-VM run failed: {proc.stderr.strip().splitlines()[-1:]}")
+            runs[n].append(json.loads(proc.stdout))
+            print(f"npa bench scale: {n} VMs: {runs[n][-1]['us_per_frame']:.2f} µs per frame", file=sys.stderr)
     rows = []
-    for n in counts:
-        child = (f"from cli.bench import _scale_child; _scale_child({n}, {max(frames // n, 1)}, {str(image)!r})")
-        proc = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True,
-                              cwd=Path(__file__).resolve().parent.parent)
-        if proc.returncode:
-            raise NpaError(f"the {n}-VM run failed: {proc.stderr.strip().splitlines()[-1:]}")
-        rows.append(json.loads(proc.stdout))
-        print(f"npa bench scale: {n} VMs: {rows[-1]['us_per_frame']:.2f} µs per frame", file=sys.stderr)
+    for n in counts:  # the median run of each count (by its cost per frame), all runs kept
+        ordered = sorted(runs[n], key=lambda r: r["us_per_frame"])
+        mid = statistics.median_low([r["us_per_frame"] for r in ordered])
+        row = next(r for r in ordered if r["us_per_frame"] == mid)
+        rows.append({**row, "runs_us_per_frame": [r["us_per_frame"] for r in runs[n]]})
     base = rows[0]["us_per_frame"]
     t = Table("VMs", "frames", "µs per frame", f"vs {counts[0]} VMs", "Mpps", "peak RSS (MiB)",
-              title=f"npa bench scale (64-byte frames, pairs both ways, {frames:,} frames per count)",
+              title=f"npa bench scale (64-byte frames, pairs both ways, {frames:,} frames per count"
+              + (f", median of {repeat} rounds)" if repeat > 1 else ")"),
               title_justify="left")
     for r in rows:
         t.add_row(str(r["vms"]), f"{r['frames']:,}", f"{r['us_per_frame']:.2f}",
