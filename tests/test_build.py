@@ -124,3 +124,17 @@ def test_every_bench_writes_its_json_schema_and_takes_a_relative_image(tmp_path)
     assert r.returncode == 0 and (tmp_path / "nics.png").read_bytes()[:4] == b"\x89PNG", r.stderr
     r = npa("inspect", str(ROOT / "plugins-wasm" / "nullvf.wasm"), "--json", str(tmp_path / "i.json"))
     assert r.returncode == 0 and json.loads((tmp_path / "i.json").read_text())["schema"] == "npa.inspect/1"
+
+
+def test_bench_scale_reports_each_counts_median_run_and_every_run(tmp_path):
+    import json
+
+    r = npa("bench", "scale", "--vms", "2,4", "--frames", "10000", "--repeat", "3", "--json", "-")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["schema"] == "npa.bench.scale/1" and [c["vms"] for c in doc["counts"]] == [2, 4]
+    for c in doc["counts"]:
+        runs = c["runs_us_per_frame"]
+        assert len(runs) == 3 and c["us_per_frame"] == sorted(runs)[1] and c["rss_mib"] > 0
+    r = npa("bench", "scale", "--vms", "2,99")
+    assert r.returncode == 2 and "each count is 2 to 64" in r.stderr
