@@ -87,7 +87,7 @@ MAX_CLASSES = 8  # up to this many distinct frame lengths, padding is cleared le
 def size_classes(lens: np.ndarray) -> list[int] | None:
     """The distinct frame lengths of a burst when there are few (imix: three), else None
     (mixed sizes)."""
-    if not len(lens) or np.maximum.reduce(lens) > 16384:
+    if not len(lens) or np.maximum.reduce(lens) > 16384 or np.minimum.reduce(lens) < 0:
         return None
     distinct = np.flatnonzero(np.bincount(lens))
     return distinct.tolist() if len(distinct) <= MAX_CLASSES else None
