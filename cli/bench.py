@@ -15,6 +15,7 @@ from rich.table import Table
 from runtime.sandbox import NpaError
 
 from .jsonout import check_dest
+from .jsonout import option as json_option
 from .jsonout import write as write_json
 from .resources import bundled
 from .run import out
@@ -24,8 +25,7 @@ DEFAULT_IMAGE = bundled("plugins-wasm") / "nullvf.wasm"
 
 
 def _json(schema: str):
-    return typer.Option(None, "--json", help=f"Also write the figures as JSON (schema {schema}) to "
-                        "this file; '-': to stdout, instead of the table.")
+    return json_option(schema, "the figures")
 
 
 def _plot_option():

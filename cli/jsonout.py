@@ -9,6 +9,13 @@ from pathlib import Path
 import typer
 
 
+def option(schema: str, what: str, instead: str | None = "the table", lead: str = "Also write"):
+    """The `--json PATH|-` option of a command that writes `what` as JSON of `schema`."""
+    tail = f", instead of {instead}" if instead else ""
+    return typer.Option(None, "--json", help=f"{lead} {what} as JSON (schema {schema}) to this "
+                        f"file; '-': to stdout{tail}.")
+
+
 def fail(message: str, code: int = 1) -> None:
     print(f"npa: error: {message}", file=sys.stderr)
     raise typer.Exit(code)

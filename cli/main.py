@@ -16,6 +16,7 @@ from shell_api import ABI_MAJOR, ABI_MINOR, LIMIT, ManifestError
 
 from . import bench, toolchain
 from .jsonout import check_dest, fail
+from .jsonout import option as json_option
 from .jsonout import write as write_json
 from .resources import bundled
 from . import run as runner
@@ -128,9 +129,7 @@ def _report_json(path: Path, rep: ImageReport, error: str | None, placement: dic
 @app.command()
 def inspect(
     image: Path = typer.Argument(..., help="A plugin image (.wasm)."),
-    as_json: Optional[str] = typer.Option(None, "--json", help="Also write the report as JSON "
-                                          "(schema npa.inspect/1) to this file; '-': to stdout, "
-                                          "instead of the tables."),
+    as_json: Optional[str] = json_option("npa.inspect/1", "the report", "the tables"),
     base: Optional[str] = typer.Option(None, help="Trial base address (default: the default "
                                        "region plan's plugin base)."),
 ) -> None:
@@ -218,9 +217,7 @@ def run(
     policy: Optional[Path] = typer.Option(None, "--policy", help="Policy file (TOML) the "
                                           "hypervisor enforces; see `npa policy check`."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
-    as_json: Optional[str] = typer.Option(None, "--json", help="Also write the result as JSON "
-                                          "(schema npa.run/1) to this file; '-': to stdout, "
-                                          "instead of the tables."),
+    as_json: Optional[str] = json_option("npa.run/1", "the result", "the tables"),
     migrate_to: Optional[str] = typer.Option(None, "--migrate-to", help="A second host with this "
                                              "NIC model on the uplink's cable: vm0 live-migrates "
                                              "there mid-run (its plugin from --plugins)."),
@@ -336,9 +333,7 @@ def host(
     vfs: int = typer.Option(0, "--vfs", min=0, help="VFs on the NIC (default: max(4, VMs))."),
     listen: str = typer.Option("127.0.0.1:0", "--listen", help="HOST:PORT where this host accepts "
                                "incoming migration streams (port 0: any free port)."),
-    as_json: Optional[str] = typer.Option(None, "--json", help="At exit, also write the summary as "
-                                          "JSON (schema npa.host/1) to this file; '-': to stdout, "
-                                          "instead of the table."),
+    as_json: Optional[str] = json_option("npa.host/1", "the summary", lead="At exit, also write"),
 ) -> None:
     """A host process on a real network: boots the NIC and its VMs (emulated, then each on its
     plugin), answers ARP, ping and UDP echo (port 7) at the VMs' addresses, sleeps when idle,
@@ -380,9 +375,7 @@ def migrate(
     dest: str = typer.Option(..., "--to", help="Control socket of the destination `npa host`."),
     timeout: float = typer.Option(30.0, "--timeout", min=1.0, help="Give up following the "
                                   "migration after this many seconds."),
-    as_json: Optional[str] = typer.Option(None, "--json", help="Also write the report as JSON "
-                                          "(schema npa.migrate/1) to this file; '-': to stdout, "
-                                          "instead of the table."),
+    as_json: Optional[str] = json_option("npa.migrate/1", "the report"),
 ) -> None:
     """Live-migrate a running VM between two `npa host` processes, whose NICs may differ: pre-copy
     of its memory while it runs on the emulated path, a short stop-and-copy, the destination's
@@ -416,8 +409,7 @@ def policy_check(
     file: Path = typer.Argument(..., help="Policy file (TOML)."),
     vms: int = typer.Option(0, "--vms", min=0, help="Also show the rules of vm0..vmN-1 not "
                             "listed in the file (they get the defaults)."),
-    as_json: Optional[str] = typer.Option(None, "--json", help="Write the resolved rules as JSON "
-                                          "(schema npa.policy/1) to this file; '-': to stdout."),
+    as_json: Optional[str] = json_option("npa.policy/1", "the resolved rules", None, "Write"),
 ) -> None:
     """Validate a policy file and print it resolved, VM by VM (defaults applied)."""
     from runtime.hypervisor import Policy
@@ -451,9 +443,7 @@ def conformance(
     nic: Optional[str] = typer.Option(None, "--nic", help="NIC model to run it on (default: the "
                                       "one whose PCI ids the manifest lists)."),
     junit: Optional[Path] = typer.Option(None, "--junit", help="Write pytest's JUnit XML report here."),
-    json_out: Optional[str] = typer.Option(None, "--json", help="Also write the results as JSON "
-                                           "(schema npa.conformance/1) to this file; '-': to "
-                                           "stdout, instead of the table."),
+    json_out: Optional[str] = json_option("npa.conformance/1", "the results"),
     select: Optional[str] = typer.Option(None, "-k", help="Only checks matching this pytest -k "
                                          "expression (e.g. 'datapath or budget')."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
