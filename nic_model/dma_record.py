@@ -49,6 +49,20 @@ def oldest_first(values: np.ndarray, pending: np.ndarray) -> int:
     return len(match) if np.count_nonzero(match) == len(match) else int(np.argmin(match))
 
 
+def repeated(frames: np.ndarray, scratch: np.ndarray, keep_last: bool = False) -> np.ndarray | None:
+    """Which entries of a burst of frame indices name a frame again: every copy but the first
+    (or, with `keep_last`, the last). None when no frame is named twice (one bincount finds
+    out). `scratch` is a pool-sized int64 array; fancy assignment keeps the last write."""
+    if len(frames) < 2 or np.maximum.reduce(np.bincount(frames)) < 2:
+        return None
+    order = np.arange(len(frames))
+    if keep_last:
+        scratch[frames] = order
+    else:
+        scratch[frames[::-1]] = order[::-1]  # the first occurrence writes last
+    return scratch[frames] != order
+
+
 def first_true(mask: np.ndarray, k: int) -> np.ndarray:
     """`mask` with only its first `k` True entries left (itself when it has no more)."""
     if k >= np.count_nonzero(mask):
@@ -109,13 +123,8 @@ class FrameRecord:
             if self._in_guest_order(idx, ok) is ok:
                 return ok, idx  # the usual burst: in order, so no frame twice either
         sel = np.flatnonzero(ok)
-        if len(sel) > 1 and np.maximum.reduce(np.bincount(idx[sel])) > 1:
-            # the same frame twice in one burst: only its first use
-            order = np.arange(len(sel))
-            self._mark[idx[sel[::-1]]] = order[::-1]  # the first occurrence writes last
-            twice = self._mark[idx[sel]] != order
-            if np.count_nonzero(twice):
-                ok[sel[twice]] = False
+        if (twice := repeated(idx[sel], self._mark)) is not None:  # a frame twice: its first use
+            ok[sel[twice]] = False
         if kind == READ and len(sel):
             ok &= self._in_guest_order(idx, ok)
         return ok, idx

@@ -48,13 +48,13 @@ class Frames:
         return int(np.add.reduce(self.lens))
 
     def macs(self, offset: int) -> np.ndarray:
-        """The 48-bit MAC at byte `offset` of every frame (0: destination, 6: source) as u64."""
+        """The 48-bit MAC at byte `offset` of every frame (0: destination, 6: source) as u64:
+        one 8-byte big-endian read around it where the rows hold one."""
         d = self.data
-        if d.strides[1] == 1:  # one 8-byte big-endian read around the MAC, where it fits
-            if 2 <= offset <= d.shape[1] - 6:
-                return d[:, offset - 2:offset + 6].view(">u8")[:, 0] & np.uint64(BROADCAST)
-            if offset < 2 and d.shape[1] >= offset + 8:
-                return d[:, offset:offset + 8].view(">u8")[:, 0] >> np.uint64(16)
+        if 2 <= offset <= d.shape[1] - 6:
+            return column(d, offset - 2, ">u8") & np.uint64(BROADCAST)
+        if offset < 2 and d.shape[1] >= offset + 8:
+            return column(d, offset, ">u8") >> np.uint64(16)
         wide = np.zeros((len(self), 8), np.uint8)
         wide[:, 2:] = d[:, offset:offset + 6]
         return wide.view(">u8").ravel().astype(np.uint64)
@@ -73,6 +73,13 @@ class Frames:
             data[row:row + len(p), :p.data.shape[1]] = p.data
             row += len(p)
         return Frames(data, np.concatenate([p.lens for p in parts]))
+
+
+def column(data: np.ndarray, at: int, dtype: str) -> np.ndarray:
+    """The field of `dtype` (big-endian, say ">u2") at byte `at` of every row of a burst, as a
+    column: a view where the rows are contiguous, else a copy."""
+    part = data[:, at:at + np.dtype(dtype).itemsize]
+    return (part if data.strides[1] == 1 else part.copy()).view(dtype)[:, 0]
 
 
 def _rows(mem: np.ndarray, width: int) -> np.ndarray:

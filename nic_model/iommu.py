@@ -147,7 +147,7 @@ class Iommu:
         a = np.asarray(addrs, np.uint64)
         if len(a):
             lo, hi = int(np.minimum.reduce(a)), int(np.maximum.reduce(a))
-            s = bisect.bisect([b for b, _ in self._spaces], lo) - 1
+            s = int(np.searchsorted(self._space_bases, np.uint64(lo), side="right")) - 1
             base, mem = self._spaces[max(s, 0)]
             if s >= 0 and hi - base < len(mem):  # the usual burst: every frame in one memory
                 return [(slice(None), mem, (a - np.uint64(base)).astype(np.int64))]
@@ -177,10 +177,7 @@ class Iommu:
         frame): never past it, whatever the burst's width. A frame longer than its buffer is
         not written (the vendor model decides what that means first). Returns which were."""
         room = np.asarray(room, np.int64)
-        if room.ndim == 0 and len(frames) and np.maximum.reduce(frames.lens) <= room:
-            fits = np.ones(len(frames), bool)  # the usual burst: every frame fits its buffer
-        else:
-            fits = frames.lens <= room
+        fits = frames.lens <= room
         if np.count_nonzero(fits) != len(fits):
             room = np.broadcast_to(room, (len(frames),))
             addrs, frames, room = np.asarray(addrs)[fits], frames.take(fits), room[fits]

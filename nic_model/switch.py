@@ -318,9 +318,8 @@ class Switch:
                 sel = (dest == port.index) | group
             else:
                 sel = self._admits(port, dst, dest, group, tags)
-                big = sel & (frames.lens - 4 * tags[0] > port.policy.max_frame) \
-                    if longest > port.policy.max_frame else None
-                if big is not None and np.count_nonzero(big):  # more than the VF's buffers hold (from the uplink): not delivered
+                if longest > port.policy.max_frame:  # more than the VF's buffers hold: not delivered
+                    big = sel & (frames.lens - 4 * tags[0] > port.policy.max_frame)
                     port.stats.drops += int(np.count_nonzero(big))
                     sel &= ~big
             k = np.count_nonzero(sel)

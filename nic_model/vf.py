@@ -164,9 +164,7 @@ class Vf(Bar0):
         is written there, and no write passes its buffer. Returns which frames were written."""
         addr = np.asarray(addr, np.uint64)
         room = np.asarray(room, np.int64)
-        lens = frames.lens if room.ndim == 0 and len(frames) and np.maximum.reduce(frames.lens) <= room \
-            else np.minimum(frames.lens, room)
-        allowed, dropped, idx = self._allowed(addr, lens, WRITE)
+        allowed, dropped, idx = self._allowed(addr, np.minimum(frames.lens, room), WRITE)
         if np.count_nonzero(allowed) == len(allowed):
             written = self.iommu.scatter(addr, frames, room)
         else:
@@ -184,8 +182,6 @@ class Vf(Bar0):
         on a stop the caller stops its queue with an error, as on a malformed ring."""
         frames = self.port.receive(limit)
         room = np.asarray(room, np.int64)
-        if not len(frames) or (room.ndim == 0 and np.maximum.reduce(frames.lens) <= room):
-            return frames, False
         over = frames.lens > (room if room.ndim == 0 else room[:len(frames)])
         if not np.count_nonzero(over):
             return frames, False

@@ -18,7 +18,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from nic_model.frames import Frames, clear_padding
+from nic_model.frames import Frames, clear_padding, column
 
 ETHERTYPE = 0x88B5  # IEEE "local experimental": raw test frames that are not IPv4 (the suite's)
 ETH_IPV4, UDP = 0x0800, 17
@@ -127,12 +127,6 @@ class TrafficGen:
         return None
 
 
-def _field(data: np.ndarray, at: int, dtype: str) -> np.ndarray:
-    """The big-endian field at byte `at` of every frame, as a column (a view where it can)."""
-    part = data[:, at:at + np.dtype(dtype).itemsize]
-    return (part if data.strides[1] == 1 else part.copy()).view(dtype)[:, 0]
-
-
 def _ip_of(mac: int) -> bytes:
     return bytes([10]) + mac.to_bytes(6, "big")[3:]
 
@@ -236,7 +230,7 @@ class Sink:
         if d.shape[1] < HEADER:
             self.unexpected += n
             return
-        ethertype = _field(d, 12, ">u2")
+        ethertype = column(d, 12, ">u2")
         rarp = ethertype == ETH_RARP
         if (k := int(np.count_nonzero(rarp))):
             self.announcements += k
@@ -244,8 +238,8 @@ class Sink:
             if not n:
                 return
             d, ethertype = frames.data, ethertype[~rarp]
-        flow_id, seq = _field(d, 42, ">u2"), _field(d, 44, ">u8")
-        ours = (ethertype == ETH_IPV4) & (d[:, 23] == UDP) & (_field(d, 36, ">u2") == DISCARD_PORT)
+        flow_id, seq = column(d, 42, ">u2"), column(d, 44, ">u8")
+        ours = (ethertype == ETH_IPV4) & (d[:, 23] == UDP) & (column(d, 36, ">u2") == DISCARD_PORT)
         ours &= (frames.macs(0) == self.mac) & (frames.lens >= HEADER)
         seen = 0
         for fid, flow in self.flows.items():

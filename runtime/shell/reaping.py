@@ -17,7 +17,7 @@ from collections import Counter
 
 import numpy as np
 
-from nic_model.dma_record import first_true, frame_index, oldest_first
+from nic_model.dma_record import first_true, frame_index, oldest_first, repeated
 from nic_model.frames import Frames, gather
 from nic_model.ring import slots
 from shell_api import DESC_FLAGS
@@ -69,17 +69,11 @@ class Reaper:
         if np.count_nonzero(held) != len(held):
             self.refuse(ring, "address outside the pool", ~ok)
             self.refuse(ring, "frame not held by the plugin", ok & ~held)
-        sel = idx[held]
-        if len(sel) > 1 and np.maximum.reduce(np.bincount(sel)) > 1:
-            # a frame handed back twice in one burst: the last copy counts
-            order = np.arange(len(sel))
-            self._mark[sel] = order
-            again = self._mark[sel] != order
-            if np.count_nonzero(again):
-                twice = np.zeros(len(held), bool)
-                twice[np.flatnonzero(held)[again]] = True
-                held &= ~twice
-                self.refuse(ring, "frame handed back twice", twice)
+        if (again := repeated(idx[held], self._mark, keep_last=True)) is not None:
+            twice = np.zeros(len(held), bool)  # a frame handed back twice: the last copy counts
+            twice[np.flatnonzero(held)[again]] = True
+            held &= ~twice
+            self.refuse(ring, "frame handed back twice", twice)
         return idx, held
 
     def refuse(self, ring: str, why: str, mask: np.ndarray) -> None:
