@@ -14,7 +14,7 @@ from rich.table import Table
 
 from runtime.sandbox import NpaError
 
-from .jsonout import check_dest
+from .jsonout import check_dest, fail
 from .jsonout import option as json_option
 from .jsonout import write as write_json
 from .resources import bundled
@@ -600,26 +600,28 @@ LAYERS = (("guest: build frames", "gen", "next_burst"), ("shell: transmit", "she
 @app.command()
 def steps(
     nic: str = typer.Option("ixgbevf", "--nic", help="NIC model: ixgbevf, vmxnet3 or mlx5."),
-    packets: int = typer.Option(20_000, min=1000, help="64-byte frames per direction per run."),
+    packets: int = typer.Option(20_000, min=1000, help="Frames per direction per run."),
+    size: str = typer.Option("64", "--size", help="Frame size: bytes, imix or mixed."),
     repeat: int = typer.Option(5, min=1, help="Runs per budget; each layer's median is kept."),
     as_json: Optional[str] = _json("npa.bench.steps/1"),
 ) -> None:
     """Where a host step goes, layer by layer: each layer's time per step at poll budgets of 32
-    and 512 frames (2 VMs, 64-byte frames, both ways; the median of --repeat runs), fitted as a
-    fixed cost per step plus a cost per frame. The fixed part is what short bursts pay."""
+    and 512 frames (2 VMs, 64-byte frames unless --size, both ways; the median of --repeat
+    runs), fitted as a fixed cost per step plus a cost per frame. The fixed part is what short
+    bursts pay."""
     from collections import defaultdict
 
     from nic_model.sriov import SriovNic
-    from runtime.guest import size_schedule
     from runtime.host import Host
 
     check_dest(as_json)
+    sizes = _sizes(size)
     data = _image(None, nic).read_bytes()
     runs = []
     for budget in (32, 512):
         samples = []
         for _ in range(repeat):
-            host = Host(SriovNic(nic, 2), data, 2, packets=packets, sizes=size_schedule(64), budget=budget)
+            host = Host(SriovNic(nic, 2), data, 2, packets=packets, sizes=sizes, budget=budget)
             host.boot()
             spent: dict[str, float] = defaultdict(float)
             for vm in host.vms:
@@ -635,7 +637,7 @@ def steps(
                      {k: float(np.median([s[k] for _, s in samples])) for k in samples[0][1]}))
     (f1, a), (f2, b) = runs
     t = Table("layer", "µs per step, budget 32", "µs per step, budget 512", "fixed µs per step",
-              "ns per frame", title=f"npa bench steps ({nic}, 2 VMs, 64-byte frames; {f1:.0f} and "
+              "ns per frame", title=f"npa bench steps ({nic}, 2 VMs, {_size_label(size)}; {f1:.0f} and "
               f"{f2:.0f} frames per step)", title_justify="left")
     rows = []
     for label in [lab for lab, _, _ in LAYERS] + ["the rest (loop, hypervisor, uplink)"]:
@@ -647,8 +649,22 @@ def steps(
                   f"{per_frame * 1e9:.0f}")
     t.add_row("all", f"{sum(a.values()) * 1e6:.0f}", f"{sum(b.values()) * 1e6:.0f}",
               f"{sum(r['fixed_us'] for r in rows):.0f}", f"{sum(r['ns_per_frame'] for r in rows):.0f}")
-    _emit(as_json, [t], {"schema": "npa.bench.steps/1", "nic": nic, "frames_per_step": [f1, f2],
+    _emit(as_json, [t], {"schema": "npa.bench.steps/1", "nic": nic, "size": size, "frames_per_step": [f1, f2],
                          "layers": rows})
+
+
+def _sizes(spec: str) -> np.ndarray:
+    """The frame size schedule of a --size option, or a usage error."""
+    from runtime.guest import size_schedule
+
+    try:
+        return size_schedule(spec)
+    except ValueError as e:
+        fail(f"--size: {e}", 2)
+
+
+def _size_label(spec: str) -> str:
+    return f"{spec}-byte frames" if spec.isdigit() else f"{spec} frames"
 
 
 def _timer(spent: dict, label: str, fn):

@@ -166,11 +166,7 @@ class Iommu:
         if len(parts) == 1:
             _, mem, off = parts[0]
             return gather(mem, off, lens)
-        data = np.zeros((len(lens), int(lens.max()) if len(lens) else 0), np.uint8)
-        for rows, mem, off in parts:
-            f = gather(mem, off, lens[rows])
-            data[rows, :f.data.shape[1]] = f.data
-        return Frames(data, lens)
+        return Frames.placed(lens, [(rows, gather(mem, off, lens[rows])) for rows, mem, off in parts])
 
     def scatter(self, addrs: np.ndarray, frames: Frames, room) -> np.ndarray:
         """Write covered frames, each into a buffer of `room` bytes (one size, or one per
@@ -183,13 +179,12 @@ class Iommu:
             addrs, frames, room = np.asarray(addrs)[fits], frames.take(fits), room[fits]
         if not len(frames):
             return fits
-        width = int(np.maximum.reduce(frames.lens))
-        if frames.data.shape[1] > width:  # padding left by frames taken out of the burst
-            frames = Frames(frames.data[:, :width], frames.lens)
+        frames = frames.trimmed()  # no wider than its frames, were some taken out of the burst
         # Whole rows are one numpy copy; exact writes when a row would leave its buffer or the
         # window.
-        if np.count_nonzero(frames.lens != width):  # rows wider than some frames: check them
-            inside = self.covers_all(addrs, np.full(len(frames), width))
+        if not frames.exact():  # rows wider than some frames: check them
+            width = frames.row_widths()
+            inside = self.covers_all(addrs, width)
             exact = bool(np.count_nonzero(room < width)) or np.count_nonzero(inside) != len(inside)
         else:  # every row is its frame, which the caller checked
             exact = False

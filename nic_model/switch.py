@@ -254,7 +254,7 @@ class Switch:
     def _storm(self, port: Port, frames: Frames, bad: np.ndarray) -> np.ndarray:
         """Storm control: broadcast and multicast frames over the port's rates, to drop."""
         pol, over = port.policy, np.zeros(len(frames), bool)
-        group = (frames.data[:, 0] & 1).astype(bool) & ~bad
+        group = (frames.column(0, "u1") & 1).astype(bool) & ~bad
         if not np.count_nonzero(group):
             return over
         bcast = group & (frames.macs(0) == BROADCAST)
@@ -304,7 +304,7 @@ class Switch:
             self.uplink.deliver(frames)
             return
         dst = frames.macs(0)
-        first = frames.data[:, 0] & 1  # the group bit
+        first = (dst >> np.uint64(40)) & np.uint64(1)  # the group bit
         group = first.astype(bool) if np.count_nonzero(first) else np.zeros(n, bool)
         dest, ports = self._destinations(dst, group, ingress)
         if ingress.index in ports or -2 in ports:  # back where it came from, or nowhere to go

@@ -111,6 +111,7 @@ def test_every_bench_writes_its_json_schema_and_takes_a_relative_image(tmp_path)
         (["datapath", "--nic", "mlx5", "--image", "nic.wasm", "--packets", "2000", "--rss-vms", "0",
           "--repeat", "1"],
          "npa.bench.datapath/1"),
+        (["steps", "--size", "imix", "--packets", "1000", "--repeat", "1"], "npa.bench.steps/1"),
         (["switch", "--nic", "vmxnet3", "--rounds", "2", "--packets", "2000"], "npa.bench.switch/1"),
     ]:
         r = npa("bench", *args, "--json", "-", cwd=tmp_path)
@@ -120,6 +121,8 @@ def test_every_bench_writes_its_json_schema_and_takes_a_relative_image(tmp_path)
     assert doc["nic"] == "vmxnet3" and doc["revoke"]["median_ms"] > 0
     r = npa("bench", "calls", "--image", "missing.wasm", cwd=tmp_path)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "missing.wasm" in r.stderr
+    r = npa("bench", "steps", "--size", "9999", cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--size" in r.stderr, r.stderr
     r = npa("bench", "nics", "--packets", "2000", "--plot", "nics.png", cwd=tmp_path)
     assert r.returncode == 0 and (tmp_path / "nics.png").read_bytes()[:4] == b"\x89PNG", r.stderr
     r = npa("inspect", str(ROOT / "plugins-wasm" / "nullvf.wasm"), "--json", str(tmp_path / "i.json"))

@@ -102,10 +102,9 @@ class IpStack:
     # -- input ------------------------------------------------------------------------------------
     def receive(self, frames: Frames) -> tuple[Frames, list[bytes]]:
         """Take the frames addressed to the stack out of a burst: (the rest, replies to send)."""
-        if not len(frames) or frames.data.shape[1] < 14:
+        if not len(frames) or frames.width < 14:
             return frames, []
-        d = frames.data
-        etype = (d[:, 12].astype(np.uint16) << 8) | d[:, 13]
+        etype = frames.column(12, ">u2")
         dst = frames.macs(0)
         to_us = (dst == np.uint64(self.mac)) | (dst == np.uint64(BROADCAST))
         mine = to_us & ((etype == ETH_ARP) | (etype == ETH_IP))

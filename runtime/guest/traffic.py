@@ -18,7 +18,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from nic_model.frames import Frames, clear_padding, column
+from nic_model.frames import Frames, clear_padding, column, equal, size_classes
 
 ETHERTYPE = 0x88B5  # IEEE "local experimental": raw test frames that are not IPv4 (the suite's)
 ETH_IPV4, UDP = 0x0800, 17
@@ -157,15 +157,31 @@ def build(flow: Flow, first: int, n: int) -> Frames:
 
 
 def frames_of(flow: Flow, seq: np.ndarray) -> Frames:
-    """The frames of `flow` with these sequence numbers (int64, 0 or more), as sent. The
-    header is built as 16-bit columns over the flow's template, the payload is a row copy."""
-    n, k = len(seq), len(flow.sizes)
-    if k == 1:  # one size: lengths are numbers, not columns
+    """The frames of `flow` with these sequence numbers (int64, 0 or more), as sent: a block
+    per length when the flow has few (as a burst gathered from memory), else one block."""
+    k = len(flow.sizes)
+    if k == 1:
         size = int(flow.sizes[0])
-        lens, width, ip_len = np.full(n, size, np.int64), size, size - 14
-    else:
-        lens = flow.sizes[seq % k]
-        width, ip_len = int(np.maximum.reduce(lens)) if n else HEADER, lens - 14
+        return Frames(_block(flow, seq, size, size), np.full(len(seq), size, np.int64))
+    lens = flow.sizes[seq % k]
+    classes = size_classes(lens)
+    if classes is None or len(classes) == 1:
+        width = int(np.maximum.reduce(lens)) if len(seq) else HEADER
+        data = _block(flow, seq, lens, width)
+        clear_padding(data, lens)  # as a frame read from memory: nothing past its end
+        return Frames(data, lens)
+    blocks = []
+    for ln in classes:
+        pos = np.flatnonzero(lens == ln)
+        blocks.append((pos, _block(flow, seq[pos], ln, ln)))
+    return Frames.of_blocks(lens, blocks)
+
+
+def _block(flow: Flow, seq: np.ndarray, lens, width: int) -> np.ndarray:
+    """Frames `seq` of `flow` as rows `width` bytes wide (`lens`: one length or one each;
+    padding not cleared). The header is built as 16-bit columns over the flow's template, the
+    payload is a row copy."""
+    ip_len = lens - 14
     head, word_sum = _header(flow.src, flow.dst, flow.id)
     ident = seq & 0xFFFF
     data = np.take(_payload_rows(width), seq & 0xFF, axis=0)  # not mode="wrap", which subtracts 256 until in range
@@ -176,9 +192,7 @@ def frames_of(flow: Flow, seq: np.ndarray) -> Frames:
     # is ((x - 1) mod 0xFFFF) + 1.
     h[:, 12] = 0xFFFE - (ident + (ip_len + word_sum - 1)) % 0xFFFF
     data[:, 44:52].view(">u8")[:, 0] = seq
-    if k > 1:
-        clear_padding(data, lens)  # as a frame read from memory: nothing past its end
-    return Frames(data, lens)
+    return data
 
 
 @dataclass
@@ -226,21 +240,21 @@ class Sink:
         if not n:
             return
         self.frames += n
-        d = frames.data
-        if d.shape[1] < HEADER:
+        if frames.width < HEADER:
             self.unexpected += n
             return
-        ethertype = column(d, 12, ">u2")
+        h = frames.rows(HEADER)  # the headers, a row each (a view of a one-block burst)
+        ethertype = column(h, 12, ">u2")
         rarp = ethertype == ETH_RARP
         if (k := int(np.count_nonzero(rarp))):
             self.announcements += k
-            frames, n = frames.take(~rarp), n - k
+            frames, n, h = frames.take(~rarp), n - k, h[~rarp]
             if not n:
                 return
-            d, ethertype = frames.data, ethertype[~rarp]
-        flow_id, seq = column(d, 42, ">u2"), column(d, 44, ">u8")
-        ours = (ethertype == ETH_IPV4) & (d[:, 23] == UDP) & (column(d, 36, ">u2") == DISCARD_PORT)
-        ours &= (frames.macs(0) == self.mac) & (frames.lens >= HEADER)
+            ethertype = ethertype[~rarp]
+        flow_id, seq = column(h, 42, ">u2"), column(h, 44, ">u8")
+        ours = (ethertype == ETH_IPV4) & (h[:, 23] == UDP) & (column(h, 36, ">u2") == DISCARD_PORT)
+        ours &= (column(h, 0, ">u8") >> np.uint64(16) == self.mac) & (frames.lens >= HEADER)
         seen = 0
         for fid, flow in self.flows.items():
             sel = ours & (flow_id == fid)
@@ -259,16 +273,7 @@ class Sink:
         else:
             plausible = (s >= 0) & (s < flow.count)
             sent = frames_of(flow, np.where(plausible, s, 0))
-        width = sent.data.shape[1]
-        good = plausible & (frames.lens == sent.lens)
-        if frames.data.shape[1] < width:
-            good &= frames.lens <= frames.data.shape[1]
-            width = frames.data.shape[1]
-        differ = frames.data[:, :width] != sent.data[:, :width]
-        if np.count_nonzero(differ):  # which frames differ (bytes past a frame's end do not count)
-            if np.count_nonzero(sent.lens != width):
-                differ &= np.arange(width) < sent.lens[:, None]
-            good &= ~np.logical_or.reduce(differ, axis=1)
+        good = plausible & equal(frames, sent)
         if (bad := len(s) - int(np.count_nonzero(good))):
             c.corrupted += bad
             s = s[good]
