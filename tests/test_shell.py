@@ -203,3 +203,16 @@ def test_a_consumer_index_the_plugin_broke_on_tx_is_a_fault_and_loses_no_pool_fr
     assert send(shell, 2) == 0  # no traceback: the shell faults the plugin instead
     assert not shell.active and "ahead of producer" in shell.events[-1].reason
     assert shell.holdings()["free"] == shell.nframes
+
+
+def test_guest_ram_is_zeroed_writable_and_aligned_for_huge_pages():
+    """Guest memory comes from its own 2 MiB-aligned mapping (advised for huge pages where the
+    kernel has them): zeroed, writable, exactly the size asked, apart for each guest."""
+    from runtime.shell.guest_memory import HUGE_PAGE, ram
+
+    a, b = ram(5 * HUGE_PAGE // 2), ram(4096)
+    assert len(a) == 5 * HUGE_PAGE // 2 and len(b) == 4096
+    assert a.__array_interface__["data"][0] % HUGE_PAGE == 0
+    assert not np.count_nonzero(a) and not np.count_nonzero(b)
+    a[-1] = b[0] = 7
+    assert a[-1] == 7 and not np.count_nonzero(b[1:]) and np.count_nonzero(a) == 1

@@ -12,18 +12,38 @@ grant from the shell, and migration revokes every grant before it starts the log
 """
 from __future__ import annotations
 
+import mmap
+
 import numpy as np
 
 from nic_model.frames import Frames, scatter
 from shell_api import GUEST_MEMORY_BASE
 
 PAGE = 4096
+HUGE_PAGE = 2 << 20
+
+
+def ram(size: int) -> np.ndarray:
+    """`size` zeroed bytes for a guest's memory, in a mapping aligned to 2 MiB and advised for
+    transparent huge pages, as QEMU backs guest RAM: with 64 VMs the data path touches some
+    50,000 distinct 4 KiB pages a step, far past the TLB, and a huge page covers 512 of them.
+    Where the kernel gives none (THP off) the pages are ordinary ones."""
+    room = mmap.mmap(-1, size + HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    whole = np.frombuffer(room, np.uint8)
+    start = -whole.__array_interface__["data"][0] % HUGE_PAGE
+    advise = getattr(mmap, "MADV_HUGEPAGE", None)
+    if advise is not None and size >= HUGE_PAGE:
+        try:
+            room.madvise(advise, start, size - size % HUGE_PAGE)
+        except OSError:  # no THP in this kernel: 4 KiB pages
+            pass
+    return whole[start:start + size]  # the array keeps the mapping alive
 
 
 class GuestMemory:
     def __init__(self, size: int, base: int = GUEST_MEMORY_BASE):
         self.base, self.size = base, size
-        self.np = np.zeros(size, np.uint8)
+        self.np = ram(size)
         self.np[::PAGE] = 0  # pinned: every page faulted in now, as VFIO pins what a VF may DMA
         # into, so the data path never takes a page fault (it cost 64 VMs 20% of a run)
         self.npages = -(-size // PAGE)
