@@ -12,23 +12,25 @@ from __future__ import annotations
 import numpy as np
 
 BROADCAST = 0xFFFFFFFFFFFF
+HEAD = 64  # header bytes a burst in blocks keeps together for its field reads
 
 
 class Frames:
     """A burst: `lens` (int64 [n]) and `blocks`, each (positions, rows): the burst positions of
     its frames (ascending; None: all of them, in order) and a uint8 [k, width] array of them."""
 
-    __slots__ = ("lens", "blocks", "_where")
+    __slots__ = ("lens", "blocks", "_where", "_head")
 
     def __init__(self, data: np.ndarray, lens: np.ndarray):
-        self.lens, self.blocks, self._where = lens, [(None, data)], None
+        self.lens, self.blocks, self._where, self._head = lens, [(None, data)], None, None
 
     @classmethod
     def of_blocks(cls, lens: np.ndarray, blocks: list) -> "Frames":
         f = cls.__new__(cls)
         if len(blocks) == 1 and blocks[0][0] is not None and len(blocks[0][0]) == len(lens):
             blocks = [(None, blocks[0][1])]
-        f.lens, f.blocks, f._where = lens, blocks or [(None, np.zeros((0, 0), np.uint8))], None
+        f.lens, f.blocks = lens, blocks or [(None, np.zeros((0, 0), np.uint8))]
+        f._where = f._head = None
         return f
 
     def __len__(self) -> int:
@@ -164,21 +166,22 @@ class Frames:
 
     def column(self, at: int, dtype: str) -> np.ndarray:
         """The field of `dtype` at byte `at` of every frame (zero past a row's end)."""
-        if len(self.blocks) == 1 and self.blocks[0][0] is None:
-            return column(self.blocks[0][1], at, dtype)
-        out = np.zeros(len(self.lens), np.dtype(dtype))
-        for pos, d in self.blocks:
-            out[pos] = column(d, at, dtype)
-        return out
+        return column(self._fields(at + np.dtype(dtype).itemsize), at, dtype)
 
     def macs(self, offset: int) -> np.ndarray:
         """The 48-bit MAC at byte `offset` of every frame (0: destination, 6: source) as u64."""
+        return _macs(self._fields(offset + 8), offset)
+
+    def _fields(self, end: int) -> np.ndarray:
+        """Rows that hold every frame's first `end` bytes: the one block, or the first HEAD
+        bytes of a burst in blocks, put together once (header fields are read several times)."""
         if len(self.blocks) == 1 and self.blocks[0][0] is None:
-            return _macs(self.blocks[0][1], offset)
-        out = np.zeros(len(self.lens), np.uint64)
-        for pos, d in self.blocks:
-            out[pos] = _macs(d, offset)
-        return out
+            return self.blocks[0][1]
+        if end > HEAD:
+            return self.rows(end)
+        if self._head is None:
+            self._head = self.rows(HEAD)
+        return self._head
 
     @staticmethod
     def concat(parts: list["Frames"]) -> "Frames":

@@ -1,5 +1,6 @@
 """The guest's sink tells loss, duplication, reordering and corruption apart."""
 import numpy as np
+import pytest
 
 from nic_model.frames import Frames
 from runtime.guest import Flow, Sink, TrafficGen, build, size_schedule
@@ -61,6 +62,27 @@ def test_a_truncated_frame_is_corruption():
     f.lens[5] -= 1
     c = deliver(sink, f, range(10), flow)
     assert c.corrupted == 1
+
+
+def test_sequence_numbers_that_count_up_across_2_63_are_corruption():
+    """A frame's 64-bit sequence number is the sender's to write: a burst whose numbers count up
+    across 2**63 (consecutive modulo 2**64, negative as int64) is corruption, counted; nothing
+    raises and nothing counts as received."""
+    flow, sink, f = setup(4, "imix")
+    for i, seq in enumerate((2**63 - 2, 2**63 - 1, 2**63, 2**63 + 1)):
+        f.data[i, 44:52] = np.frombuffer(seq.to_bytes(8, "big"), np.uint8)
+    c = deliver(sink, f, range(4), flow)
+    assert c.corrupted == 4 and c.received == 0 and sink.lost(flow.id) == 4
+
+
+@pytest.mark.parametrize("sizes", ["64", "imix", "mixed"])
+def test_a_burst_in_blocks_per_length_is_checked_byte_for_byte(sizes):
+    """Bursts of imix travel as a block per length: a flipped byte in any block is found, and
+    the other frames still count."""
+    flow, sink, f = setup(24, sizes)
+    f.data[19, -1 if sizes == "64" else 55] ^= 0x80
+    c = deliver(sink, f, range(24), flow)
+    assert c.corrupted == 1 and c.received == 23 and c.missing == {19}
 
 
 def test_frames_of_another_flow_are_unexpected():

@@ -18,7 +18,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from nic_model.frames import Frames, clear_padding, column, equal, size_classes
+from nic_model.frames import MAX_CLASSES, Frames, clear_padding, column, equal, size_classes
 
 ETHERTYPE = 0x88B5  # IEEE "local experimental": raw test frames that are not IPv4 (the suite's)
 ETH_IPV4, UDP = 0x0800, 17
@@ -153,46 +153,74 @@ def _header(src: int, dst: int, flow_id: int) -> tuple[np.ndarray, int]:
 
 def build(flow: Flow, first: int, n: int) -> Frames:
     """Frames `first`..`first + n - 1` of `flow`."""
-    return frames_of(flow, np.arange(first, first + n, dtype=np.int64))
+    return frames_of(flow, np.arange(first, first + n, dtype=np.int64), consecutive=True)
 
 
-def frames_of(flow: Flow, seq: np.ndarray) -> Frames:
+def frames_of(flow: Flow, seq: np.ndarray, consecutive: bool = False) -> Frames:
     """The frames of `flow` with these sequence numbers (int64, 0 or more), as sent: a block
-    per length when the flow has few (as a burst gathered from memory), else one block."""
+    per length when the flow has few (as a burst gathered from memory), else one block.
+    `consecutive`: the caller knows `seq` is a run (its layout by length is then looked up)."""
     k = len(flow.sizes)
     if k == 1:
         size = int(flow.sizes[0])
-        return Frames(_block(flow, seq, size, size), np.full(len(seq), size, np.int64))
-    lens = flow.sizes[seq % k]
-    classes = size_classes(lens)
-    if classes is None or len(classes) == 1:
-        width = int(np.maximum.reduce(lens)) if len(seq) else HEADER
-        data = _block(flow, seq, lens, width)
+        data = np.take(_payload_rows(size), seq & 0xFF, axis=0)  # not mode="wrap", which subtracts 256 until in range
+        _write_headers(data, flow, seq, size)
+        return Frames(data, np.full(len(seq), size, np.int64))
+    if consecutive and len(seq) and k <= MAX_CLASSES * 8:
+        lens, classes = _layout(flow.sizes.tobytes(), int(seq[0]) % k, len(seq))
+    else:
+        lens = flow.sizes[seq % k]
+        classes = _classes(lens)
+    if classes is None:  # many lengths: one block, padding cleared
+        data = np.take(_payload_rows(int(np.maximum.reduce(lens)) if len(seq) else HEADER),
+                       seq & 0xFF, axis=0)
+        _write_headers(data, flow, seq, lens)
         clear_padding(data, lens)  # as a frame read from memory: nothing past its end
         return Frames(data, lens)
+    head = np.empty((len(seq), HEADER), np.uint8)
+    _write_headers(head, flow, seq, lens)
     blocks = []
-    for ln in classes:
-        pos = np.flatnonzero(lens == ln)
-        blocks.append((pos, _block(flow, seq[pos], ln, ln)))
+    for ln, pos in classes:
+        data = np.take(_payload_rows(ln), seq[pos] & 0xFF, axis=0)
+        data[:, :HEADER] = head[pos]
+        blocks.append((pos, data))
     return Frames.of_blocks(lens, blocks)
 
 
-def _block(flow: Flow, seq: np.ndarray, lens, width: int) -> np.ndarray:
-    """Frames `seq` of `flow` as rows `width` bytes wide (`lens`: one length or one each;
-    padding not cleared). The header is built as 16-bit columns over the flow's template, the
-    payload is a row copy."""
+def _classes(lens: np.ndarray) -> list[tuple[int, np.ndarray]] | None:
+    """Each distinct length of a burst with the positions of its frames, when there are few."""
+    lengths = size_classes(lens)
+    if lengths is None:
+        return None
+    return [(ln, np.flatnonzero(lens == ln)) for ln in lengths]
+
+
+@lru_cache(maxsize=256)
+def _layout(sizes: bytes, phase: int, n: int) -> tuple[np.ndarray, list | None]:
+    """The lengths and length classes of `n` consecutive frames of a size schedule, starting at
+    `phase` in it: the same for every burst of a steady flow, so built once."""
+    schedule = np.frombuffer(sizes, np.int64)
+    lens = schedule[(phase + np.arange(n)) % len(schedule)]
+    lens.flags.writeable = False
+    classes = _classes(lens)
+    for _, pos in classes or ():
+        pos.flags.writeable = False
+    return lens, classes
+
+
+def _write_headers(data: np.ndarray, flow: Flow, seq: np.ndarray, lens) -> None:
+    """The first HEADER bytes of each row: frames `seq` of `flow` (`lens`: one length or one
+    each), as 16-bit big-endian columns over the flow's template."""
     ip_len = lens - 14
     head, word_sum = _header(flow.src, flow.dst, flow.id)
     ident = seq & 0xFFFF
-    data = np.take(_payload_rows(width), seq & 0xFF, axis=0)  # not mode="wrap", which subtracts 256 until in range
     data[:, :HEADER] = head
-    h = data[:, :HEADER].view(">u2")  # the header as 16-bit big-endian columns, in place
+    h = data[:, :HEADER].view(">u2")  # the header as 16-bit columns, in place
     h[:, 8], h[:, 9], h[:, 19] = ip_len, ident, ip_len - 20  # IPv4 length, id; UDP length
     # The IPv4 checksum: the one's complement of the folded word sum, and a folded sum x > 0
     # is ((x - 1) mod 0xFFFF) + 1.
     h[:, 12] = 0xFFFE - (ident + (ip_len + word_sum - 1)) % 0xFFFF
     data[:, 44:52].view(">u8")[:, 0] = seq
-    return data
 
 
 @dataclass
@@ -268,7 +296,10 @@ class Sink:
         """Each frame must be, byte for byte and in length, the frame the flow sent with its
         sequence number."""
         s = seq.astype(np.int64)
-        if np.minimum.reduce(s) >= 0 and np.maximum.reduce(s) < flow.count:
+        run = not np.count_nonzero(s[1:] - s[:-1] != 1)  # consecutive (modulo 2**64)
+        if run and 0 <= s[0] <= s[-1] < flow.count:  # s[0] <= s[-1]: no wrap on the way
+            plausible, sent = True, frames_of(flow, s, consecutive=True)
+        elif np.minimum.reduce(s) >= 0 and np.maximum.reduce(s) < flow.count:
             plausible, sent = True, frames_of(flow, s)
         else:
             plausible = (s >= 0) & (s < flow.count)
@@ -277,7 +308,8 @@ class Sink:
         if (bad := len(s) - int(np.count_nonzero(good))):
             c.corrupted += bad
             s = s[good]
-        if len(s) and s[0] == c.expected_next and not np.count_nonzero(s[1:] - s[:-1] != 1):
+            run = not np.count_nonzero(s[1:] - s[:-1] != 1)
+        if len(s) and s[0] == c.expected_next and run:
             c.expected_next += len(s)  # the common case: in order, nothing missing
             c.received += len(s)
             return
