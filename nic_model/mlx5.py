@@ -53,7 +53,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from .dma_record import READ
 from .switch import Port, Switch
 from .vf import Vf
 
@@ -231,10 +230,7 @@ class Mlx5Vf(Vf):
         length = wqe["byte_count"].astype(np.int64)
         addr = wqe["addr"]
         good = ((wqe["opmod_idx_opcode"] & 0xFF) == OP_SEND) & (length >= MIN_FRAME) & (length <= MAX_FRAME)
-        inside = self.dma_check(addr, length, READ)
-        bad = np.flatnonzero(~(good & inside))
-        end = int(bad[0]) if len(bad) else n
-        frames, _ = self.dma_gather(addr[:end], length[:end])
+        frames, end, _ = self.dma_gather_until(addr, length, good)
         self.stats.tx_frames += len(frames)
         self.stats.tx_bytes += frames.nbytes
         self.switch.forward(self.port, frames)

@@ -117,11 +117,6 @@ class Vf(Bar0):
         j = int(np.flatnonzero(~inside)[-1])
         self.dma_fault(int(addr[j]), int(lens[j]), len(inside) - int(np.count_nonzero(inside)))
 
-    def dma_check(self, addr: np.ndarray, lens: np.ndarray, kind: int) -> np.ndarray:
-        """Which frame buffers the device may read (`READ`) or write (`WRITE`): inside the
-        window and, where the IOMMU keeps a frame record, a pool frame granted for `kind`."""
-        return self._allowed(addr, lens, kind)[0]
-
     def _allowed(self, addr: np.ndarray, lens: np.ndarray, kind: int
                  ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
         """(allowed, granted but refused by the window: frames the device drops, or None when
@@ -157,6 +152,20 @@ class Vf(Bar0):
             return self.iommu.gather(addr, lens), allowed
         self._faults(addr, lens, allowed)
         return self.iommu.gather(addr[allowed], lens[allowed]), allowed
+
+    def dma_gather_until(self, addr: np.ndarray, lens: np.ndarray, good: np.ndarray
+                         ) -> tuple[Frames, int, np.ndarray]:
+        """For a queue that stops at its first bad entry: read the frames before the first one
+        that is not `good` (well-formed, by the vendor's rules) or that the device may not
+        read, checking each once. Returns the frames, how many, and which addresses were
+        allowed (the caller reports the one it stopped at)."""
+        addr, lens = np.asarray(addr, np.uint64), np.asarray(lens, np.int64)
+        allowed, _, idx = self._allowed(addr, lens, READ)
+        stop = np.flatnonzero(~(good & allowed))
+        end = int(stop[0]) if len(stop) else len(addr)
+        if idx is not None:
+            self.iommu.record.use(idx[:end], lens[:end], READ)
+        return self.iommu.gather(addr[:end], lens[:end]), end, allowed
 
     def dma_scatter(self, addr: np.ndarray, frames: Frames, room) -> np.ndarray:
         """Write `frames` at `addr` (u64), each into a buffer of `room` bytes (the size posted:
