@@ -14,6 +14,8 @@ Arrays are indexed by frame. Positions are a counter over all uses, so "since th
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 NONE, READ, WRITE = 0, 1, 2  # what a frame is granted for
@@ -23,17 +25,33 @@ U64 = (1 << 64) - 1
 def frame_index(addrs: np.ndarray, base: int, frame_size: int, frames: int) -> tuple[np.ndarray, np.ndarray]:
     """(frame index, whether the address is the start of a frame of the pool at `base`), in
     unsigned 64-bit arithmetic (nothing wraps into the pool); index 0 where it is not."""
-    off = np.asarray(addrs, np.uint64) - np.uint64(base)  # below the pool wraps to huge
-    pool = frame_size * frames
+    return _indexer(base, frame_size, frames)(addrs)
+
+
+@lru_cache(maxsize=256)
+def _indexer(base: int, frame_size: int, frames: int):
+    """`frame_index` for one pool, its constants made once (it runs several times a poll)."""
+    pool, origin = frame_size * frames, np.uint64(base)
     if frame_size & (frame_size - 1) == 0 and pool & (pool - 1) == 0:  # the usual: masks only
-        ok = (off & np.uint64(~(pool - 1) & U64 | (frame_size - 1))) == 0
-        idx = (off >> np.uint64(frame_size.bit_length() - 1)).astype(np.int64)
+        outside = np.uint64(~(pool - 1) & U64 | (frame_size - 1))
+        shift = np.uint64(frame_size.bit_length() - 1)
+
+        def index(addrs):
+            off = np.asarray(addrs, np.uint64) - origin  # below the pool wraps to huge
+            return (off >> shift).view(np.int64), (off & outside) == 0
     else:
-        ok = (off < np.uint64(pool)) & (off % np.uint64(frame_size) == 0)
-        idx = (off // np.uint64(frame_size)).astype(np.int64)
-    if np.count_nonzero(ok) != len(ok):
-        idx[~ok] = 0
-    return idx, ok
+        size, limit = np.uint64(frame_size), np.uint64(pool)
+
+        def index(addrs):
+            off = np.asarray(addrs, np.uint64) - origin
+            return (off // size).view(np.int64), (off < limit) & (off % size == 0)
+
+    def checked(addrs) -> tuple[np.ndarray, np.ndarray]:
+        idx, ok = index(addrs)
+        if np.count_nonzero(ok) != len(ok):
+            idx[~ok] = 0
+        return idx, ok
+    return checked
 
 
 def oldest_first(values: np.ndarray, pending: np.ndarray) -> int:

@@ -6,6 +6,8 @@ structured arrays without building an index array: the cost of a ring access sta
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 
@@ -14,7 +16,18 @@ def slots(first: int, n: int, size: int) -> slice | np.ndarray:
     start = first % size
     if start + n <= size:
         return slice(start, start + n)
+    if n <= size:
+        return _twice(size)[start:start + n]  # a view: a wrapping burst costs no arithmetic
     return (first + np.arange(n)) % size
+
+
+@lru_cache(maxsize=64)
+def _twice(size: int) -> np.ndarray:
+    """0..size-1 twice over, read-only: any run of up to `size` positions is a slice of it."""
+    ring = np.arange(size, dtype=np.int64)
+    twice = np.concatenate([ring, ring])
+    twice.flags.writeable = False
+    return twice
 
 
 def read_once(ring: np.ndarray, at: slice | np.ndarray) -> np.ndarray:

@@ -137,3 +137,16 @@ def test_an_imix_burst_moves_as_a_block_per_length_and_writes_to_data_stick():
     got.data[4, 0] ^= 0xFF  # a test corrupting a frame in place: the burst sees it
     assert got.frame(4)[0] == 4 ^ 0xFF
     assert got.to_bytes()[:4] == frames[:4]
+
+
+def test_ring_slots_are_the_positions_of_a_burst_wrapping_or_not():
+    """A burst's ring positions: a slice where it does not wrap, a view of a cached index
+    otherwise; the same positions as the arithmetic, for rings of any size."""
+    from nic_model.ring import slots
+
+    for size in (5, 8, 512):
+        every = np.arange(size)
+        for first in (0, 3, size - 1, 3 * size + 2, 2**32 - 1):
+            for n in (0, 1, size - 1, size, size + 3):
+                got = every[slots(first, n, size)]
+                assert got.tolist() == ((first + np.arange(n)) % size).tolist(), (size, first, n)

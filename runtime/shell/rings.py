@@ -129,8 +129,8 @@ class ShellRing:
             d = self.desc
             d["addr"][at] = addr[:n]
             d["len"][at] = length[:n]
-            d["flags"][at] = flags if np.ndim(flags) == 0 else flags[:n]
-            d["vlan"][at] = vlan if np.ndim(vlan) == 0 else vlan[:n]
+            d["flags"][at] = flags[:n] if getattr(flags, "ndim", 0) else flags
+            d["vlan"][at] = vlan[:n] if getattr(vlan, "ndim", 0) else vlan
             self._publish_producer(prod + n)
         return n
 
