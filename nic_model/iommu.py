@@ -32,6 +32,7 @@ class Iommu:
         self.last_fault: tuple[int, int] | None = None  # (address, length)
         self.mem: np.ndarray | None = None  # the memory at DMA address 0 (the linear memory)
         self.record: FrameRecord | None = None  # per-frame grants and record over the frame pool
+        self._pool: tuple[np.ndarray, int] | None = None  # the pool's memory, its offset there
         if mem is not None:
             self.attach(0, mem)
 
@@ -71,6 +72,8 @@ class Iommu:
         the record the shell grants through and the hypervisor settles with."""
         self.map(base, frame_size * frames)
         self.record = FrameRecord(base, frame_size, frames)
+        space, mem = self._space_of(base, frame_size * frames)
+        self._pool = mem, base - space
         return self.record
 
     def pool_mapped(self) -> bool:
@@ -142,8 +145,14 @@ class Iommu:
         off = int(addr) - base
         return mem[off:off + nbytes]
 
-    def _offsets(self, addrs: np.ndarray) -> list[tuple[np.ndarray | slice, np.ndarray, np.ndarray]]:
-        """Covered addresses split by backing memory: (rows, memory, offsets) per memory used."""
+    def _offsets(self, addrs: np.ndarray, frames: np.ndarray | None = None
+                 ) -> list[tuple[np.ndarray | slice, np.ndarray, np.ndarray]]:
+        """Covered addresses split by backing memory: (rows, memory, offsets) per memory used.
+        `frames`: the addresses are the starts of these pool frames (the record checked), so
+        the offsets follow from the indices."""
+        if frames is not None:
+            mem, at = self._pool
+            return [(slice(None), mem, at + frames * self.record.frame_size)]
         a = np.asarray(addrs, np.uint64)
         if len(a):
             lo, hi = int(np.minimum.reduce(a)), int(np.maximum.reduce(a))
@@ -159,24 +168,27 @@ class Iommu:
             out.append((rows, mem, (a[rows] - np.uint64(base)).astype(np.int64)))
         return out
 
-    def gather(self, addrs: np.ndarray, lens: np.ndarray) -> Frames:
-        """Read covered frames into a burst."""
+    def gather(self, addrs: np.ndarray, lens: np.ndarray, frames: np.ndarray | None = None) -> Frames:
+        """Read covered frames into a burst (`frames`: as in `_offsets`)."""
         lens = np.asarray(lens, np.int64)
-        parts = self._offsets(addrs)
+        parts = self._offsets(addrs, frames)
         if len(parts) == 1:
             _, mem, off = parts[0]
             return gather(mem, off, lens)
         return Frames.placed(lens, [(rows, gather(mem, off, lens[rows])) for rows, mem, off in parts])
 
-    def scatter(self, addrs: np.ndarray, frames: Frames, room) -> np.ndarray:
+    def scatter(self, addrs: np.ndarray, frames: Frames, room, pool_frames: np.ndarray | None = None
+                ) -> np.ndarray:
         """Write covered frames, each into a buffer of `room` bytes (one size, or one per
         frame): never past it, whatever the burst's width. A frame longer than its buffer is
-        not written (the vendor model decides what that means first). Returns which were."""
+        not written (the vendor model decides what that means first). Returns which were.
+        `pool_frames`: as `frames` in `_offsets`."""
         room = np.asarray(room, np.int64)
         fits = frames.lens <= room
         if np.count_nonzero(fits) != len(fits):
             room = np.broadcast_to(room, (len(frames),))
             addrs, frames, room = np.asarray(addrs)[fits], frames.take(fits), room[fits]
+            pool_frames = None if pool_frames is None else pool_frames[fits]
         if not len(frames):
             return fits
         frames = frames.trimmed()  # no wider than its frames, were some taken out of the burst
@@ -188,7 +200,7 @@ class Iommu:
             exact = bool(np.count_nonzero(room < width)) or np.count_nonzero(inside) != len(inside)
         else:  # every row is its frame, which the caller checked
             exact = False
-        for rows, mem, off in self._offsets(addrs):
+        for rows, mem, off in self._offsets(addrs, pool_frames):
             part = frames if isinstance(rows, slice) or len(rows) == len(frames) else frames.take(rows)
             scatter(mem, off, part, exact=exact)
         return fits

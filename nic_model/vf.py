@@ -149,9 +149,9 @@ class Vf(Bar0):
         allowed, dropped, idx = self._allowed(addr, lens, READ)
         self._recorded(idx, lens, allowed, dropped, READ)
         if np.count_nonzero(allowed) == len(allowed):
-            return self.iommu.gather(addr, lens), allowed
+            return self.iommu.gather(addr, lens, idx), allowed
         self._faults(addr, lens, allowed)
-        return self.iommu.gather(addr[allowed], lens[allowed]), allowed
+        return self.iommu.gather(addr[allowed], lens[allowed], _part(idx, allowed)), allowed
 
     def dma_gather_until(self, addr: np.ndarray, lens: np.ndarray, good: np.ndarray
                          ) -> tuple[Frames, int, np.ndarray]:
@@ -165,7 +165,7 @@ class Vf(Bar0):
         end = int(stop[0]) if len(stop) else len(addr)
         if idx is not None:
             self.iommu.record.use(idx[:end], lens[:end], READ)
-        return self.iommu.gather(addr[:end], lens[:end]), end, allowed
+        return self.iommu.gather(addr[:end], lens[:end], _part(idx, slice(0, end))), end, allowed
 
     def dma_scatter(self, addr: np.ndarray, frames: Frames, room) -> np.ndarray:
         """Write `frames` at `addr` (u64), each into a buffer of `room` bytes (the size posted:
@@ -175,12 +175,13 @@ class Vf(Bar0):
         room = np.asarray(room, np.int64)
         allowed, dropped, idx = self._allowed(addr, np.minimum(frames.lens, room), WRITE)
         if np.count_nonzero(allowed) == len(allowed):
-            written = self.iommu.scatter(addr, frames, room)
+            written = self.iommu.scatter(addr, frames, room, idx)
         else:
             self._faults(addr, frames.lens, allowed)
             written = np.zeros(len(frames), bool)
             room = np.broadcast_to(room, (len(frames),))
-            written[allowed] = self.iommu.scatter(addr[allowed], frames.take(allowed), room[allowed])
+            written[allowed] = self.iommu.scatter(addr[allowed], frames.take(allowed), room[allowed],
+                                                  _part(idx, allowed))
         self._recorded(idx, frames.lens, written, dropped, WRITE)
         return written
 
@@ -211,3 +212,9 @@ class Vf(Bar0):
 
     def rx(self) -> None:
         raise NotImplementedError
+
+
+
+def _part(idx: np.ndarray | None, sel) -> np.ndarray | None:
+    """The pool frame indices of the accesses `sel` selects (None without a record)."""
+    return None if idx is None else idx[sel]

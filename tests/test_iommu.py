@@ -91,3 +91,35 @@ def test_a_tx_burst_naming_a_granted_frame_three_times_reads_it_once():
     assert ok.tolist() == [False, False, False]
     ok, _ = rec.allowed(addr(3, 4, 5, 7), np.full(4, 64), READ)  # 7 was never granted
     assert ok.tolist() == [True, True, True, False]
+
+
+def test_granted_pool_frames_are_reached_by_index_where_the_pool_sits_in_its_memory():
+    """A burst of granted pool frames is gathered and scattered by frame index (the record
+    checked each address): the bytes are those at the addresses, for a pool that starts
+    anywhere in the memory behind it; a frame that does not fit its buffer is not written."""
+    from nic_model.dma_record import READ
+    from nic_model.frames import Frames
+
+    base, lead = 1 << 32, 3 * 4096  # the pool starts 12 KiB into its memory
+    iommu = Iommu()
+    mem = iommu.attach(base, np.zeros(lead + 16 * 2048, np.uint8))
+    rec = iommu.map_frames(base + lead, 2048, 16)
+    mem[:] = np.arange(len(mem)) % 251
+    frames = np.array([9, 2, 14], np.int64)
+    addrs = (base + lead + frames * 2048).astype(np.uint64)
+    lens = np.array([100, 60, 1514], np.int64)
+    rec.grant_read(frames, np.arange(3))
+    ok, idx = rec.allowed(addrs, lens, READ)
+    assert ok.all() and (idx == frames).all()
+    by_index, by_address = iommu.gather(addrs, lens, idx), iommu.gather(addrs, lens)
+    assert by_index.to_bytes() == by_address.to_bytes() == [
+        mem[lead + f * 2048:][:n].tobytes() for f, n in zip(frames, lens)]
+    rec.grant_write(frames)
+    before = mem.copy()
+    out = Frames.from_bytes([b"\x01" * 60, b"\x02" * 2000, b"\x03" * 64])
+    written = iommu.scatter(addrs, out, 1600, idx)
+    assert written.tolist() == [True, False, True]
+    expect = before.copy()
+    expect[lead + 9 * 2048:][:64] = [1] * 60 + [0] * 4  # a row's padding, inside its buffer
+    expect[lead + 14 * 2048:][:64] = 3
+    assert (mem == expect).all()
