@@ -28,6 +28,7 @@ class Iommu:
         self._starts: list[int] = []
         self._ends: list[int] = []
         self._arrays: tuple[np.ndarray, np.ndarray] | None = None
+        self.generation = 0  # counts changes to the window or the space: views made before are stale
         self.faults = 0
         self.last_fault: tuple[int, int] | None = None  # (address, length)
         self.mem: np.ndarray | None = None  # the memory at DMA address 0 (the linear memory)
@@ -47,6 +48,7 @@ class Iommu:
                 raise ValueError(f"memory at 0x{base:x} overlaps memory at 0x{b:x}")
         self._spaces = sorted([*self._spaces, (base, arr)], key=lambda s: s[0])
         self._space_bases = np.array([b for b, _ in self._spaces], np.uint64)
+        self.generation += 1
         if base == 0:
             self.mem = arr
         return arr
@@ -66,6 +68,7 @@ class Iommu:
         self._starts.insert(i, iova)
         self._ends.insert(i, iova + size)
         self._arrays = None
+        self.generation += 1
 
     def map_frames(self, base: int, frame_size: int, frames: int) -> FrameRecord:
         """Map a frame pool whose frames the device reaches only one grant at a time; returns
@@ -89,6 +92,7 @@ class Iommu:
         if i < len(self._starts) and self._starts[i] == iova:
             del self._starts[i], self._ends[i]
             self._arrays = None
+            self.generation += 1
             return True
         return False
 

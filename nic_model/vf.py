@@ -44,6 +44,7 @@ class Vf(Bar0):
         self.index, self.port, self.switch = index, port, switch
         self.stats = VfStats()
         self.iommu: Iommu | None = None
+        self._views: dict[tuple, tuple[int, np.ndarray]] = {}  # rings the engine reads every tick
         self.eims = 0  # enabled vectors
         self.eicr = 0  # latched causes, one bit per vector
         self.msix = 0  # messages sent and not yet taken by the host
@@ -62,7 +63,7 @@ class Vf(Bar0):
     def attach(self, mem) -> Iommu:
         """Give the VF a VM's DMA space, `mem` at address 0 (more memories attach to the window
         later); it reaches them only through the returned IOMMU window."""
-        self.iommu = Iommu(mem)
+        self.iommu, self._views = Iommu(mem), {}
         return self.iommu
 
     @property
@@ -106,12 +107,22 @@ class Vf(Bar0):
         self.raise_cause(1 << self.MISC_VECTOR)
 
     def dma_view(self, addr: int, nbytes: int, dtype: np.dtype) -> np.ndarray | None:
-        """A typed view of [addr, +nbytes) if the window covers it, else a fault and None."""
-        if self.iommu is None or not self.iommu.covers(addr, nbytes):
-            if self.iommu is not None:
-                self.dma_fault(addr, nbytes)
+        """A typed view of [addr, +nbytes) if the window covers it, else a fault and None.
+        Views are kept until the window changes (the rings are read on every tick)."""
+        iommu = self.iommu
+        if iommu is None:
             return None
-        return self.iommu.view(addr, nbytes).view(dtype)
+        key = (addr, nbytes, dtype)
+        if (kept := self._views.get(key)) is not None and kept[0] == iommu.generation:
+            return kept[1]
+        if not iommu.covers(addr, nbytes):
+            self.dma_fault(addr, nbytes)
+            return None
+        if len(self._views) >= 8:  # a plugin moving its rings about: keep the newest only
+            self._views.clear()
+        view = iommu.view(addr, nbytes).view(dtype)
+        self._views[key] = (iommu.generation, view)
+        return view
 
     def _faults(self, addr: np.ndarray, lens: np.ndarray, inside: np.ndarray) -> None:
         j = int(np.flatnonzero(~inside)[-1])

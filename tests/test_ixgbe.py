@@ -132,6 +132,22 @@ def test_tx_buffer_outside_the_iommu_window_is_a_dma_fault(rig):
     assert a.vf.read32(hw.VTEICR) & 0b10
 
 
+def test_a_ring_unmapped_after_use_is_a_fault_on_the_next_tick(rig):
+    """The engine keeps its view of a ring between ticks, until the window changes: once the
+    hypervisor unmaps the ring's memory, the next doorbell finds the ring outside the window
+    (a fault, the queue stops) and nothing more is read from it."""
+    nic, a, b = rig
+    b.post(4)
+    a.send([frame(MAC[1], MAC[0], 60, 1)])
+    nic.step()
+    assert a.vf.stats.tx_frames == 1 and a.vf.stats.dma_faults == 0
+    assert a.iommu.unmap(RING)
+    a.send([frame(MAC[1], MAC[0], 60, 2)])
+    nic.step()
+    assert a.vf.stats.tx_frames == 1 and a.vf.stats.dma_faults == 1
+    assert not a.vf.read32(hw.VFTXDCTL) & hw.DCTL_ENABLE and b.vf.stats.rx_frames == 1
+
+
 def test_rx_buffer_outside_the_window_gets_rxe_and_nothing_is_written(rig):
     nic, a, b = rig
     b.post(1, addr=0x90000)  # a buffer the IOMMU does not map
