@@ -16,12 +16,15 @@ def slots(first: int, n: int, size: int) -> slice | np.ndarray:
     start = first % size
     if start + n <= size:
         return slice(start, start + n)
-    if n <= size:
+    if n <= size <= CACHED_RING:
         return _twice(size)[start:start + n]  # a view: a wrapping burst costs no arithmetic
     return (first + np.arange(n)) % size
 
 
-@lru_cache(maxsize=64)
+CACHED_RING = 8192  # rings up to this size keep an index (a plugin picks its rings' sizes: 4 MiB at most)
+
+
+@lru_cache(maxsize=32)
 def _twice(size: int) -> np.ndarray:
     """0..size-1 twice over, read-only: any run of up to `size` positions is a slice of it."""
     ring = np.arange(size, dtype=np.int64)

@@ -144,7 +144,7 @@ def test_ring_slots_are_the_positions_of_a_burst_wrapping_or_not():
     otherwise; the same positions as the arithmetic, for rings of any size."""
     from nic_model.ring import slots
 
-    for size in (5, 8, 512):
+    for size in (5, 8, 512, 8193):  # 8193: past the cached sizes, the arithmetic
         every = np.arange(size)
         for first in (0, 3, size - 1, 3 * size + 2, 2**32 - 1):
             for n in (0, 1, size - 1, size, size + 3):
