@@ -149,14 +149,14 @@ class Iommu:
         off = int(addr) - base
         return mem[off:off + nbytes]
 
-    def _offsets(self, addrs: np.ndarray, frames: np.ndarray | None = None
+    def _offsets(self, addrs: np.ndarray, pool_frames: np.ndarray | None = None
                  ) -> list[tuple[np.ndarray | slice, np.ndarray, np.ndarray]]:
         """Covered addresses split by backing memory: (rows, memory, offsets) per memory used.
-        `frames`: the addresses are the starts of these pool frames (the record checked), so
-        the offsets follow from the indices."""
-        if frames is not None:
+        `pool_frames`: the addresses are the starts of these pool frames (the record allowed
+        each), so the offsets follow from the indices."""
+        if pool_frames is not None:
             mem, at = self._pool
-            return [(slice(None), mem, at + frames * self.record.frame_size)]
+            return [(slice(None), mem, at + pool_frames * self.record.frame_size)]
         a = np.asarray(addrs, np.uint64)
         if len(a):
             lo, hi = int(np.minimum.reduce(a)), int(np.maximum.reduce(a))
@@ -172,10 +172,11 @@ class Iommu:
             out.append((rows, mem, (a[rows] - np.uint64(base)).astype(np.int64)))
         return out
 
-    def gather(self, addrs: np.ndarray, lens: np.ndarray, frames: np.ndarray | None = None) -> Frames:
-        """Read covered frames into a burst (`frames`: as in `_offsets`)."""
+    def gather(self, addrs: np.ndarray, lens: np.ndarray, pool_frames: np.ndarray | None = None
+               ) -> Frames:
+        """Read covered frames into a burst (`pool_frames`: as in `_offsets`)."""
         lens = np.asarray(lens, np.int64)
-        parts = self._offsets(addrs, frames)
+        parts = self._offsets(addrs, pool_frames)
         if len(parts) == 1:
             _, mem, off = parts[0]
             return gather(mem, off, lens)
@@ -186,7 +187,7 @@ class Iommu:
         """Write covered frames, each into a buffer of `room` bytes (one size, or one per
         frame): never past it, whatever the burst's width. A frame longer than its buffer is
         not written (the vendor model decides what that means first). Returns which were.
-        `pool_frames`: as `frames` in `_offsets`."""
+        `pool_frames`: as in `_offsets`."""
         room = np.asarray(room, np.int64)
         fits = frames.lens <= room
         if np.count_nonzero(fits) != len(fits):
