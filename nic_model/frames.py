@@ -9,6 +9,8 @@ Gathering a block from memory and scattering it back are one numpy fancy-index e
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 BROADCAST = 0xFFFFFFFFFFFF
@@ -19,10 +21,11 @@ class Frames:
     """A burst: `lens` (int64 [n]) and `blocks`, each (positions, rows): the burst positions of
     its frames (ascending; None: all of them, in order) and a uint8 [k, width] array of them."""
 
-    __slots__ = ("lens", "blocks", "_where", "_head")
+    __slots__ = ("lens", "blocks", "_where", "_head", "_nbytes")
 
     def __init__(self, data: np.ndarray, lens: np.ndarray):
-        self.lens, self.blocks, self._where, self._head = lens, [(None, data)], None, None
+        self.lens, self.blocks = lens, [(None, data)]
+        self._where = self._head = self._nbytes = None
 
     @classmethod
     def of_blocks(cls, lens: np.ndarray, blocks: list) -> "Frames":
@@ -30,7 +33,7 @@ class Frames:
         if len(blocks) == 1 and blocks[0][0] is not None and len(blocks[0][0]) == len(lens):
             blocks = [(None, blocks[0][1])]
         f.lens, f.blocks = lens, blocks or [(None, np.zeros((0, 0), np.uint8))]
-        f._where = f._head = None
+        f._where = f._head = f._nbytes = None
         return f
 
     def __len__(self) -> int:
@@ -162,11 +165,14 @@ class Frames:
 
     @property
     def nbytes(self) -> int:
-        return int(np.add.reduce(self.lens))
+        """The frames' bytes (counted once: a burst's lengths do not change once it moves)."""
+        if self._nbytes is None:
+            self._nbytes = int(np.add.reduce(self.lens))
+        return self._nbytes
 
     def column(self, at: int, dtype: str) -> np.ndarray:
         """The field of `dtype` at byte `at` of every frame (zero past a row's end)."""
-        return column(self._fields(at + np.dtype(dtype).itemsize), at, dtype)
+        return column(self._fields(at + _dtype(dtype).itemsize), at, dtype)
 
     def macs(self, offset: int) -> np.ndarray:
         """The 48-bit MAC at byte `offset` of every frame (0: destination, 6: source) as u64."""
@@ -223,15 +229,21 @@ class Frames:
 def column(data: np.ndarray, at: int, dtype: str) -> np.ndarray:
     """The field of `dtype` (big-endian, say ">u2") at byte `at` of every row of a block, as a
     column: a view where the rows are contiguous and hold it, else a copy (zero past a row)."""
-    size = np.dtype(dtype).itemsize
-    part = data[:, at:at + size]
-    if part.shape[1] < size:
-        wide = np.zeros((len(data), size), np.uint8)
+    dt = _dtype(dtype)
+    part = data[:, at:at + dt.itemsize]
+    if part.shape[1] < dt.itemsize:
+        wide = np.zeros((len(data), dt.itemsize), np.uint8)
         wide[:, :part.shape[1]] = part
         part = wide
     elif data.strides[1] != 1:
         part = part.copy()
-    return part.view(dtype)[:, 0]
+    return part.view(dt)[:, 0]
+
+
+@lru_cache(maxsize=16)
+def _dtype(spec: str) -> np.dtype:
+    """A field's dtype, parsed once (parsing costs as much as the read)."""
+    return np.dtype(spec)
 
 
 def _macs(d: np.ndarray, offset: int) -> np.ndarray:

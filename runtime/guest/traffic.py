@@ -163,7 +163,8 @@ def frames_of(flow: Flow, seq: np.ndarray, consecutive: bool = False) -> Frames:
     k = len(flow.sizes)
     if k == 1:
         size = int(flow.sizes[0])
-        data = np.take(_payload_rows(size), seq & 0xFF, axis=0)  # not mode="wrap", which subtracts 256 until in range
+        # & 0xFF, not mode="wrap", which subtracts 256 until an index is in range
+        data = _payload_rows(size).take(seq & 0xFF, axis=0)
         _write_headers(data, flow, seq, size)
         return Frames(data, np.full(len(seq), size, np.int64))
     if consecutive and len(seq) and k <= MAX_CLASSES * 8:
@@ -172,8 +173,8 @@ def frames_of(flow: Flow, seq: np.ndarray, consecutive: bool = False) -> Frames:
         lens = flow.sizes[seq % k]
         classes = _classes(lens)
     if classes is None:  # many lengths: one block, padding cleared
-        data = np.take(_payload_rows(int(np.maximum.reduce(lens)) if len(seq) else HEADER),
-                       seq & 0xFF, axis=0)
+        width = int(np.maximum.reduce(lens)) if len(seq) else HEADER
+        data = _payload_rows(width).take(seq & 0xFF, axis=0)
         _write_headers(data, flow, seq, lens)
         clear_padding(data, lens)  # as a frame read from memory: nothing past its end
         return Frames(data, lens)
@@ -181,7 +182,7 @@ def frames_of(flow: Flow, seq: np.ndarray, consecutive: bool = False) -> Frames:
     _write_headers(head, flow, seq, lens)
     blocks = []
     for ln, pos in classes:
-        data = np.take(_payload_rows(ln), seq[pos] & 0xFF, axis=0)
+        data = _payload_rows(ln).take(seq[pos] & 0xFF, axis=0)
         data[:, :HEADER] = head[pos]
         blocks.append((pos, data))
     return Frames.of_blocks(lens, blocks)
