@@ -176,7 +176,7 @@ class Frames:
 
     def macs(self, offset: int) -> np.ndarray:
         """The 48-bit MAC at byte `offset` of every frame (0: destination, 6: source) as u64."""
-        return _macs(self._fields(offset + 8), offset)
+        return macs_of(self._fields(offset + 8), offset)
 
     def _fields(self, end: int) -> np.ndarray:
         """Rows that hold every frame's first `end` bytes: the one block, or the first HEAD
@@ -246,7 +246,7 @@ def _dtype(spec: str) -> np.dtype:
     return np.dtype(spec)
 
 
-def _macs(d: np.ndarray, offset: int) -> np.ndarray:
+def macs_of(d: np.ndarray, offset: int) -> np.ndarray:
     """The 48-bit MAC at byte `offset` of every row as u64: one 8-byte big-endian read around
     it where the rows hold one."""
     if 2 <= offset <= d.shape[1] - 6:
@@ -257,6 +257,12 @@ def _macs(d: np.ndarray, offset: int) -> np.ndarray:
     got = d[:, offset:offset + 6]
     wide[:, 2:2 + got.shape[1]] = got
     return wide.view(">u8").ravel().astype(np.uint64)
+
+
+def group_addresses(dst: np.ndarray) -> np.ndarray:
+    """Which destination MACs (u64, as `macs` reads them) are group addresses, multicast or
+    broadcast: the I/G bit, the low bit of the first byte."""
+    return ((dst >> np.uint64(40)) & np.uint64(1)).astype(bool)
 
 
 def _rows(mem: np.ndarray, width: int) -> np.ndarray:

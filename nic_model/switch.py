@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .frames import BROADCAST, Frames, pop_vlan, push_vlan, vlan_tags
+from .frames import BROADCAST, Frames, group_addresses, pop_vlan, push_vlan, vlan_tags
 
 FIFO_FRAMES = 4096  # per-port egress buffer, like a NIC's packet buffer share
 
@@ -254,10 +254,11 @@ class Switch:
     def _storm(self, port: Port, frames: Frames, bad: np.ndarray) -> np.ndarray:
         """Storm control: broadcast and multicast frames over the port's rates, to drop."""
         pol, over = port.policy, np.zeros(len(frames), bool)
-        group = (frames.column(0, "u1") & 1).astype(bool) & ~bad
+        dst = frames.macs(0)
+        group = group_addresses(dst) & ~bad
         if not np.count_nonzero(group):
             return over
-        bcast = group & (frames.macs(0) == BROADCAST)
+        bcast = group & (dst == BROADCAST)
         for kind, sel, pps in (("broadcast", bcast, pol.broadcast_pps),
                                ("multicast", group & ~bcast, pol.multicast_pps)):
             if pps and sel.any():
@@ -304,8 +305,7 @@ class Switch:
             self.uplink.deliver(frames)
             return
         dst = frames.macs(0)
-        first = (dst >> np.uint64(40)) & np.uint64(1)  # the group bit
-        group = first.astype(bool) if np.count_nonzero(first) else np.zeros(n, bool)
+        group = group_addresses(dst)
         dest, ports = self._destinations(dst, group, ingress)
         if ingress.index in ports or -2 in ports:  # back where it came from, or nowhere to go
             ingress.stats.drops += int(np.count_nonzero((dest == ingress.index) | (dest == -2)))

@@ -18,7 +18,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from nic_model.frames import MAX_CLASSES, Frames, clear_padding, column, equal, size_classes
+from nic_model.frames import MAX_CLASSES, Frames, clear_padding, column, equal, macs_of, size_classes
 
 ETHERTYPE = 0x88B5  # IEEE "local experimental": raw test frames that are not IPv4 (the suite's)
 ETH_IPV4, UDP = 0x0800, 17
@@ -283,7 +283,7 @@ class Sink:
             ethertype = ethertype[~rarp]
         flow_id, seq = column(h, 42, ">u2"), column(h, 44, ">u8")
         ours = (ethertype == ETH_IPV4) & (h[:, 23] == UDP) & (column(h, 36, ">u2") == DISCARD_PORT)
-        ours &= (column(h, 0, ">u8") >> np.uint64(16) == self.mac) & (frames.lens >= HEADER)
+        ours &= (macs_of(h, 0) == self.mac) & (frames.lens >= HEADER)
         seen = 0
         for fid, flow in self.flows.items():
             sel = ours & (flow_id == fid)
