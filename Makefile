@@ -47,7 +47,7 @@ build: $(STAMP)
 	$(NPA) build
 
 abi: $(STAMP)
-	$(PY) -m shell_api.gen
+	$(PY) -m npa.shell_api.gen
 
 conformance: $(STAMP)
 	for image in plugins-wasm/*.wasm; do $(NPA) conformance -q $$image || exit 1; done

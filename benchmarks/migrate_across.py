@@ -12,7 +12,7 @@ import numpy as np
 
 ROOT = str(Path(__file__).resolve().parent.parent)
 TMP = tempfile.mkdtemp(prefix="npa-xp-")
-NPA = [sys.executable, "-c", "from cli.main import main; main()"]
+NPA = [sys.executable, "-c", "from npa.cli.main import main; main()"]
 ns = "npa-xp"
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 10
 def sh(*c, check=True):

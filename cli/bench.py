@@ -8,17 +8,20 @@ import time
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import typer
-from rich.table import Table
 
-from runtime.sandbox import NpaError
-
-from .jsonout import check_dest, fail
+from .errors import VERDICT, check_output, fail
+from .jsonout import check_dest
 from .jsonout import option as json_option
 from .jsonout import write as write_json
 from .resources import bundled
-from .run import out
+from .console import out, progress
+
+def Table(*columns, **options):
+    """A report table (rich is imported when a bench prints, so `npa --help` need not load it)."""
+    from .console import table
+    return table(*columns, **options)
+
 
 app = typer.Typer(help="Benchmarks (ratios against a same-run baseline).", no_args_is_help=True)
 DEFAULT_IMAGE = bundled("plugins-wasm") / "nullvf.wasm"
@@ -48,16 +51,14 @@ def _emit(as_json: str | None, tables: list, doc: dict, plot: Path | None = None
 
 
 def _check_plot(plot: Path | None) -> None:
-    if plot is not None and (plot.is_dir() or not plot.parent.is_dir()):
-        raise typer.BadParameter("a directory, not a file" if plot.is_dir() else
-                                 f"no directory {plot.parent}", param_hint="--plot")
+    check_output(plot, "--plot")
 
 
 def _image(image: Path | None, nic: str) -> Path:
     """The image a bench runs: --image (relative to where npa was started), else the bundled
     repository's image for the NIC."""
-    from nic_model.sriov import MODELS
-    from runtime.hypervisor import image_for
+    from npa.nic_model.sriov import MODELS
+    from npa.runtime.hypervisor import image_for
 
     if nic not in MODELS:
         raise typer.BadParameter(f"unknown NIC model {nic!r} (known: {', '.join(MODELS)})", param_hint="--nic")
@@ -77,8 +78,8 @@ def _per_call(fn, n: int) -> float:
 @app.command()
 def calls(
     image: Path = typer.Option(DEFAULT_IMAGE, help="Plugin image to call into."),
-    n: int = typer.Option(50_000, "--calls", min=100, help="Calls per path."),
-    loads: int = typer.Option(5, min=1, help="Loads per cold/warm measurement."),
+    n: int = typer.Option(50_000, "--calls", min=100, max=10**8, help="Calls per path."),
+    loads: int = typer.Option(5, min=1, max=1000, help="Loads per cold/warm measurement."),
     as_json: Optional[str] = _json("npa.bench.calls/1"),
 ) -> None:
     """Per-call cost of the fast export path vs wasmtime-py's generic call; cold vs warm load."""
@@ -86,9 +87,9 @@ def calls(
     image = image.resolve()
     if not image.is_file():
         raise typer.BadParameter(f"{image}: no such file", param_hint="--image")
-    from nic_model.null import NullVf
-    from runtime.sandbox import Sandbox, analyse
-    from runtime.shell import datapath
+    from npa.nic_model.null import NullVf
+    from npa.runtime.sandbox import Sandbox, analyse
+    from npa.runtime.shell import datapath
 
     data = image.read_bytes()
     with tempfile.TemporaryDirectory() as cache:
@@ -101,8 +102,8 @@ def calls(
     plugin = box.load(data)
     cfg = datapath.setup(box, plugin.manifest).cfg_addr
     if (status := plugin.npa_init(cfg)) != 0:
-        from shell_api import Status
-        raise NpaError(f"{image}: npa_init returned {Status.describe(status)}")
+        from npa.shell_api import Status
+        fail(f"{image}: npa_init returned {Status.describe(status)}", VERDICT)
     generic = plugin.instance.exports(box.store)["npa_poll"]
     store, fuel, ticks = box.store, plugin.npa_poll.fuel, plugin.npa_poll.ticks
 
@@ -133,9 +134,9 @@ def _mpps(model: str, image: bytes, packets: int, driver=None, emulated: bool = 
     """End-to-end Mpps of 64-byte frames, 2 VMs on `model`, both ways: (Mpps, the host).
     `driver`: another driver of the ABI instead of the plugin; `emulated`: the hypervisor's
     emulated vNIC instead; `budget`: frames per poll."""
-    from nic_model.sriov import SriovNic
-    from runtime.guest import size_schedule
-    from runtime.host import Host
+    from npa.nic_model.sriov import SriovNic
+    from npa.runtime.guest import size_schedule
+    from npa.runtime.host import Host
 
     host = Host(SriovNic(model, 2), image, 2, packets=packets, sizes=size_schedule(64), budget=budget)
     host.boot(driver)
@@ -145,27 +146,47 @@ def _mpps(model: str, image: bytes, packets: int, driver=None, emulated: bool = 
     host.run()
     dt = time.perf_counter() - t0
     if not host.clean():
-        raise NpaError(f"the benchmark run on {model} was not clean "
-                       f"({'plugin' if driver is None else 'python driver'})")
+        fail(f"the benchmark run on {model} was not clean "
+                       f"({'plugin' if driver is None else 'python driver'})", VERDICT)
     return host.total_frames() / dt / 1e6, host
 
 
-def _step_costs(model: str, image: bytes, packets: int = 20_000) -> tuple[float, float]:
+def _fit(p1: tuple[float, float], p2: tuple[float, float]) -> tuple[float | None, float | None]:
+    """The line through two (frames per step, seconds per step) points, as (fixed µs per step,
+    ns per frame). Either is None where the points cannot tell it: steps of too similar sizes
+    (the smaller not under half the larger), or a negative cost (the noise is larger than what is
+    measured). A cost per frame that cannot be told leaves no fixed cost either."""
+    (f1, s1), (f2, s2) = sorted((p1, p2))
+    if f2 <= 0 or f1 > f2 / 2:
+        return None, None
+    per_frame = (s2 - s1) / (f2 - f1)
+    if per_frame < 0:
+        return None, None
+    fixed = s1 - per_frame * f1
+    return (fixed * 1e6 if fixed >= 0 else None), per_frame * 1e9
+
+
+def _shown(value: float | None, unit: str) -> str:
+    """A fitted figure, or words where it could not be measured."""
+    return "not measurable at this size" if value is None else f"{value:.0f} {unit}"
+
+
+def _step_costs(model: str, image: bytes, packets: int = 20_000) -> tuple[float | None, float | None]:
     """A host step's fixed cost (µs) and its cost per frame (ns), from two runs whose poll
     budgets differ (32 and 512 frames), fitted as a line through (frames/step, seconds/step)."""
     points = []
     for budget in (32, 512):
         mpps, host = _mpps(model, image, packets, budget=budget)
         points.append((host.total_frames() / host.steps, host.total_frames() / mpps / 1e6 / host.steps))
-    (f1, s1), (f2, s2) = points
-    per_frame = (s2 - s1) / (f2 - f1)
-    return (s1 - per_frame * f1) * 1e6, per_frame * 1e9
+    return _fit(*points)
 
 
 def _copy_floor(frames: int, burst: int) -> float:
     """Mpps of the least any data path does per frame: one gather from a frame pool and one
     scatter into another, of 64-byte frames, in bursts of `burst` (numpy, same process)."""
-    from nic_model.frames import gather, scatter
+    import numpy as np
+
+    from npa.nic_model.frames import gather, scatter
 
     pool, slot = 2048, 2048
     src, dst = np.zeros(pool * slot, np.uint8), np.zeros(pool * slot, np.uint8)
@@ -197,9 +218,9 @@ def _timed(fn) -> float:
 def datapath(
     image: Optional[Path] = typer.Option(None, help="Plugin image (default: the bundled one for --nic)."),
     nic: str = typer.Option("ixgbevf", "--nic", help="NIC model: ixgbevf, vmxnet3 or mlx5."),
-    packets: int = typer.Option(200_000, min=1000, help="64-byte frames per direction."),
-    rss_vms: int = typer.Option(8, help="VMs in the peak-RSS measurement (0: skip it)."),
-    repeat: int = typer.Option(3, min=1, help="Runs of the baseline and of npa, interleaved; "
+    packets: int = typer.Option(200_000, min=1000, max=10**9, help="64-byte frames per direction."),
+    rss_vms: int = typer.Option(8, min=0, max=64, help="VMs in the peak-RSS measurement (0: skip it)."),
+    repeat: int = typer.Option(3, min=1, max=100, help="Runs of the baseline and of npa, interleaved; "
                                "the medians are reported (a shared machine's noise)."),
     as_json: Optional[str] = _json("npa.bench.datapath/1"),
     plot: Optional[Path] = _plot_option(),
@@ -221,7 +242,8 @@ def datapath(
     data = image.read_bytes()
     label = "pure-Python driver" if nic == "ixgbevf" else "emulated vNIC"
     bases, wasms = [], []
-    for _ in range(repeat):  # interleaved, so a slow spell of the machine hits both alike
+    for k in range(repeat):  # interleaved, so a slow spell of the machine hits both alike
+        progress(f"npa bench datapath: run {k + 1} of {repeat}")
         if nic == "ixgbevf":
             bases.append(_mpps(nic, data, packets, lambda vm: PyIxgbeVf(vm.box.host))[0])
         else:
@@ -238,7 +260,7 @@ def datapath(
               f"npa at {wasm / floor:.1%} of it")
     fixed_us, frame_ns = _step_costs(nic, data)
     t.add_row("cost of a host step (fit over poll budgets 32, 512)", "-",
-              f"{fixed_us:.0f} µs + {frame_ns:.0f} ns per frame", "")
+              f"{_shown(fixed_us, 'µs')} + {_shown(frame_ns, 'ns')} per frame", "")
     calls, frames = _per_poll(host)
     t.add_row("host calls per poll (interrupts incl.)", "-", f"{calls:.2f} ({frames:.0f} frames "
               "per poll)", "")
@@ -249,12 +271,12 @@ def datapath(
            "step_fixed_us": fixed_us, "step_per_frame_ns": frame_ns,
            "host_calls_per_poll": calls, "frames_per_poll": frames, "rss_vms": rss_vms, "rss_mib": None}
     if rss_vms:
-        cmd = [sys.executable, "-m", "cli.main", "run", "--vms", str(rss_vms), "--packets", "20000",
+        cmd = [sys.executable, "-m", "npa.cli.main", "run", "--vms", str(rss_vms), "--packets", "20000",
                "--size", "64", "--nic", nic, "-q", str(image)]
         proc = subprocess.run(cmd, capture_output=True, text=True,
                               cwd=Path(__file__).resolve().parent.parent)
         if proc.returncode:
-            raise NpaError(f"the {rss_vms}-VM run failed: {proc.stderr.strip().splitlines()[-1:]}")
+            fail(f"the {rss_vms}-VM run failed: {proc.stderr.strip().splitlines()[-1:]}", VERDICT)
         rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         t.add_row(f"peak RSS, {rss_vms} VMs (MiB)", "target < 400", f"{rss:.0f}",
                   f"{rss / 400:.2f} of target")
@@ -265,15 +287,15 @@ def datapath(
 
 @app.command()
 def nics(
-    packets: int = typer.Option(200_000, min=1000, help="64-byte frames per direction."),
+    packets: int = typer.Option(200_000, min=1000, max=10**9, help="64-byte frames per direction."),
     plugins: Path = typer.Option(DEFAULT_IMAGE.parent, "--plugins", help="Plugin repository."),
     as_json: Optional[str] = _json("npa.bench.nics/1"),
     plot: Optional[Path] = _plot_option(),
 ) -> None:
     """End-to-end Mpps of every NIC model, each with the plugin the repository holds for it:
     64-byte frames, 2 VMs, both ways, one core, the same run; ratios to the fastest."""
-    from nic_model.sriov import MODELS
-    from runtime.hypervisor import image_for
+    from npa.nic_model.sriov import MODELS
+    from npa.runtime.hypervisor import image_for
 
     check_dest(as_json)
     _check_plot(plot)
@@ -300,17 +322,17 @@ def nics(
 def switch(
     image: Optional[Path] = typer.Option(None, help="Plugin image (default: the bundled one for --nic)."),
     nic: str = typer.Option("ixgbevf", "--nic", help="NIC model: ixgbevf, vmxnet3 or mlx5."),
-    rounds: int = typer.Option(50, min=1, help="Revoke/offer round trips to time."),
-    packets: int = typer.Option(200_000, min=1000, help="64-byte frames per direction for Mpps."),
+    rounds: int = typer.Option(50, min=1, max=100_000, help="Revoke/offer round trips to time."),
+    packets: int = typer.Option(200_000, min=1000, max=10**9, help="64-byte frames per direction for Mpps."),
     as_json: Optional[str] = _json("npa.bench.switch/1"),
 ) -> None:
     """Switch-over time under load (VF revoke -> first frame on the emulated path, VF offer ->
     first frame through the plugin), and the emulated path's Mpps next to the plugin's."""
     import statistics
 
-    from nic_model.sriov import SriovNic
-    from runtime.guest import size_schedule
-    from runtime.host import Host
+    from npa.nic_model.sriov import SriovNic
+    from npa.runtime.guest import size_schedule
+    from npa.runtime.host import Host
 
     check_dest(as_json)
     image = _image(image, nic)
@@ -344,7 +366,7 @@ def switch(
     host.finish()
     if not host.conserved() or any(vm.sink.check[f].duplicates or vm.sink.check[f].reordered
                                    for vm in host.vms for f in vm.sink.check):
-        raise NpaError("the switch-over benchmark lost its frames' order or conservation")
+        fail("the switch-over benchmark lost its frames' order or conservation", VERDICT)
 
     def mpps(emulated: bool) -> float:
         h = Host(SriovNic(nic, 2), data, 2, packets=packets, sizes=size_schedule(64))
@@ -355,7 +377,7 @@ def switch(
         h.run()
         dt = time.perf_counter() - t0
         if not h.clean():
-            raise NpaError(f"the {'emulated' if emulated else 'plugin'} run was not clean")
+            fail(f"the {'emulated' if emulated else 'plugin'} run was not clean", VERDICT)
         return h.total_frames() / dt / 1e6
 
     plugin, emulated = mpps(False), mpps(True)
@@ -384,9 +406,10 @@ def switch(
 
 @app.command()
 def noisy(
-    vms: int = typer.Option(4, min=3, max=16, help="VMs; vm0 runs the greedy plugin."),
-    packets: int = typer.Option(100_000, min=1000, help="Frames per direction per pair."),
-    spin: int = typer.Option(1_500_000, min=1, help="Loop rounds the greedy plugin burns per poll "
+    vms: int = typer.Option(4, min=4, max=16, help="VMs, an even count: vm0 runs the greedy "
+                            "plugin and talks to vm1; the pairs after them are its neighbours."),
+    packets: int = typer.Option(100_000, min=1000, max=10**9, help="Frames per direction per pair."),
+    spin: int = typer.Option(1_500_000, min=1, max=10**9, help="Loop rounds the greedy plugin burns per poll "
                              "(about 11 instructions each)."),
     src: Path = typer.Option(bundled("plugins-src"), help="Where the "
                              "ixgbevf source lives (the greedy plugin is built from it)."),
@@ -395,11 +418,14 @@ def noisy(
 ) -> None:
     """One greedy plugin beside well-behaved VMs: their throughput with fair shares of the
     host, and without, against a run with no greedy VM, all in the same process."""
-    from runtime.hypervisor import Policy
-    from runtime.sandbox import analyse
+    from npa.runtime.hypervisor import Policy
+    from npa.runtime.sandbox import analyse
 
     from .noisy import greedy_image
 
+    if vms % 2:
+        fail(f"--vms {vms}: give an even count (an odd last VM would pair with the greedy vm0, "
+             "and the neighbours' figures would mix with its own)")
     check_dest(as_json)
     _check_plot(plot)
     good = (DEFAULT_IMAGE.parent / "ixgbevf.wasm").read_bytes()
@@ -423,9 +449,9 @@ def noisy(
 
 def _neighbours(good: bytes, vms: int, packets: int, image, policy) -> tuple[float, str]:
     """Mpps of the VMs other than vm0 and its peer vm1, and how vm0 ended (its last mode)."""
-    from nic_model.sriov import SriovNic
-    from runtime.guest import size_schedule
-    from runtime.host import Host
+    from npa.nic_model.sriov import SriovNic
+    from npa.runtime.guest import size_schedule
+    from npa.runtime.host import Host
 
     host = Host(SriovNic("ixgbevf", vms), good, vms, packets=packets, sizes=size_schedule(64),
                 policy=policy)
@@ -446,9 +472,9 @@ def _neighbours(good: bytes, vms: int, packets: int, image, policy) -> tuple[flo
 
 @app.command()
 def migrate(
-    runs: int = typer.Option(3, min=1, help="Migrations per NIC pair (each at another point of "
+    runs: int = typer.Option(3, min=1, max=100, help="Migrations per NIC pair (each at another point of "
                              "the traffic)."),
-    packets: int = typer.Option(300_000, min=20_000, help="imix frames per direction per run."),
+    packets: int = typer.Option(300_000, min=20_000, max=10**9, help="imix frames per direction per run."),
     plugins: Path = typer.Option(DEFAULT_IMAGE.parent, "--plugins", help="Plugin repository."),
     as_json: Optional[str] = _json("npa.bench.migrate/1"),
     plot: Optional[Path] = _plot_option(),
@@ -460,10 +486,10 @@ def migrate(
 
     import numpy as np
 
-    from nic_model.sriov import MODELS
-    from runtime.guest import size_schedule
-    from runtime.host import Fabric, Host
-    from runtime.hypervisor import image_for
+    from npa.nic_model.sriov import MODELS
+    from npa.runtime.guest import size_schedule
+    from npa.runtime.host import Fabric, Host
+    from npa.runtime.hypervisor import image_for
 
     check_dest(as_json)
     _check_plot(plot)
@@ -479,11 +505,11 @@ def migrate(
                 f.run(on_step=f.migrate_when("vm0", int(2 * packets * (0.05 + 0.2 * k / max(runs - 1, 1)))))
                 (r,) = f.report()
                 if r["outcome"] != "moved" or not f.clean():
-                    raise NpaError(f"{src} -> {dst}: run {k}: {r['outcome']}: {r['reason']}"
-                                   + ("" if f.clean() else "; the run was not clean"))
+                    fail(f"{src} -> {dst}: run {k}: {r['outcome']}: {r['reason']}"
+                                   + ("" if f.clean() else "; the run was not clean"), VERDICT)
                 if r["downtime_s"] is None:
-                    raise NpaError(f"{src} -> {dst}: run {k}: the traffic ended before vm0 resumed; "
-                                   "give more --packets")
+                    fail(f"{src} -> {dst}: run {k}: the traffic ended before vm0 resumed; "
+                                   "give more --packets", VERDICT)
                 stop = sum(x["pages"] for x in r["rounds"] if x.get("stop_and_copy"))
                 names = [p[0] for p in r["phases"]]
                 wall = r["wall"][names.index("forwarding")] - r["wall"][names.index("paused")]
@@ -501,13 +527,15 @@ def migrate(
                          "rounds_median": statistics.median(g["rounds"] for g in got),
                          "pause_wall_ms_median": statistics.median(g["pause_wall_ms"] for g in got),
                          "clean": True})
-            print(f"npa bench migrate: {src} -> {dst}: {runs} runs", file=sys.stderr, flush=True)
+            floor = rows[-1]["floor_median_us"]  # 0: no page was left for the stop-and-copy
+            rows[-1]["floor_x"] = rows[-1]["downtime_median_us"] / floor if floor > 0 else None
+            progress(f"npa bench migrate: {src} -> {dst}: {runs} runs done")
     t = Table("from", "to", "downtime median (µs)", "p99 (µs)", "x its floor", "rounds", "bytes",
               "pause wall (ms)", title=f"npa bench migrate: {runs} runs per pair, device time; "
               "floor = stop-and-copy pages at the stream's pace", title_justify="left")
     for r in rows:
         t.add_row(r["from"], r["to"], f"{r['downtime_median_us']:.0f}", f"{r['downtime_p99_us']:.0f}",
-                  f"{r['downtime_median_us'] / max(r['floor_median_us'], 1e-9):.2f}x",
+                  "no floor" if r["floor_x"] is None else f"{r['floor_x']:.2f}x",
                   f"{r['rounds_median']:.0f}", f"{r['bytes_median']:,.0f}", f"{r['pause_wall_ms_median']:.1f}")
     _emit(as_json, [t], {"schema": "npa.bench.migrate/1", "runs": runs, "packets": packets, "pairs": rows},
           plot, ("npa bench migrate: downtime median (device time)", [f"{r['from']}->{r['to']}" for r in rows],
@@ -517,9 +545,9 @@ def migrate(
 @app.command()
 def scale(
     vms: str = typer.Option("2,8,32,64", "--vms", help="VM counts, comma-separated."),
-    frames: int = typer.Option(200_000, min=10_000, help="64-byte frames in all, at every count."),
+    frames: int = typer.Option(200_000, min=10_000, max=10**9, help="64-byte frames in all, at every count."),
     image: Optional[Path] = typer.Option(None, help="Plugin image (default: the bundled ixgbevf)."),
-    repeat: int = typer.Option(1, min=1, help="Rounds over all counts; each count's median is "
+    repeat: int = typer.Option(1, min=1, max=100, help="Rounds over all counts; each count's median is "
                                "reported (rounds interleave counts, so a slow spell hits all)."),
     as_json: Optional[str] = _json("npa.bench.scale/1"),
     plot: Optional[Path] = _plot_option(),
@@ -542,11 +570,11 @@ def scale(
     runs: dict[int, list[dict]] = {n: [] for n in counts}
     for _ in range(repeat):
         for n in counts:
-            child = (f"from cli.bench import _scale_child; _scale_child({n}, {max(frames // n, 1)}, {str(image)!r})")
+            child = (f"from npa.cli.bench import _scale_child; _scale_child({n}, {max(frames // n, 1)}, {str(image)!r})")
             proc = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True,
                                   cwd=Path(__file__).resolve().parent.parent)
             if proc.returncode:
-                raise NpaError(f"the {n}-VM run failed: {proc.stderr.strip().splitlines()[-1:]}")
+                fail(f"the {n}-VM run failed: {proc.stderr.strip().splitlines()[-1:]}", VERDICT)
             runs[n].append(json.loads(proc.stdout))
             print(f"npa bench scale: {n} VMs: {runs[n][-1]['us_per_frame']:.2f} µs per frame", file=sys.stderr)
     rows = []
@@ -573,9 +601,9 @@ def _scale_child(vms: int, packets: int, image: str) -> None:
     import json
     import resource
 
-    from nic_model.sriov import SriovNic
-    from runtime.guest import size_schedule
-    from runtime.host import Host
+    from npa.nic_model.sriov import SriovNic
+    from npa.runtime.guest import size_schedule
+    from npa.runtime.host import Host
 
     host = Host(SriovNic("ixgbevf", vms), Path(image).read_bytes(), vms, packets=packets,
                 sizes=size_schedule(64))
@@ -600,10 +628,11 @@ LAYERS = (("guest: build frames", "gen", "next_burst"), ("shell: transmit", "she
 @app.command()
 def steps(
     nic: str = typer.Option("ixgbevf", "--nic", help="NIC model: ixgbevf, vmxnet3 or mlx5."),
-    packets: int = typer.Option(20_000, min=1000, help="Frames per direction per run."),
+    packets: int = typer.Option(20_000, min=1000, max=10**9, help="Frames per direction per run."),
     size: str = typer.Option("64", "--size", help="Frame size: bytes, imix or mixed."),
-    repeat: int = typer.Option(5, min=1, help="Runs per budget; each layer's median is kept."),
+    repeat: int = typer.Option(5, min=1, max=100, help="Runs per budget; each layer's median is kept."),
     as_json: Optional[str] = _json("npa.bench.steps/1"),
+    plot: Optional[Path] = _plot_option(),
 ) -> None:
     """Where a host step goes, layer by layer: each layer's time per step at poll budgets of 32
     and 512 frames (2 VMs, 64-byte frames unless --size, both ways; the median of --repeat
@@ -611,10 +640,13 @@ def steps(
     bursts pay."""
     from collections import defaultdict
 
-    from nic_model.sriov import SriovNic
-    from runtime.host import Host
+    import numpy as np
+
+    from npa.nic_model.sriov import SriovNic
+    from npa.runtime.host import Host
 
     check_dest(as_json)
+    _check_plot(plot)
     sizes = _sizes(size)
     data = _image(None, nic).read_bytes()
     runs = []
@@ -636,26 +668,28 @@ def steps(
         runs.append((float(np.median([f for f, _ in samples])),
                      {k: float(np.median([s[k] for _, s in samples])) for k in samples[0][1]}))
     (f1, a), (f2, b) = runs
-    t = Table("layer", "µs per step, budget 32", "µs per step, budget 512", "fixed µs per step",
-              "ns per frame", title=f"npa bench steps ({nic}, 2 VMs, {_size_label(size)}; {f1:.0f} and "
-              f"{f2:.0f} frames per step)", title_justify="left")
+    t = Table("layer", "µs/step at 32", "µs/step at 512", "fixed µs/step", "ns/frame",
+              title=f"npa bench steps ({nic}, 2 VMs, {_size_label(size)}; poll budgets 32 and 512: "
+              f"{f1:.0f} and {f2:.0f} frames per step)", title_justify="left")
     rows = []
     for label in [lab for lab, _, _ in LAYERS] + ["the rest (loop, hypervisor, uplink)"]:
-        per_frame = (b[label] - a[label]) / (f2 - f1)
-        fixed = a[label] - per_frame * f1
+        fixed_us, frame_ns = _fit((f1, a[label]), (f2, b[label]))
         rows.append({"layer": label, "us_per_step": [a[label] * 1e6, b[label] * 1e6],
-                     "fixed_us": fixed * 1e6, "ns_per_frame": per_frame * 1e9})
-        t.add_row(label, f"{a[label] * 1e6:.0f}", f"{b[label] * 1e6:.0f}", f"{fixed * 1e6:.0f}",
-                  f"{per_frame * 1e9:.0f}")
+                     "fixed_us": fixed_us, "ns_per_frame": frame_ns})
+        t.add_row(label, f"{a[label] * 1e6:.0f}", f"{b[label] * 1e6:.0f}",
+                  _shown(fixed_us, ""), _shown(frame_ns, ""))
+    fixed_all, frame_all = _fit((f1, sum(a.values())), (f2, sum(b.values())))
     t.add_row("all", f"{sum(a.values()) * 1e6:.0f}", f"{sum(b.values()) * 1e6:.0f}",
-              f"{sum(r['fixed_us'] for r in rows):.0f}", f"{sum(r['ns_per_frame'] for r in rows):.0f}")
+              _shown(fixed_all, ""), _shown(frame_all, ""))
     _emit(as_json, [t], {"schema": "npa.bench.steps/1", "nic": nic, "size": size, "frames_per_step": [f1, f2],
-                         "layers": rows})
+                         "layers": rows, "fixed_us": fixed_all, "ns_per_frame": frame_all}, plot,
+          (f"npa bench steps ({nic}, {_size_label(size)}): fixed cost per step",
+           [r["layer"] for r in rows], [r["fixed_us"] or 0 for r in rows], "µs per step (fit)", None))
 
 
 def _sizes(spec: str) -> np.ndarray:
     """The frame size schedule of a --size option, or a usage error."""
-    from runtime.guest import size_schedule
+    from npa.runtime.guest import size_schedule
 
     try:
         return size_schedule(spec)

@@ -4,14 +4,27 @@ from __future__ import annotations
 from pathlib import Path
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
-from runtime.conformance import LIMITS, CheckResult, SuiteResult, Target, run
+from npa.runtime.conformance import LIMITS, CheckResult, SuiteResult, Target, run
 
 from .jsonout import write as write_json
-from .run import err, out
+from .console import err, out, table
 
 STYLE = {"passed": "[green]pass[/]", "failed": "[red]FAIL[/]", "skipped": "[yellow]skip[/]"}
+
+
+def selection_error(select: str) -> str | None:
+    """Why a -k expression is not one pytest accepts (checked before the suite runs, so pytest's
+    own error lines never reach the user), or None."""
+    try:  # pytest's own parser (its module is private: if it moves, pytest itself says no)
+        from _pytest.mark.expression import Expression
+    except ImportError:
+        return None
+    try:
+        Expression.compile(select)
+    except Exception as e:  # ParseError before pytest 9, SyntaxError since
+        return f"not a -k expression: {e}"
+    return None
 
 
 def certify(image: Path, nic: str | None, junit: Path | None, json_out: str | None,
@@ -36,7 +49,7 @@ def certify(image: Path, nic: str | None, junit: Path | None, json_out: str | No
 
 
 def report(result: SuiteResult) -> None:
-    t = Table("check", "result", "reason", title=f"{result.image}: {result.plugin} on "
+    t = table("check", "result", "reason", title=f"{result.image}: {result.plugin} on "
               f"{result.nic or 'no NIC model'}", title_justify="left")
     for c in result.checks:
         t.add_row(c.check, STYLE.get(c.outcome, c.outcome), c.reason)

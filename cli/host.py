@@ -6,16 +6,15 @@ import sys
 import time
 
 from rich.live import Live
-from rich.table import Table
 
 from .jsonout import write as write_json
-from .run import out
+from .console import out, table
 
 
-def _table(host) -> Table:
-    t = Table("vm", "ip", "mac", "data path", "tx", "rx", "arp", "ping", "udp echo", "faults",
+def _table(host):
+    t = table("vm", "ip", "mac", "data path", "tx", "rx", "arp", "ping", "udp echo", "faults",
               title=f"npa host: {host.nic.model.MODEL}, {len(host.vms)} VMs, up "
-                    f"{time.monotonic() - host.started:.0f} s", title_justify="left")
+                    f"{time.monotonic() - host.started:.0f} s")
     for v in host.status()["vms"]:
         t.add_row(v["name"], v["ip"], v["mac"], v["data_path"], str(v["tx_frames"]),
                   str(v["rx_frames"]), str(v.get("arp_replies", 0)), str(v.get("echo_replies", 0)),
@@ -26,15 +25,20 @@ def _table(host) -> Table:
 def serve(host, control: str | None, live: bool, as_json: str | None = None) -> int:
     """Run until SIGINT or SIGTERM; then quiesce, print the summary (and write it as JSON),
     return the exit status."""
-    from runtime.host.control import ControlServer
+    from npa.runtime.host.control import ControlServer
 
     stopping = []
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopping.append(True))
-    server = ControlServer(control) if control else None
+    try:
+        server = ControlServer(control) if control else None
+    except OSError as e:
+        host.close()
+        print(f"npa: error: --control {e}", file=sys.stderr)
+        return 2
     try:
         host.boot()
-        print(f"npa host: {host.nic.model.MODEL}, uplink {host.nic.uplink.kind}, "
+        print(f"npa host: ready: {host.nic.model.MODEL}, uplink {host.nic.uplink.kind}, "
               + (", ".join(f"{vm.name} {vm.stack.address}" for vm in host.vms) or "no VMs yet")
               + (f"; control {control}" if control else ""), file=sys.stderr, flush=True)
         others = [server] if server else []

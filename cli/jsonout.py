@@ -3,10 +3,11 @@ write one document (or print it on stdout, instead of the tables)."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import typer
+
+from .errors import check_output, fail
 
 
 def option(schema: str, what: str, instead: str | None = "the table", lead: str = "Also write"):
@@ -16,19 +17,9 @@ def option(schema: str, what: str, instead: str | None = "the table", lead: str 
                         f"file; '-': to stdout{tail}.")
 
 
-def fail(message: str, code: int = 1) -> None:
-    print(f"npa: error: {message}", file=sys.stderr)
-    raise typer.Exit(code)
-
-
 def check_dest(dest: str | None) -> None:
     """Refuse a --json path that cannot be written before any work is done."""
-    if dest in (None, "-"):
-        return
-    p = Path(dest)
-    if p.is_dir() or not p.parent.is_dir():
-        fail(f"--json {dest}: " + ("a directory, not a file" if p.is_dir()
-                                   else f"no directory {p.parent}"), 2)
+    check_output(dest, "--json")
 
 
 def write(dest: str, data: dict) -> None:
@@ -40,4 +31,4 @@ def write(dest: str, data: dict) -> None:
     try:
         Path(dest).write_text(text + "\n")
     except OSError as e:
-        fail(f"--json {dest}: {e.strerror}", 2)
+        fail(f"--json {dest}: {e.strerror}")

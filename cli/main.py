@@ -1,4 +1,7 @@
-"""`npa`: build, inspect and benchmark NPA plugins."""
+"""`npa`: build, inspect, run, certify and benchmark NPA plugins.
+
+Only typer and the ABI's version are imported here: each command imports what it uses when it
+runs, so `npa --version` and `--help` answer at once."""
 from __future__ import annotations
 
 import json
@@ -7,28 +10,35 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.table import Table
 
-from runtime.hypervisor import image_for
-from runtime.sandbox import (ImageReport, LoadError, NpaError, PluginFault, RegionPlan, Sandbox, analyse,
-                             measures)
-from shell_api import ABI_MAJOR, ABI_MINOR, LIMIT, ManifestError
+from npa.shell_api.abi import ABI_MAJOR, ABI_MINOR
 
-from . import bench, toolchain
-from .jsonout import check_dest, fail
+from . import bench
+from .console import out
+from .errors import VERDICT, check_input, check_output, check_output_dir, check_socket_path, fail
+from .jsonout import check_dest
 from .jsonout import option as json_option
 from .jsonout import write as write_json
 from .resources import bundled
-from . import run as runner
 
 app = typer.Typer(
     help=f"NPA: sandboxed WebAssembly vNIC plugins (Shell API v{ABI_MAJOR}.{ABI_MINOR}).",
     no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]})
 app.add_typer(bench.app, name="bench")
-out = runner.out
+
+INTERRUPTED = 130  # 128 + SIGINT, as shells report a command Ctrl-C ended
+MAX_VMS = 64  # a PF has 1 to 64 VFs, one VM each
+MAX_PACKETS = 10**9
 
 
+def _model(nic: str, option: str = "--nic"):
+    """The NIC model named by an option, or a usage error listing the known ones."""
+    from npa.nic_model.sriov import MODELS
+
+    if nic not in MODELS:
+        fail(f"{option} {nic}: unknown NIC model (known: {', '.join(MODELS)})")
+    return MODELS[nic]
 
 
 def _int(text: str) -> int:
@@ -47,31 +57,41 @@ def build(
     plugins: list[str] = typer.Argument(None, help="Plugin directories or names under --src "
                                         "(default: every plugin in --src)."),
     src: Path = typer.Option(Path("plugins-src"), help="Where plugin sources live."),
-    out_dir: Path = typer.Option(Path("plugins-wasm"), "--out", help="Where images are written."),
+    out_dir: Path = typer.Option(Path("plugins-wasm"), "--out", help="Where images are written "
+                                 "(created if missing; its parent must exist)."),
 ) -> None:
     """Compile plugin sources (C + plugin.toml) to position-independent wasm images."""
+    from npa.runtime.sandbox import NpaError
+    from npa.shell_api import ManifestError
+
+    from . import toolchain
+
+    check_output_dir(out_dir, "--out")
     try:
         dirs = [toolchain.resolve(p, src) for p in plugins] if plugins else toolchain.plugin_dirs(src)
     except NpaError as e:
         fail(str(e))
     if not dirs:
         fail(f"no plugins under {src} (each is a directory with a {toolchain.MANIFEST_FILE})")
-    failed = 0
+    usage = verdict = 0
     for d in dirs:
         try:
             b = toolchain.build(d, out_dir)
-        except toolchain.BuildError as e:
+        except toolchain.BuildError as e:  # the compiler or the loader said no: a verdict
             if e.diagnostics:
                 print(e.diagnostics, file=sys.stderr)
             print(f"npa: error: {e}", file=sys.stderr)
-            failed += 1
-        except (ManifestError, NpaError) as e:
+            verdict += 1
+        except (ManifestError, NpaError) as e:  # plugin.toml is wrong: the input
             print(f"npa: error: {e}", file=sys.stderr)
-            failed += 1
+            usage += 1
+        except OSError as e:
+            print(f"npa: error: {e.filename or d}: {e.strerror}", file=sys.stderr)
+            usage += 1
         else:
             out.print(f"built {b.path} ({b.size} bytes, {b.manifest.name} {b.manifest.version})")
-    if failed:
-        raise typer.Exit(1)
+    if usage or verdict:
+        raise typer.Exit(2 if usage else VERDICT)
 
 
 @app.command()
@@ -80,25 +100,30 @@ def new(
     lang: str = typer.Option("c", "--lang", help="Source language: c or zig."),
     nic: str = typer.Option("ixgbevf", "--nic", help="NIC model the plugin drives (its PCI ids "
                             "go in the manifest)."),
-    src: Path = typer.Option(Path("plugins-src"), help="Where plugin sources live."),
+    src: Path = typer.Option(Path("plugins-src"), help="Where plugin sources live (created if "
+                             "missing; its parent must exist)."),
 ) -> None:
     """Scaffold plugins-src/NAME/: a manifest, a skeleton that builds and loads (each entry point
     returning NOT_IMPLEMENTED until filled in) and a README for the vendor."""
-    from nic_model.sriov import MODELS
+    from npa.runtime.sandbox import NpaError
 
     from .scaffold import scaffold
 
-    if nic not in MODELS:
-        fail(f"--nic {nic}: unknown NIC model (known: {', '.join(MODELS)})")
+    model = _model(nic)
+    check_output_dir(src, "--src")
     try:
-        d = scaffold(name, lang, MODELS[nic], src)
+        d = scaffold(name, lang, model, src)
     except NpaError as e:
         fail(str(e))
+    except OSError as e:
+        fail(f"--src {src}: {e.strerror}")
     out.print(f"created {d}/ ({', '.join(sorted(p.name for p in d.iterdir()))}); next: npa build {name}")
 
 
-def _trial(report: ImageReport, base: int | None) -> tuple[str | None, dict | None]:
+def _trial(report, base: int | None) -> tuple[str | None, dict | None]:
     """Instantiate at `base` in a fresh sandbox: (error line or None, placement)."""
+    from npa.runtime.sandbox import LoadError, PluginFault, RegionPlan, Sandbox
+
     try:
         plugin = Sandbox(RegionPlan()).load(report, base=base)
     except (LoadError, PluginFault) as e:
@@ -108,7 +133,10 @@ def _trial(report: ImageReport, base: int | None) -> tuple[str | None, dict | No
                   "stack": [p.stack_low, p.stack_top]}
 
 
-def _report_json(path: Path, rep: ImageReport, error: str | None, placement: dict | None) -> dict:
+def _report_json(path: Path, rep, error: str | None, placement: dict | None) -> dict:
+    from npa.runtime.sandbox import measures
+    from npa.shell_api import LIMIT
+
     m = rep.manifest
     return {
         "schema": "npa.inspect/1",
@@ -133,28 +161,34 @@ def inspect(
     base: Optional[str] = typer.Option(None, help="Trial base address (default: the default "
                                        "region plan's plugin base)."),
 ) -> None:
-    """Show an image's manifest, imports, exports and memory needs, and the loader's verdict."""
+    """Show an image's manifest, imports, exports and memory needs, and the loader's verdict
+    (exit 1 when the loader refuses the image)."""
+    from npa.runtime.sandbox import analyse
+
     check_dest(as_json)
-    try:
-        data = image.read_bytes()
-    except OSError as e:
-        fail(f"{image}: {e.strerror}")
+    trial_base = _int(base) if base else None
+    data = check_input(image).read_bytes()
     rep = analyse(data)
     error = str(rep.error) if rep.error else None
     placement = None
     if error is None:
-        error, placement = _trial(rep, _int(base) if base else None)
+        error, placement = _trial(rep, trial_base)
     if as_json:
         write_json(as_json, _report_json(image, rep, error, placement))
     if as_json != "-":
         _print_report(image, rep, placement)
     if error:
-        fail(f"{image}: {error}")
+        fail(f"{image}: {error}", VERDICT)
     if as_json != "-":
         out.print(f"[green]verdict: loadable[/] at base 0x{placement['memory_base']:x}")
 
 
-def _print_report(path: Path, rep: ImageReport, placement: dict | None) -> None:
+def _print_report(path: Path, rep, placement: dict | None) -> None:
+    from rich.table import Table
+
+    from npa.runtime.sandbox import measures
+    from npa.shell_api import LIMIT
+
     m = rep.manifest
     t = Table(title=f"{path} ({rep.size} bytes)", show_header=False, title_justify="left")
     if m:
@@ -194,9 +228,11 @@ BUNDLED = bundled("plugins-wasm")
 def run(
     image: Optional[Path] = typer.Argument(None, help="Plugin image (default: the one in "
                                            "--plugins whose manifest lists the VFs' PCI ids)."),
-    vms: int = typer.Option(2, "--vms", min=2, help="VMs, one VF each; traffic flows both ways "
-                            "between pairs (0<->1, 2<->3, ...; an odd last VM pairs with vm0)."),
-    packets: int = typer.Option(100_000, "--packets", min=1, help="Frames per direction."),
+    vms: int = typer.Option(2, "--vms", min=2, max=MAX_VMS, help="VMs, one VF each; traffic "
+                            "flows both ways between pairs (0<->1, 2<->3, ...; an odd last VM "
+                            "pairs with vm0)."),
+    packets: int = typer.Option(100_000, "--packets", min=1, max=MAX_PACKETS, help="Frames per "
+                                "direction."),
     size: str = typer.Option("imix", "--size", help="Frame size in bytes (60-1514, without "
                              "FCS), 'imix' (7:4:1 of 60/590/1514) or 'mixed' (60..1514)."),
     pcap: Optional[Path] = typer.Option(None, "--pcap", help="Capture frames to this file (pcapng "
@@ -209,7 +245,8 @@ def run(
                             "vmxnet3 (VMware, completion rings) or mlx5 (Mellanox, owner-bit CQs)."),
     plugins: Path = typer.Option(BUNDLED, "--plugins", help="Plugin repository the hypervisor "
                                  "picks the image from."),
-    vfs: int = typer.Option(0, "--vfs", min=0, help="VFs on the NIC (default: max(4, VMs))."),
+    vfs: int = typer.Option(0, "--vfs", min=0, max=MAX_VMS, help="VFs on the NIC (default: "
+                            "max(4, VMs))."),
     switch: Optional[str] = typer.Option(None, "--switch", help="Embedded switch mode: veb "
                                          "(VM to VM inside the NIC) or vepa (through the uplink)."),
     uplink: Optional[str] = typer.Option(None, "--uplink", help="What is behind the uplink: null "
@@ -221,7 +258,7 @@ def run(
     migrate_to: Optional[str] = typer.Option(None, "--migrate-to", help="A second host with this "
                                              "NIC model on the uplink's cable: vm0 live-migrates "
                                              "there mid-run (its plugin from --plugins)."),
-    migrate_at: int = typer.Option(0, "--migrate-at", min=0, help="Start the migration once this "
+    migrate_at: int = typer.Option(0, "--migrate-at", min=0, max=MAX_PACKETS * MAX_VMS, help="Start the migration once this "
                                    "many frames were received (default: a quarter of them)."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Draw per-VM throughput over device "
                                         "time, with mode changes, faults and migration phases "
@@ -231,23 +268,23 @@ def run(
     nothing was lost, duplicated, reordered or corrupted and every frame is back with its shell.
     VMs boot on the emulated path and switch to the plugin when the hypervisor offers the VF.
     With --migrate-to, vm0 moves mid-run to a host with another NIC (deterministic, in process)."""
-    from nic_model.sriov import MODELS
-    from runtime.guest import size_schedule
-    from runtime.hypervisor import Policy
+    from npa.runtime.guest import size_schedule
+    from npa.runtime.hypervisor import Policy, image_for
+    from npa.runtime.sandbox import LoadError, NpaError, PluginFault
 
-    if nic not in MODELS:
-        fail(f"--nic {nic}: unknown NIC model (known: {', '.join(MODELS)})")
-    check_dest(as_json)
+    from . import run as runner
+
+    model = _model(nic)
     try:
         sizes = size_schedule(size)
     except ValueError as e:
         fail(f"--size: {e}")
     ports = tuple(pcap_port) or (("all",) if switch == "veb" else ("uplink",))
     if pcap_port and pcap is None:
-        fail("--pcap-port needs --pcap FILE", 2)
+        fail("--pcap-port needs --pcap FILE")
     known = ["uplink", "pf", "all", *(f"vf{i}" for i in range(vfs or max(4, vms)))]
     if bad := [p for p in ports if p not in known]:
-        fail(f"--pcap-port {bad[0]}: use uplink, pf, vf0..vf{len(known) - 4} or all", 2)
+        fail(f"--pcap-port {bad[0]}: use uplink, pf, vf0..vf{len(known) - 4} or all")
     switch = switch or ("vepa" if pcap and not pcap_port else "veb")
     uplink = uplink or ("loopback" if switch == "vepa" else "null")
     if switch not in ("veb", "vepa"):
@@ -255,37 +292,39 @@ def run(
     if uplink not in ("null", "loopback"):
         fail(f"--uplink {uplink}: use null or loopback")
     if migrate_to is not None:
-        if migrate_to not in MODELS:
-            fail(f"--migrate-to {migrate_to}: unknown NIC model (known: {', '.join(MODELS)})", 2)
+        _model(migrate_to, "--migrate-to")
         if switch == "vepa" or uplink != "null":
-            fail("--migrate-to cables the uplink to the second host: no --switch vepa or --uplink", 2)
-    if plot is not None and (plot.is_dir() or not plot.parent.is_dir()):
-        fail(f"--plot {plot}: " + ("a directory, not a file" if plot.is_dir() else
-                                    f"no directory {plot.parent}"), 2)
+            fail("--migrate-to cables the uplink to the second host: no --switch vepa or --uplink")
     vfs = vfs or max(4, vms)
     if vms > vfs:
         fail(f"--vms {vms} needs as many VFs; the NIC has {vfs} (--vfs)")
+    check_dest(as_json)
+    check_output(plot, "--plot")
+    check_output(pcap, "--pcap")
+    if image is not None:
+        check_input(image)
+    elif not plugins.is_dir():
+        fail(f"--plugins {plugins}: no such directory")
     try:
-        path = image or image_for(plugins, MODELS[nic])
+        path = image or image_for(plugins, model)
+        data = path.read_bytes()
     except NpaError as e:
         fail(str(e))
-    try:
-        data = path.read_bytes()
     except OSError as e:
-        fail(f"{path}: {e.strerror}")
+        fail(f"{e.filename}: {e.strerror}")
     try:
-        rules = Policy.load(policy) if policy else None
+        rules = Policy.load(check_input(policy, "--policy")) if policy else None
         if rules is not None:
             rules.check_vms(vms)
     except NpaError as e:
-        fail(str(e), 2)
+        fail(str(e))
     other = b""
     if migrate_to is not None:
         try:
-            other = image_for(plugins, MODELS[migrate_to]).read_bytes()
+            other = image_for(plugins, _model(migrate_to, "--migrate-to")).read_bytes()
         except (NpaError, OSError) as e:
             fail(f"--migrate-to {migrate_to}: {e}")
-    from runtime.host.timeline import Timeline, marks
+    from npa.runtime.host.timeline import Timeline, marks
     timeline = Timeline() if plot else None
     try:
         host, seconds = runner.run(data, vms=vms, vfs=vfs, packets=packets, sizes=sizes, model=nic,
@@ -293,7 +332,7 @@ def run(
                                    migrate_to=migrate_to, migrate_at=migrate_at or vms * packets // 4,
                                    other_image=other, plugins=plugins, timeline=timeline)
     except (LoadError, PluginFault) as e:
-        fail(f"{path}: {e}")
+        fail(f"{path}: {e}", VERDICT)
     except OSError as e:
         fail(f"{e.filename}: {e.strerror}")
     if plot is not None:
@@ -316,51 +355,83 @@ def run(
     raise typer.Exit(code)
 
 
+def _listen_address(text: str) -> str:
+    """--listen HOST:PORT, an IPv4 address and a port 0-65535, checked before the host boots."""
+    import ipaddress
+
+    host, sep, port = text.rpartition(":")
+    try:
+        ipaddress.IPv4Address(host)
+        ok = sep == ":" and port.isdigit() and int(port) <= 65535
+    except ValueError:
+        ok = False
+    if not ok:
+        fail(f"--listen {text}: use IPV4:PORT (port 0: any free port)")
+    return text
+
+
 @app.command()
 def host(
     nic: str = typer.Option("ixgbevf", "--nic", help="NIC model: ixgbevf, vmxnet3 or mlx5."),
     uplink: str = typer.Option(..., "--uplink", help="tap:NAME (a Linux TAP device, created if "
-                               "absent; root) or udp:BIND=PEER (datagrams to a peer host)."),
-    vms: int = typer.Option(1, "--vms", min=0, max=64, help="VMs to boot (0: a host waiting for "
-                            "VMs)."),
+                               "absent and set up; root) or udp:BIND=PEER (datagrams to a peer "
+                               "host)."),
+    vms: int = typer.Option(1, "--vms", min=0, max=MAX_VMS, help="VMs to boot (0: a host "
+                            "waiting for VMs)."),
     ip: str = typer.Option("10.0.0.2/24", "--ip", help="vm0's address ADDR/PREFIX; vm1 gets the "
                            "next one, and so on."),
     policy: Optional[Path] = typer.Option(None, "--policy", help="Policy file (TOML)."),
     plugins: Path = typer.Option(BUNDLED, "--plugins", help="Plugin repository."),
     control: Optional[str] = typer.Option(None, "--control", help="Unix socket path for "
-                                          "management requests (status, ping, and those of "
-                                          "`npa migrate`)."),
-    vfs: int = typer.Option(0, "--vfs", min=0, help="VFs on the NIC (default: max(4, VMs))."),
-    listen: str = typer.Option("127.0.0.1:0", "--listen", help="HOST:PORT where this host accepts "
-                               "incoming migration streams (port 0: any free port)."),
+                                          "management requests (`npa stat`, `npa migrate`)."),
+    vfs: int = typer.Option(0, "--vfs", min=0, max=MAX_VMS, help="VFs on the NIC (default: "
+                            "max(4, VMs))."),
+    listen: str = typer.Option("127.0.0.1:0", "--listen", help="IPV4:PORT where this host "
+                               "accepts incoming migration streams (port 0: any free port)."),
+    pcap: Optional[Path] = typer.Option(None, "--pcap", help="Capture every switch port's "
+                                        "frames to this file, stamped with wall-clock time "
+                                        "(pcapng when it ends in .pcapng: one interface per "
+                                        "port)."),
     as_json: Optional[str] = json_option("npa.host/1", "the summary", lead="At exit, also write"),
 ) -> None:
     """A host process on a real network: boots the NIC and its VMs (emulated, then each on its
     plugin), answers ARP, ping and UDP echo (port 7) at the VMs' addresses, sleeps when idle,
     and on SIGINT or SIGTERM quiesces every plugin, prints a summary and exits (0: no fault).
-    With --control, `npa migrate` can move its VMs to another host and to it."""
+    Once up it prints a `ready` line on stderr (`npa stat --wait` waits for it). With
+    --control, `npa stat` and `npa migrate` reach it."""
     import ipaddress
 
-    from nic_model.sriov import MODELS, SriovNic
-    from runtime.host import RealtimeHost
-    from runtime.hypervisor import Policy
+    from npa.nic_model.sriov import SriovNic
+    from npa.runtime.host import RealtimeHost
+    from npa.runtime.hypervisor import Policy, image_for
+    from npa.runtime.sandbox import NpaError, analyse
 
     from .host import serve
 
-    if nic not in MODELS:
-        fail(f"--nic {nic}: unknown NIC model (known: {', '.join(MODELS)})")
-    check_dest(as_json)
+    model = _model(nic)
     try:
         ipaddress.IPv4Interface(ip)
     except ValueError:
         fail(f"--ip {ip}: not an IPv4 ADDR/PREFIX")
+    vfs = vfs or max(4, vms)
+    if vms > vfs:
+        fail(f"--vms {vms} needs as many VFs; the NIC has {vfs} (--vfs)")
+    _listen_address(listen)
+    check_socket_path(control, "--control")
+    check_dest(as_json)
+    check_output(pcap, "--pcap")
+    if not plugins.is_dir():
+        fail(f"--plugins {plugins}: no such directory")
     try:
-        path = image_for(plugins, MODELS[nic])
-        rules = Policy.load(policy) if policy else None
+        path = image_for(plugins, model)
+        rules = Policy.load(check_input(policy, "--policy")) if policy else None
         if rules is not None:
             rules.check_vms(vms)
         report = analyse(path.read_bytes())
-        box = SriovNic(nic, vfs or max(4, vms), uplink=uplink)
+        capture = {} if pcap is None else {
+            "pcap": pcap, "pcap_ports": ("all",), "pcap_clock": "wall",
+            "pcap_format": "pcapng" if pcap.suffix == ".pcapng" else "pcap"}
+        box = SriovNic(nic, vfs, uplink=uplink, **capture)
         rt = RealtimeHost(box, report, vms, ip, policy=rules, repository=plugins)
         rt.migration_address = listen
     except (NpaError, ValueError, OSError) as e:
@@ -373,7 +444,7 @@ def migrate(
     vm: str = typer.Argument(..., help="The VM to move, by its name on the source (vm0, ...)."),
     source: str = typer.Option(..., "--from", help="Control socket of the source `npa host`."),
     dest: str = typer.Option(..., "--to", help="Control socket of the destination `npa host`."),
-    timeout: float = typer.Option(30.0, "--timeout", min=1.0, help="Give up following the "
+    timeout: float = typer.Option(30.0, "--timeout", min=1.0, max=3600.0, help="Give up following the "
                                   "migration after this many seconds."),
     as_json: Optional[str] = json_option("npa.migrate/1", "the report"),
 ) -> None:
@@ -397,7 +468,40 @@ def migrate(
         if as_json:
             write_json(as_json, doc)
     if doc["outcome"] != "moved":
-        fail(doc["reason"], 1)
+        fail(doc["reason"], VERDICT)
+
+
+@app.command()
+def stat(
+    control: str = typer.Option(..., "--control", help="Control socket of the running `npa host`."),
+    as_json: Optional[str] = json_option("npa.stat/1", "the host's state", "the tables"),
+    watch: Optional[float] = typer.Option(None, "--watch", min=0.1, max=3600.0, help="Refresh "
+                                          "the tables every this many seconds until Ctrl-C."),
+    wait: float = typer.Option(0.0, "--wait", min=0.0, max=600.0, help="Wait up to this many "
+                               "seconds for the host to answer (it answers once its NIC and VMs "
+                               "are up): a script's way to wait until `npa host` is ready."),
+) -> None:
+    """A running host's VMs (data path, IP, MAC, VF), each VF's and switch port's counters, drops
+    by reason, faults, data-path mode changes with their reasons, and migrations: what `ip -s
+    link` and `ethtool -S` show for a real NIC. Exit 2 when the host does not answer."""
+    from npa.runtime.host.control import ControlError
+
+    from . import stat as status
+
+    if watch is not None and as_json is not None:
+        fail("--watch draws tables; --json writes one document: give one of them")
+    check_dest(as_json)
+    try:
+        if watch is not None:
+            status.watch(control, watch, wait)
+            return
+        doc = status.fetch(control, wait)
+        if as_json:
+            write_json(as_json, doc)
+        if as_json != "-":
+            out.print(status.render(doc))
+    except ControlError as e:
+        fail(str(e))
 
 
 policy_app = typer.Typer(help="The hypervisor's policy file.", no_args_is_help=True)
@@ -407,23 +511,26 @@ app.add_typer(policy_app, name="policy")
 @policy_app.command("check")
 def policy_check(
     file: Path = typer.Argument(..., help="Policy file (TOML)."),
-    vms: int = typer.Option(0, "--vms", min=0, help="Also show the rules of vm0..vmN-1 not "
-                            "listed in the file (they get the defaults)."),
+    vms: int = typer.Option(0, "--vms", min=0, max=MAX_VMS, help="Also show the rules of "
+                            "vm0..vmN-1 not listed in the file (they get the defaults)."),
     as_json: Optional[str] = json_option("npa.policy/1", "the resolved rules", None, "Write"),
 ) -> None:
     """Validate a policy file and print it resolved, VM by VM (defaults applied)."""
-    from runtime.hypervisor import Policy
+    from npa.runtime.hypervisor import Policy
+    from npa.runtime.sandbox import NpaError
+
+    from .console import table
 
     check_dest(as_json)
     try:
-        pol = Policy.load(file)
+        pol = Policy.load(check_input(file))
         if vms:
             pol.check_vms(vms)
     except NpaError as e:
-        fail(str(e), 2)
+        fail(str(e))
     names = list(pol.rules) + [f"vm{i}" for i in range(vms) if f"vm{i}" not in pol.rules]
-    t = Table("vm", "mac", "trust", "spoofchk", "port vlan", "guest vlans", "max mtu",
-              "multicast", "state", title=f"{file}: valid", title_justify="left")
+    t = table("vm", "MAC", "trust", "spoof check", "port VLAN", "guest VLANs", "max MTU",
+              "multicast", "state", title=f"{file}: valid")
     for name in names:
         r = pol.for_vm(name)
         t.add_row(name, ", ".join(r.macs) or "(assigned)", "on" if r.trust else "off",
@@ -451,13 +558,15 @@ def conformance(
     """Certify a plugin against the Shell API: static, lifecycle, data path, frame ownership,
     interrupt, fault and budget checks on the NIC model its manifest names. Exit 0 only when
     no check fails."""
-    from runtime.conformance import MODELS
-
     from . import conformance as suite
 
-    if nic is not None and nic not in MODELS:
-        fail(f"--nic {nic}: unknown NIC model (known: {', '.join(MODELS)})")
+    if nic is not None:
+        _model(nic)
+    check_input(image)
     check_dest(json_out)
+    check_output(junit, "--junit")
+    if select is not None and (error := suite.selection_error(select)):
+        fail(f"-k {select!r}: {error}")
     try:
         result = suite.certify(image, nic, junit, json_out, select, quiet)
     except OSError as e:
@@ -497,10 +606,11 @@ def _root(_version_: bool = typer.Option(False, "--version", callback=_version, 
     logger.setLevel(logging.INFO if verbose and log_level == "warning" else levels[log_level])
     handlers = [logging.StreamHandler(sys.stderr)]
     if log_file is not None:
+        check_output(log_file, "--log")
         try:
             handlers.append(logging.FileHandler(log_file))
         except OSError as e:
-            fail(f"--log {log_file}: {e.strerror}", 2)
+            fail(f"--log {log_file}: {e.strerror}")
     for h in handlers:
         h.setFormatter(logging.Formatter("%(message)s"))
         logger.addHandler(h)
@@ -508,8 +618,8 @@ def _root(_version_: bool = typer.Option(False, "--version", callback=_version, 
 
 def main() -> None:
     """Exit status as grep and diff use it: 0 success, 1 a negative verdict (loss, not
-    conformant, a fault, a refused image), 2 the input or the usage was wrong. Every error is one
-    `npa: error:` line; the usage box only for --help."""
+    conformant, a fault, a refused image), 2 the input or the usage was wrong, 130 interrupted.
+    Every error is one `npa: error:` line; the usage box only for --help."""
     try:  # typer vendors its click; older typers use click itself
         from typer._click import exceptions as cx
     except ImportError:
@@ -517,6 +627,8 @@ def main() -> None:
 
     try:
         code = app(standalone_mode=False, prog_name="npa")
+        if code == INTERRUPTED:  # typer turns Ctrl-C inside a command into Exit(130), silently
+            print("npa: error: interrupted", file=sys.stderr)
     except typer.Exit as e:
         code = e.exit_code
     except cx.NoArgsIsHelpError:
@@ -525,13 +637,37 @@ def main() -> None:
         where = f" ({e.ctx.command_path})" if e.ctx is not None else ""
         print(f"npa: error: {e.format_message()}{where}", file=sys.stderr)
         code = 2
-    except typer.Abort:
+    except (typer.Abort, KeyboardInterrupt):
         print("npa: error: interrupted", file=sys.stderr)
-        code = 130
-    except NpaError as e:  # a last net: every user-facing error is one line
-        print(f"npa: error: {e}", file=sys.stderr)
-        code = 1
+        code = INTERRUPTED
+    except BrokenPipeError:  # `npa ... | head`: the reader is gone, nothing left to say
+        sys.stderr.close()
+        code = 141
+    except Exception as e:  # a last net: every error a user sees is one line
+        code = _last_net(e)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _last_net(e: Exception) -> int:
+    """One line for an error no command caught: the runtime's own errors and the system's as
+    they are, anything else as an internal error (NPA_TRACEBACK=1 shows where)."""
+    import os
+    import traceback
+
+    from npa.runtime.sandbox import NpaError
+
+    if os.environ.get("NPA_TRACEBACK"):
+        traceback.print_exc()
+    if isinstance(e, NpaError):
+        print(f"npa: error: {e}", file=sys.stderr)
+        return 1
+    if isinstance(e, OSError):
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"npa: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 2
+    print(f"npa: error: internal error: {type(e).__name__}: {e} (NPA_TRACEBACK=1 shows where; "
+          "please report it)", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

@@ -5,11 +5,9 @@ from __future__ import annotations
 import sys
 import time
 
-from rich.table import Table
+from npa.runtime.host.control import ControlError, ask
 
-from runtime.host.control import ControlError, ask
-
-from .run import out
+from .console import out, table
 
 POLL_S = 0.02  # how often the source's status is read while the migration runs
 FIRST_FRAME_WAIT_S = 3.0  # how long to wait for the destination's first frame, for the downtime
@@ -130,7 +128,7 @@ def _document(out_: dict, into: dict | None) -> dict:
 
 
 def print_report(doc: dict) -> None:
-    t = Table("round", "pages", "zero pages", "bytes", "seconds", title=f"{doc['vm']}: {doc['outcome']}",
+    t = table("round", "pages", "zero pages", "bytes", "seconds", title=f"{doc['vm']}: {doc['outcome']}",
               title_justify="left")
     for r in doc["rounds"]:
         t.add_row(("stop-and-copy " if r.get("stop_and_copy") else "") + str(r["round"]), str(r["pages"]),

@@ -7,9 +7,9 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from runtime.sandbox import NpaError
-from runtime.sandbox.wasm import with_custom_section
-from shell_api import MANIFEST_SECTION, PluginToml
+from npa.runtime.sandbox import NpaError
+from npa.runtime.sandbox.wasm import with_custom_section
+from npa.shell_api import MANIFEST_SECTION, PluginToml
 
 from . import toolchain
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import struct
 
-from nic_model import ixgbe as hw
-from runtime.sandbox import ShellImports
-from shell_api import INIT_CFG, Status
+from npa.nic_model import ixgbe as hw
+from npa.runtime.sandbox import ShellImports
+from npa.shell_api import INIT_CFG, Status
 
 HW_MAX = 512
 _SHELL = struct.Struct("<QIHH")

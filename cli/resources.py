@@ -1,13 +1,12 @@
-"""Where the bundled plugin images and sources are: the checkout's top-level folders when npa
-runs from one, else the copies `pip install` put inside the package (setup.py's build step)."""
+"""Where the bundled plugin images and sources are: `plugins-wasm/` and `plugins-src/` beside the
+package's parts, the checkout's top-level folders in a checkout and package data once installed."""
 from __future__ import annotations
 
 from pathlib import Path
 
-_HERE = Path(__file__).resolve().parent
+PACKAGE = Path(__file__).resolve().parent.parent
 
 
 def bundled(name: str) -> Path:
     """`plugins-wasm` or `plugins-src`, wherever this npa has them."""
-    checkout = _HERE.parent / name
-    return checkout if checkout.is_dir() else _HERE / "bundled" / name
+    return PACKAGE / name

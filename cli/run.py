@@ -5,7 +5,6 @@ import sys
 import time
 from pathlib import Path
 
-from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -13,18 +12,15 @@ from rich.progress import (
     TextColumn,
     TimeRemainingColumn,
 )
-from rich.table import Table
 
-from nic_model.sriov import SriovNic
-from runtime.host import Host
-from runtime.host.fabric import Fabric
-from runtime.host.timeline import Timeline
-from runtime.hypervisor import Policy, format_mac
+from npa.nic_model.sriov import SriovNic
+from npa.runtime.host import Host
+from npa.runtime.host.fabric import Fabric
+from npa.runtime.host.timeline import Timeline
+from npa.runtime.hypervisor import Policy, format_mac
 
-out = Console(highlight=False)
-if not out.is_terminal:
-    out = Console(highlight=False, width=140)  # a report in a pipe or a file keeps its columns
-err = Console(stderr=True, highlight=False)
+from .console import err, out, table
+
 
 
 def run(image: bytes, *, vms: int, vfs: int, packets: int, sizes, model: str, pcap: Path | None,
@@ -78,8 +74,9 @@ def hosts_of(target) -> tuple[Host, ...]:
 def report(target, seconds: float, modes: bool = False) -> list[str]:
     """Print the tables; return the problems found (none: a clean run). `modes`: list every
     VM's data-path mode changes, not only those after boot. `target`: a host or a fabric."""
-    vt = Table("vm", "nic", "mac", "data path", "sent", "received", "lost", "dup", "reordered",
-               "corrupt", "refused", "faults", title="VMs", title_justify="left")
+    vt = table("vm", "NIC", "MAC", "data path", "faults", title="VMs")
+    tt = table("vm", "sent", "received", "lost", "duplicated", "reordered", "corrupted",
+               "refused", title="traffic (frames; refused: ring entries the shell refused)")
     problems = []
     for host, vm in ((h, vm) for h in hosts_of(target) for vm in h.vms):
         checks = vm.sink.check.values()
@@ -87,11 +84,10 @@ def report(target, seconds: float, modes: bool = False) -> list[str]:
         faults = [e for e in vm.shell.events if e.kind == "fault"]
         attach = next((e.reason for e in reversed(vm.shell.events) if e.kind == "attach"), "-")
         sent = sum(f.sent for f in vm.gen.flows)
-        vt.add_row(vm.name, host.nic.model.MODEL, format_mac(vm.mac), attach, str(sent),
-                   str(sum(c.received for c in checks)),
-                   str(lost), str(sum(c.duplicates for c in checks)),
-                   str(sum(c.reordered for c in checks)), str(sum(c.corrupted for c in checks)),
-                   str(sum(vm.shell.refused.values())), str(len(faults)))
+        vt.add_row(vm.name, host.nic.model.MODEL, format_mac(vm.mac), attach, str(len(faults)))
+        tt.add_row(vm.name, str(sent), str(sum(c.received for c in checks)), str(lost),
+                   str(sum(c.duplicates for c in checks)), str(sum(c.reordered for c in checks)),
+                   str(sum(c.corrupted for c in checks)), str(sum(vm.shell.refused.values())))
         for e in faults:
             problems.append(f"{vm.name}: plugin fault at {e.time_us} µs: {e.reason}")
         for why, n in vm.shell.refused.items():
@@ -109,6 +105,7 @@ def report(target, seconds: float, modes: bool = False) -> list[str]:
         if f.sent < f.count:
             problems.append(f"flow {f.id}: the guest could send only {f.sent} of {f.count} frames")
     out.print(vt)
+    out.print(tt)
     for host in hosts_of(target):
         _modes(host, modes)
         _nic_tables(host, len(hosts_of(target)) > 1)
@@ -124,23 +121,25 @@ def report(target, seconds: float, modes: bool = False) -> list[str]:
 def _nic_tables(host: Host, named: bool) -> None:
     """The VF and switch-port counters of one host's NIC."""
     nic = f"{host.nic.model.MODEL} " if named else ""
-    ft = Table("vf", "pci", "tx frames", "rx frames", "tx bytes", "rx bytes", "tx errors",
-               "rx oversize", "spoofed", "vlan", "oversize", "storm", "dma faults", "resets",
-               title=f"{nic}VFs (drops: the switch enforcing the PF's policy)", title_justify="left")
+    ft = table("vf", "PCI id", "tx frames", "rx frames", "tx bytes", "rx bytes", "tx errors",
+               "rx too big", "DMA faults", "resets",
+               title=f"{nic}VFs (rx too big: a frame larger than the posted buffer)")
     for vf in host.nic.vfs:
-        s, p = vf.stats, vf.port.stats
+        s = vf.stats
         ft.add_row(vf.name, vf.pci_id, *(str(v) for v in (
             s.tx_frames, s.rx_frames, s.tx_bytes, s.rx_bytes, s.tx_errors, s.rx_oversize,
-            p.spoofed, p.vlan, p.oversize, p.storm, s.dma_faults, s.resets)))
+            s.dma_faults, s.resets)))
     out.print(ft)
 
     sw = host.nic.switch
-    pt = Table("port", "kind", "rx frames", "rx bytes", "tx frames", "tx bytes", "drops",
-               title=f"{nic}switch ports ({sw.mode})", title_justify="left")
+    pt = table("port", "rx frames", "rx bytes", "tx frames", "tx bytes", "spoofed", "VLAN",
+               "over MTU", "storm", "drops",
+               title=f"{nic}switch ports ({sw.mode}; drops by the PF's policy: spoofed source, "
+                     "VLAN, over the port's MTU, storm control)")
     for p in sw.ports:
         s = p.stats
-        pt.add_row(p.name, p.kind, *(str(v) for v in (s.rx_frames, s.rx_bytes, s.tx_frames,
-                                                       s.tx_bytes, s.drops)))
+        pt.add_row(p.name, *(str(v) for v in (s.rx_frames, s.rx_bytes, s.tx_frames, s.tx_bytes,
+                                              s.spoofed, s.vlan, s.oversize, s.storm, s.drops)))
     out.print(pt)
 
 
@@ -149,9 +148,8 @@ def _migrations(target) -> list[str]:
     moves = getattr(target, "moves", [])
     if not moves:
         return []
-    t = Table("vm", "from", "to", "outcome", "rounds", "pre-copy bytes", "stop-and-copy bytes",
-              "paused (µs)", "downtime (µs)", "forwarded", title="migrations (device time)",
-              title_justify="left")
+    t = table("vm", "from", "to", "outcome", "rounds", "pre-copy B", "stop-copy B", "paused µs",
+              "downtime µs", "forwarded", title="migrations (device time; B: bytes)")
     problems = []
     for r in target.report():
         rounds = r.get("rounds", [])
@@ -175,7 +173,7 @@ def _modes(host: Host, every: bool) -> None:
     """Each VM's data-path mode changes with their reasons (after boot, or all of them)."""
     if not host.managed:
         return
-    t = Table("vm", "time (µs)", "mode", "reason", title="data-path mode changes", title_justify="left")
+    t = table("vm", "time (µs)", "mode", "reason", title="data-path mode changes")
     rows = 0
     for vm in host.vms:
         changes = host.hv.modes(vm)

@@ -11,12 +11,12 @@ import shutil
 import sys
 from pathlib import Path
 
-import shell_api
+from npa import shell_api
 
-from nic_model.vf import pci_id
-from runtime.sandbox import NpaError
-from shell_api import ABI_MAJOR, ABI_MINOR
-from shell_api.manifest import NAME_PATTERN
+from npa.nic_model.vf import pci_id
+from npa.runtime.sandbox import NpaError
+from npa.shell_api import ABI_MAJOR, ABI_MINOR
+from npa.shell_api.manifest import NAME_PATTERN
 
 from .resources import bundled
 
@@ -33,7 +33,7 @@ features = []
 C_SOURCE = """\
 /* {name}: an NPA Shell API v1 plugin for the {model} model ({doc}).
  *
- * Registers and descriptor formats: `python -m pydoc nic_model.{module}` (npa's model of the
+ * Registers and descriptor formats: `python -m pydoc npa.nic_model.{module}` (npa's model of the
  * NIC). A complete driver for the same NIC: {example_dir}. The ABI: ABI.md beside this file.
  * Fill in each entry point marked TODO.
  */
@@ -78,7 +78,7 @@ NPA_EXPORT(npa_reset) int32_t npa_reset(void) {{
 ZIG_SOURCE = """\
 //! {name}: an NPA Shell API v1 plugin for the {model} model ({doc}).
 //!
-//! Registers and descriptor formats: `python -m pydoc nic_model.{module}` (npa's model of the
+//! Registers and descriptor formats: `python -m pydoc npa.nic_model.{module}` (npa's model of the
 //! NIC). A complete driver for the same NIC: {example_dir} ({mlx5_dir} is a complete Zig one).
 //! The ABI: ABI.md beside this file.
 //! Fill in each entry point marked TODO.
@@ -135,7 +135,7 @@ Every entry point returns NOT_IMPLEMENTED until you fill it in (see the TODOs in
 
 - The ABI: `ABI.md` beside this file (copied from npa {abi}; `npa new` writes it).
 - The device's registers, descriptor formats, errors and reset: the NIC model's documentation,
-  `python -m pydoc nic_model.{module}` wherever npa is installed ({model_file}).
+  `python -m pydoc npa.nic_model.{module}` wherever npa is installed ({model_file}).
 - A complete driver for the same NIC, from npa's bundled examples: {example_dir}.
 
 A plugin imports only the Shell API: no libc, no WASI. `plugin.toml` holds the manifest: the PCI

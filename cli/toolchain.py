@@ -13,9 +13,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from runtime.sandbox import NpaError, analyse
-from runtime.sandbox.wasm import with_custom_section
-from shell_api import MANIFEST_SECTION, Manifest, PluginToml
+from npa.runtime.sandbox import NpaError, analyse
+from npa.runtime.sandbox.wasm import with_custom_section
+from npa.shell_api import MANIFEST_SECTION, Manifest, ManifestError, PluginToml
 
 INCLUDE_DIR = Path(__file__).resolve().parent.parent / "shell_api" / "include"
 MANIFEST_FILE = "plugin.toml"
@@ -29,7 +29,9 @@ _NOISE = "creating shared libraries, with -shared, is not yet stable"
 
 
 class BuildError(NpaError):
-    """A build that failed; `diagnostics` holds the compiler's own output."""
+    """A build the compiler or the loader refused (a verdict on the sources); `diagnostics`
+    holds the compiler's own output. Errors in the plugin's directory or manifest are not
+    BuildErrors: they are the input's."""
 
     def __init__(self, message: str, diagnostics: str = ""):
         super().__init__(message)
@@ -83,7 +85,7 @@ def _zig_object(src: Path, name: str, sources: list[str], out: Path) -> Path:
     is the module `npa` (`const npa = @import("npa");`)."""
     root = f"{name}.zig" if f"{name}.zig" in sources else (sources[0] if len(sources) == 1 else None)
     if root is None:
-        raise BuildError(f"{src}: several .zig files and none is {name}.zig (the root file)")
+        raise NpaError(f"{src}: several .zig files and none is {name}.zig (the root file)")
     obj = out.with_suffix(".zig.o")
     _run([*zig(), "build-obj", *ZIG_FLAGS, "--dep", "npa", f"-Mroot={root}",
           f"-Mnpa={INCLUDE_DIR / 'npa_shell.zig'}", f"-femit-bin={obj}"], src, "zig compilation")
@@ -96,12 +98,12 @@ def compile_image(src: Path) -> tuple[bytes, Manifest]:
     `zig build-obj`, `.c` files through clang; both link with wasm-ld as a PIC module."""
     toml = PluginToml.load(src / MANIFEST_FILE)
     if toml.name != src.name:
-        raise BuildError(f"{src / MANIFEST_FILE}: field 'name': {toml.name!r} must equal the "
-                         f"directory name {src.name!r}")
+        raise ManifestError(f"{src / MANIFEST_FILE}: field 'name': {toml.name!r} must equal the "
+                            f"directory name {src.name!r}")
     c_sources = sorted(p.name for p in src.glob("*.c"))
     zig_sources = sorted(p.name for p in src.glob("*.zig"))
     if not c_sources and not zig_sources:
-        raise BuildError(f"{src}: no sources (*.c or *.zig)")
+        raise NpaError(f"{src}: no sources (*.c or *.zig)")
     manifest = toml.to_manifest()
     with tempfile.TemporaryDirectory(prefix="npa-build-") as tmp:
         out = Path(tmp) / f"{toml.name}.wasm"
@@ -118,7 +120,7 @@ def build(src: Path, out_dir: Path) -> Built:
     report = analyse(image, use_cache=False)
     if report.error is not None:
         raise BuildError(f"{src}: built, but the loader refuses it: {report.error}")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir.mkdir(exist_ok=True)  # the directory the user named, never its parents
     path = out_dir / f"{manifest.name}.wasm"
     path.write_bytes(image)
     return Built(manifest.name, path, len(image), manifest)

@@ -20,12 +20,12 @@ class PcapWriter:
         self._f.write(_GLOBAL.pack(MAGIC_USEC, 2, 4, 0, 0, SNAPLEN, LINKTYPE_ETHERNET))
         self.frames = 0
 
-    def write(self, frames: Frames, time_us: int) -> None:
-        """Frames seen at `time_us` (µs since the epoch: the capture adds its start)."""
-        sec, usec = divmod(int(time_us), 1_000_000)
+    def write(self, frames: Frames, times_us) -> None:
+        """Frames seen at `times_us` (one per frame, µs since the epoch)."""
         out = []
         for i in range(len(frames)):
             data = frames.frame(i)
+            sec, usec = divmod(int(times_us[i]), 1_000_000)
             out.append(_RECORD.pack(sec, usec, len(data), len(data)))
             out.append(data)
         self._f.write(b"".join(out))

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import fcntl
 import os
+import socket
 import struct
 from pathlib import Path
 
 TUNSETIFF = 0x400454CA
+SIOCGIFFLAGS, SIOCSIFFLAGS = 0x8913, 0x8914
 IFF_TAP, IFF_NO_PI = 0x0002, 0x1000
+IFF_UP = 0x1
 MAX_BURST = 256
 MAX_FRAME = 65536
 
@@ -41,6 +44,21 @@ class Tap:
             os.close(self.fd)
             raise TapError(f"tap:{name}: TUNSETIFF failed: {e.strerror} (root or CAP_NET_ADMIN "
                            "needed; is the name taken by another kind of device?)") from None
+        self._link_up()
+
+    def _link_up(self) -> None:
+        """Set the device administratively up, as `ip link set NAME up` does, so that the first
+        frames the VMs send (their gratuitous ARPs) reach the host's stack."""
+        name = self.name.encode()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            try:
+                ifr = fcntl.ioctl(s, SIOCGIFFLAGS, struct.pack("16sH14x", name, 0))
+                flags = struct.unpack_from("16sH", ifr)[1]
+                if not flags & IFF_UP:
+                    fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sH14x", name, flags | IFF_UP))
+            except OSError as e:
+                self.close()
+                raise TapError(f"tap:{self.name}: cannot set the link up: {e.strerror}") from None
 
     def fileno(self) -> int:
         return self.fd

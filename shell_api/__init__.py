@@ -1,7 +1,7 @@
 """The Shell API: the one source of truth for the contract between a shell and a plugin.
 
 Everything a plugin author sees (the C header, the ABI reference) is generated from this package
-by `python -m shell_api.gen`; a test fails when the generated files drift.
+by `python -m npa.shell_api.gen`; a test fails when the generated files drift.
 """
 from .abi import (ABI_MAJOR, ABI_MINOR, EXPORTS, GUEST_MEMORY_BASE, IMPORT_MODULE, IMPORTS,
                   OPTIONAL_EXPORTS, PIC_IMPORTS, FuncSpec, abi_compatible)

@@ -151,9 +151,13 @@ class PluginToml(BaseModel):
     @classmethod
     def load(cls, path: Path) -> "PluginToml":
         try:
-            data = tomllib.loads(path.read_text())
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ManifestError(f"{path}: no such file") from None
+        except UnicodeDecodeError as e:
+            raise ManifestError(f"{path}: not UTF-8 text (byte {e.start}), as TOML must be") from None
+        except OSError as e:
+            raise ManifestError(f"{path}: {e.strerror}") from None
         except tomllib.TOMLDecodeError as e:
             raise ManifestError(f"{path}: {e}") from None
         try:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import wasmtime
 
-from cli import toolchain
-from runtime.sandbox.wasm import DYLINK, dylink_section, with_custom_section
-from shell_api import MANIFEST_SECTION, Manifest
+from npa.cli import toolchain
+from npa.runtime.sandbox.wasm import DYLINK, dylink_section, with_custom_section
+from npa.shell_api import MANIFEST_SECTION, Manifest
 
 ROOT = Path(__file__).resolve().parent.parent
 NULLVF = ROOT / "plugins-wasm" / "nullvf.wasm"
@@ -51,7 +51,7 @@ def wat_plugin(*, imports=None, exports=None, extra="", pic=True, memory_size=64
 
 def npa(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     """Run the real `npa` command line in a child process."""
-    return subprocess.run([sys.executable, "-c", "from cli.main import main; main()", *args],
+    return subprocess.run([sys.executable, "-c", "from npa.cli.main import main; main()", *args],
                           cwd=cwd, capture_output=True, text=True, timeout=120)
 
 

@@ -1,7 +1,7 @@
 """`npa build`: reproducible images, compiler diagnostics, manifest errors."""
 import shutil
 
-from cli import toolchain
+from npa.cli import toolchain
 from helpers import ROOT, npa
 
 
@@ -53,7 +53,7 @@ def test_compile_error_shows_the_compilers_diagnostics_and_exits_1(tmp_path):
 def test_bad_manifest_names_the_field(tmp_path):
     _vendor_tree(tmp_path, GOOD_C, 'name = "acme"\nversion = "1.0.0"\nabi = "1.0"\ndevices = ["zz:01"]\n')
     r = npa("build", cwd=tmp_path)
-    assert r.returncode == 1
+    assert r.returncode == 2  # the manifest is the input: a usage error, not a verdict
     assert "field 'devices'" in r.stderr and "Traceback" not in r.stderr
 
 
@@ -70,7 +70,7 @@ def test_plugin_calling_libc_fails_to_link_naming_the_symbol(tmp_path):
 
 def test_unknown_plugin_name(tmp_path):
     r = npa("build", "nosuch", cwd=tmp_path)
-    assert r.returncode == 1 and "nosuch: no plugin.toml" in r.stderr
+    assert r.returncode == 2 and "nosuch: no plugin.toml" in r.stderr
 
 
 def test_exit_status_tells_usage_errors_from_verdicts():

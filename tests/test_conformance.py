@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from helpers import IXGBEVF, ROOT, build_broken, manifest, npa, wat_plugin
-from runtime.conformance import Target, run
+from npa.runtime.conformance import Target, run
 
 BUNDLED = sorted((ROOT / "plugins-wasm").glob("*.wasm"))
 
@@ -130,13 +130,13 @@ def test_not_wasm_fails_the_first_static_check_and_skips_the_rest(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["/no/such.wasm"], "/no/such.wasm: No such file or directory"),
+    (["/no/such.wasm"], "/no/such.wasm: no such file"),
     ([str(BUNDLED[0]), "--nic", "e1000"], "--nic e1000: unknown NIC model"),
     ([str(BUNDLED[0]), "-k", "no_check_is_called_this"], "no check matches"),
 ])
 def test_usage_errors_are_one_line(args, message):
     r = npa("conformance", *args)
-    assert r.returncode == 1
+    assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("npa: error:") and message in lines[0], r.stderr
 
@@ -162,7 +162,7 @@ def test_certification_ignores_the_callers_pytest_setup(tmp_path):
     image = tmp_path / "ixgbevf.wasm"
     image.write_bytes((ROOT / "plugins-wasm" / "ixgbevf.wasm").read_bytes())
     env = {**os.environ, "PYTEST_ADDOPTS": "-k static -x", "PYTEST_PLUGINS": "no_such_plugin"}
-    r = subprocess.run([sys.executable, "-c", "from cli.main import main; main()", "conformance",
+    r = subprocess.run([sys.executable, "-c", "from npa.cli.main import main; main()", "conformance",
                         str(image), "--json", str(tmp_path / "r.json")], cwd=tmp_path, env=env,
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
@@ -172,7 +172,7 @@ def test_certification_ignores_the_callers_pytest_setup(tmp_path):
 def test_interrupt_checks_skip_with_the_reason_when_the_manifest_claims_no_intr(tmp_path):
     import shutil
 
-    from cli import toolchain
+    from npa.cli import toolchain
 
     src = tmp_path / "nullvf"
     shutil.copytree(ROOT / "plugins-src" / "nullvf", src)

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from helpers import ROOT, build_variants
-from nic_model.sriov import SriovNic
-from runtime.guest import size_schedule
-from runtime.host import Host
-from runtime.hypervisor import EMULATED, PLUGIN, Policy
-from runtime.sandbox import analyse
+from npa.nic_model.sriov import SriovNic
+from npa.runtime.guest import size_schedule
+from npa.runtime.host import Host
+from npa.runtime.hypervisor import EMULATED, PLUGIN, Policy
+from npa.runtime.sandbox import analyse
 
 HOSTILE = ROOT / "tests" / "hostile" / "hostile.c"
 GOOD = (ROOT / "plugins-wasm" / "ixgbevf.wasm").read_bytes()

@@ -3,11 +3,11 @@ import dpkt
 import numpy as np
 
 from helpers import ROOT, npa
-from nic_model.sriov import MODELS, SriovNic
-from runtime.guest import build, size_schedule
-from runtime.host import Host
-from runtime.hypervisor import image_for
-from shell_api import Status
+from npa.nic_model.sriov import MODELS, SriovNic
+from npa.runtime.guest import build, size_schedule
+from npa.runtime.host import Host
+from npa.runtime.hypervisor import image_for
+from npa.shell_api import Status
 
 IMAGE = (ROOT / "plugins-wasm" / "ixgbevf.wasm").read_bytes()
 
@@ -173,7 +173,7 @@ def test_a_plugin_that_claims_no_interrupts_is_polled_and_moves_everything(tmp_p
     on every step it has work."""
     import shutil
 
-    from cli import toolchain
+    from npa.cli import toolchain
 
     src = tmp_path / "ixgbevf"
     shutil.copytree(ROOT / "plugins-src" / "ixgbevf", src)

@@ -3,9 +3,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from helpers import NULLVF, wat_plugin
-from nic_model.null import NullVf
-from runtime.sandbox import Sandbox
-from runtime.shell import datapath
+from npa.nic_model.null import NullVf
+from npa.runtime.sandbox import Sandbox
+from npa.runtime.shell import datapath
 
 ECHO = wat_plugin(exports={
     "npa_poll": "(param i32 i32) (result i32) local.get 0 local.get 1 i32.sub",

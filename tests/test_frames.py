@@ -12,7 +12,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nic_model.frames import Frames, equal, gather, pop_vlan, push_vlan, scatter, vlan_tags
+from npa.nic_model.frames import Frames, equal, gather, pop_vlan, push_vlan, scatter, vlan_tags
 
 EXAMPLES = int(os.environ.get("NPA_FUZZ_EXAMPLES", "40"))
 PROPERTY = settings(max_examples=max(EXAMPLES, 40), deadline=None, database=None)
@@ -142,7 +142,7 @@ def test_an_imix_burst_moves_as_a_block_per_length_and_writes_to_data_stick():
 def test_ring_slots_are_the_positions_of_a_burst_wrapping_or_not():
     """A burst's ring positions: a slice where it does not wrap, a view of a cached index
     otherwise; the same positions as the arithmetic, for rings of any size."""
-    from nic_model.ring import slots
+    from npa.nic_model.ring import slots
 
     for size in (5, 8, 512, 8193):  # 8193: past the cached sizes, the arithmetic
         every = np.arange(size)

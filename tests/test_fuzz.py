@@ -19,14 +19,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from helpers import ROOT
-from nic_model.frames import Frames
-from nic_model.sriov import MODELS, SriovNic
-from runtime.guest import size_schedule
-from runtime.host import Host
-from runtime.hypervisor import Policy, PolicyError
-from runtime.sandbox import LoadError, PluginFault, Sandbox, analyse
-from runtime.shell import Shell
-from shell_api import GUEST_MEMORY_BASE, RING_HDR, Status
+from npa.nic_model.frames import Frames
+from npa.nic_model.sriov import MODELS, SriovNic
+from npa.runtime.guest import size_schedule
+from npa.runtime.host import Host
+from npa.runtime.hypervisor import Policy, PolicyError
+from npa.runtime.sandbox import LoadError, PluginFault, Sandbox, analyse
+from npa.runtime.shell import Shell
+from npa.shell_api import GUEST_MEMORY_BASE, RING_HDR, Status
 
 EXAMPLES = int(os.environ.get("NPA_FUZZ_EXAMPLES", "40"))
 COUNTS: Counter[str] = Counter()  # inputs tried per boundary, read by tests/conftest.py
@@ -293,8 +293,8 @@ def test_random_control_frames_never_leave_the_host_loop(control_host, frames):
 # -- the migration stream: a hostile source talking to a destination -----------------------------
 @pytest.fixture(scope="module")
 def destination():
-    from runtime.host import Fabric
-    from runtime.hypervisor import image_for
+    from npa.runtime.host import Fabric
+    from npa.runtime.hypervisor import image_for
 
     plugins = ROOT / "plugins-wasm"
     f = Fabric.build(image_for(plugins, MODELS["vmxnet3"]).read_bytes(), "vmxnet3", "ixgbevf",
@@ -330,9 +330,9 @@ STREAM_MSG = st.one_of(
 def test_random_migration_streams_leave_the_destination_as_it_was(destination, msgs, valid_hello_first):
     """Whatever a source sends, the destination's loop goes on, and a migration that did not
     complete leaves no VM admitted and no VF taken."""
-    from runtime.host.migrate import Incoming
-    from runtime.hypervisor import migration as hvm
-    from runtime.hypervisor.stream import MemoryLink
+    from npa.runtime.host.migrate import Incoming
+    from npa.runtime.hypervisor import migration as hvm
+    from npa.runtime.hypervisor.stream import MemoryLink
 
     b = destination
     here, there = MemoryLink.pair()

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from nic_model.frames import Frames
-from runtime.guest import Flow, Sink, TrafficGen, build, size_schedule
+from npa.nic_model.frames import Frames
+from npa.runtime.guest import Flow, Sink, TrafficGen, build, size_schedule
 
 SRC, DST = 0x020000000001, 0x020000000002
 

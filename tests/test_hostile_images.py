@@ -9,9 +9,9 @@ import msgpack
 import pytest
 
 from helpers import manifest, npa, wat_plugin
-from runtime.sandbox import analyse
-from runtime.sandbox.wasm import DYLINK, _encode_leb, dylink_section, with_custom_section
-from shell_api import LIMIT, MANIFEST_SECTION
+from npa.runtime.sandbox import analyse
+from npa.runtime.sandbox.wasm import DYLINK, _encode_leb, dylink_section, with_custom_section
+from npa.shell_api import LIMIT, MANIFEST_SECTION
 
 MB = "(import \"env\" \"__memory_base\" (global $mb i32))"
 IMPORTS = ['(import "env" "memory" (memory 1))', MB,
@@ -112,7 +112,7 @@ GOLDEN = sorted((Path(__file__).parent / "golden" / "v1.0").glob("*.wasm"))
 def test_v1_0_images_load_and_pass_the_suite_forever(image):
     """Images as built for ABI 1.0, before frames moved out of the plugin's memory: they carry
     frame addresses as u64 and run unchanged."""
-    from runtime.conformance import Target, run
+    from npa.runtime.conformance import Target, run
     assert analyse(image.read_bytes()).error is None
     result = run(Target.open(image))
     assert result.ok, [(c.check, c.reason) for c in result.checks if c.outcome == "failed"]

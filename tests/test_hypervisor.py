@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 
 from helpers import ROOT, build_broken, npa, wat_plugin
-from nic_model.frames import Frames, push_vlan
-from nic_model.sriov import SriovNic
-from runtime.guest import Flow, build, size_schedule
-from runtime.host import Host
-from runtime.hypervisor import EMULATED, PLUGIN, Policy, PolicyError
-from runtime.hypervisor.control import (
+from npa.nic_model.frames import Frames, push_vlan
+from npa.nic_model.sriov import SriovNic
+from npa.runtime.guest import Flow, build, size_schedule
+from npa.runtime.host import Host
+from npa.runtime.hypervisor import EMULATED, PLUGIN, Policy, PolicyError
+from npa.runtime.hypervisor.control import (
     AddVlan,
     ChannelError,
     LinkState,
@@ -22,7 +22,7 @@ from runtime.hypervisor.control import (
     decode,
     encode,
 )
-from runtime.sandbox import analyse
+from npa.runtime.sandbox import analyse
 
 IXGBEVF = (ROOT / "plugins-wasm" / "ixgbevf.wasm").read_bytes()
 A, B, C = 0x020000000001, 0x020000000002, 0x020000000003
@@ -261,7 +261,7 @@ def test_npa_run_with_a_policy_shows_mode_changes_and_drop_counters(tmp_path):
     f.write_text("[vm.vm0]\nvlan = 10\n[vm.vm1]\nvlan = 10\n")
     r = npa("run", "--policy", str(f), "--packets", "2000", "-q")
     assert r.returncode == 0, r.stderr
-    for text in ("data-path mode changes", "vf offer", "boot", "spoofed", "vlan", "oversize"):
+    for text in ("data-path mode changes", "vf offer", "boot", "spoofed", "VLAN", "over MTU"):
         assert text in r.stdout
     f.write_text("[vm.vm0]\nvlan = x\n")
     r = npa("run", "--policy", str(f), "-q")

@@ -27,24 +27,38 @@ def installed(tmp_path_factory):
 
 def npa_from(site, cwd, *args):
     env = {**os.environ, "PYTHONPATH": str(site)}
-    return subprocess.run([sys.executable, "-c", "from cli.main import main; main()", *args],
+    return subprocess.run([sys.executable, "-c", "from npa.cli.main import main; main()", *args],
                           cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
 def test_the_package_carries_images_sources_headers_and_the_reference(installed):
-    for path in ("cli/bundled/plugins-wasm/ixgbevf.wasm", "cli/bundled/plugins-src/mlx5/mlx5.zig",
+    for path in ("plugins-wasm/ixgbevf.wasm", "plugins-src/mlx5/mlx5.zig", "plugins-src/mlx5/plugin.toml",
                  "shell_api/include/npa_shell.h", "shell_api/include/npa_shell.zig", "shell_api/ABI.md"):
-        assert (installed / path).is_file(), path
+        assert (installed / "npa" / path).is_file(), path
+
+
+def test_one_package_and_nothing_else_at_the_top(installed, tmp_path):
+    top = {p.name for p in installed.iterdir()} - {"bin"}  # bin: pip --target's console scripts
+    assert {n for n in top if not n.endswith(".dist-info")} == {"npa"}, top
+    assert not (installed / "npa" / "tests").exists() and not (installed / "npa" / "benchmarks").exists()
+    env = {**os.environ, "PYTHONPATH": str(installed)}
+    for name in ("runtime", "cli", "nic_model", "shell_api"):
+        r = subprocess.run([sys.executable, "-c", f"import {name}"], cwd=tmp_path, env=env,
+                           capture_output=True, text=True)
+        assert r.returncode == 1 and "ModuleNotFoundError" in r.stderr, name
+    r = subprocess.run([sys.executable, "-m", "npa", "--version"], cwd=tmp_path, env=env,
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and "Shell API" in r.stdout, r.stderr
 
 
 def test_every_command_works_from_anywhere(installed, tmp_path):
-    check = subprocess.run([sys.executable, "-c", "import cli; print(cli.__file__)"], cwd=tmp_path,
+    check = subprocess.run([sys.executable, "-c", "import npa.cli; print(npa.cli.__file__)"], cwd=tmp_path,
                            env={**os.environ, "PYTHONPATH": str(installed)}, capture_output=True,
                            text=True)
     assert check.stdout.startswith(str(installed))  # not this checkout
     r = npa_from(installed, tmp_path, "run", "--packets", "1000", "-q")
     assert r.returncode == 0, r.stderr
-    image = installed / "cli" / "bundled" / "plugins-wasm" / "mlx5.wasm"
+    image = installed / "npa" / "plugins-wasm" / "mlx5.wasm"
     r = npa_from(installed, tmp_path, "conformance", "-q", str(image))
     assert r.returncode == 0, r.stdout + r.stderr
     r = npa_from(installed, tmp_path, "new", "acme", "--lang", "zig", "--nic", "vmxnet3")

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from nic_model.iommu import Iommu
+from npa.nic_model.iommu import Iommu
 
 
 @pytest.fixture
@@ -55,7 +55,7 @@ def test_overlapping_map_is_refused(iommu):
 def test_gather_never_carries_bytes_past_a_frame(sizes):
     """Rows are as wide as the burst's longest frame; every byte after a frame's own length
     reads zero, whether the burst has a few lengths (zeroed by slices) or many (by a mask)."""
-    from nic_model.frames import gather
+    from npa.nic_model.frames import gather
 
     mem = np.full(64 * 2048, 0xAB, np.uint8)
     lens = np.array([sizes[i % len(sizes)] for i in range(64)], np.int64)
@@ -80,7 +80,7 @@ def test_a_burst_checks_each_range_as_one_address_at_a_time_would(iommu):
 def test_a_tx_burst_naming_a_granted_frame_three_times_reads_it_once():
     """The device's record allows each grant once, whatever the descriptors say, and stops a
     burst at the first frame out of the guest's order."""
-    from nic_model.dma_record import READ, FrameRecord
+    from npa.nic_model.dma_record import READ, FrameRecord
 
     rec = FrameRecord(base=1 << 32, frame_size=2048, frames=16)
     addr = lambda *i: np.array([(1 << 32) + 2048 * k for k in i], np.uint64)
@@ -97,8 +97,8 @@ def test_granted_pool_frames_are_reached_by_index_where_the_pool_sits_in_its_mem
     """A burst of granted pool frames is gathered and scattered by frame index (the record
     checked each address): the bytes are those at the addresses, for a pool that starts
     anywhere in the memory behind it; a frame that does not fit its buffer is not written."""
-    from nic_model.dma_record import READ
-    from nic_model.frames import Frames
+    from npa.nic_model.dma_record import READ
+    from npa.nic_model.frames import Frames
 
     base, lead = 1 << 32, 3 * 4096  # the pool starts 12 KiB into its memory
     iommu = Iommu()

@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from nic_model import ixgbe as hw
-from nic_model.frames import Frames
-from nic_model.sriov import SriovNic
+from npa.nic_model import ixgbe as hw
+from npa.nic_model.frames import Frames
+from npa.nic_model.sriov import SriovNic
 
 RING, BUFS, BSIZE = 0x1000, 0x10000, 2048
 MAC = [0x020000000001, 0x020000000002]

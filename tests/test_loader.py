@@ -2,10 +2,10 @@
 import pytest
 
 from helpers import NULLVF, manifest, npa, wat_plugin
-from nic_model.null import NullVf
-from runtime.sandbox import Budgets, LoadError, PluginFault, RegionPlan, Sandbox, analyse
-from runtime.shell import datapath
-from shell_api import Status
+from npa.nic_model.null import NullVf
+from npa.runtime.sandbox import Budgets, LoadError, PluginFault, RegionPlan, Sandbox, analyse
+from npa.runtime.shell import datapath
+from npa.shell_api import Status
 
 
 def run_lifecycle(base: int) -> dict:
@@ -161,7 +161,7 @@ def test_inspect_json_on_the_bundled_plugin():
 
 def test_inspect_missing_file():
     r = npa("inspect", "no/such.wasm")
-    assert r.returncode == 1 and r.stderr.strip() == "npa: error: no/such.wasm: No such file or directory"
+    assert r.returncode == 2 and r.stderr.strip() == "npa: error: no/such.wasm: no such file"
 
 
 def test_plugin_log_lines_name_their_vm_and_plugin(caplog):

@@ -82,7 +82,7 @@ def netns():
 def start_host(ns: str, procs: list, *args: str, tap: str | None = None) -> subprocess.Popen:
     """`npa host ARGS` inside `ns`; with `tap`, waits for the device and gives it 10.77.0.1/24."""
     p = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c",
-                          "from cli.main import main; main()", "host", *args],
+                          "from npa.cli.main import main; main()", "host", *args],
                          cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     procs.append(p)
     if tap:
@@ -146,7 +146,7 @@ def _dissect(path: Path) -> dict[str, int]:
 
 
 def test_without_root_or_tun_the_error_is_one_line(tmp_path):
-    r = subprocess.run([sys.executable, "-c", "from cli.main import main; main()", "host",
+    r = subprocess.run([sys.executable, "-c", "from npa.cli.main import main; main()", "host",
                         "--uplink", "tap:" + "x" * 20], cwd=ROOT, capture_output=True, text=True,
                        timeout=60)
     assert r.returncode != 0 and r.stderr.count("\n") == 1 and r.stderr.startswith("npa: error: tap:")
@@ -154,10 +154,10 @@ def test_without_root_or_tun_the_error_is_one_line(tmp_path):
 
 def test_two_hosts_on_one_udp_segment_a_vm_pings_a_vm_on_the_other(tmp_path):
     """Unprivileged: host A's vm0 and host B's vm0 share a segment of UDP datagrams on 127.0.0.1."""
-    from runtime.host.control import ask
+    from npa.runtime.host.control import ask
     a_sock, b_sock = str(tmp_path / "a.sock"), str(tmp_path / "b.sock")
     pa, pb = 47000 + os.getpid() % 1000, 48000 + os.getpid() % 1000
-    cmd = [sys.executable, "-c", "from cli.main import main; main()", "host", "--vms", "1"]
+    cmd = [sys.executable, "-c", "from npa.cli.main import main; main()", "host", "--vms", "1"]
     summary = tmp_path / "a.json"
     a = subprocess.Popen([*cmd, "--uplink", f"udp:127.0.0.1:{pa}=127.0.0.1:{pb}", "--ip",
                           "10.78.0.2/24", "--control", a_sock, "--json", str(summary)],
@@ -217,7 +217,7 @@ def test_linux_pings_a_vm_every_10ms_while_it_migrates_to_another_vendors_nic(ne
     other. First the destination's repository lacks an mlx5 plugin: the migration is refused and
     vm0 keeps answering on the source. Then Linux pings vm0 every 10 ms while `npa migrate` moves
     it: every ping is answered, the last ones by the mlx5 host."""
-    from runtime.host.control import ask
+    from npa.runtime.host.control import ask
 
     ns, procs = netns
     sh("ip", "link", "add", "br0", "type", "bridge", ns=ns).check_returncode()
@@ -237,7 +237,7 @@ def test_linux_pings_a_vm_every_10ms_while_it_migrates_to_another_vendors_nic(ne
         assert p.poll() is None, p.communicate()[1]
         sh("ip", "link", "set", tap, "master", "br0", "up", ns=ns).check_returncode()
     a, b = procs[0], procs[1]
-    migrate = ["ip", "netns", "exec", ns, sys.executable, "-c", "from cli.main import main; main()",
+    migrate = ["ip", "netns", "exec", ns, sys.executable, "-c", "from npa.cli.main import main; main()",
                "migrate", "vm0", "--from", a_sock, "--to", b_sock, "--json", "-"]
 
     (repo / "mlx5.wasm").rename(tmp_path / "away.wasm")  # the destination has no plugin for its NIC
@@ -268,3 +268,45 @@ def test_linux_pings_a_vm_every_10ms_while_it_migrates_to_another_vendors_nic(ne
     assert ask(a_sock).status["vms"] == []
     results = [stop(p) for p in (a, b)]
     assert [code for code, _, _ in results] == [0, 0], [e for _, _, e in results]
+
+
+def npa_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", "from npa.cli import main; main()", *args],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_a_host_comes_up_with_its_tap_up_answers_stat_and_captures_in_wall_time(netns, tmp_path):
+    """`npa stat --wait` returns once the host is ready; by then the TAP is up and each VM's
+    gratuitous ARP has reached Linux; stat shows VMs, VFs and ports; --pcap stamps wall time."""
+    ns, procs = netns
+    sock, pcap = tmp_path / "h.sock", tmp_path / "h.pcapng"
+    t0 = time.time()
+    host = start_host(ns, procs, "--uplink", "tap:npa0", "--vms", "2", "--ip", "10.77.0.2/24",
+                      "--control", str(sock), "--pcap", str(pcap))
+    r = npa_cli("stat", "--control", str(sock), "--wait", "30", "--json", "-")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["schema"] == "npa.stat/1" and [v["data_path"] for v in doc["vms"]] == ["plugin"] * 2
+    assert {p["name"] for p in doc["ports"]} >= {"vf0", "vf1", "uplink", "pf"}
+    link = json.loads(sh("ip", "-j", "-s", "link", "show", "npa0", ns=ns).stdout)[0]
+    assert "UP" in link["flags"]  # npa set it up: no `ip link set up` was needed
+    assert link["stats64"]["rx"]["packets"] >= 2  # both VMs' gratuitous ARPs reached Linux
+    sh("ip", "addr", "add", "10.77.0.1/24", "dev", "npa0", ns=ns).check_returncode()
+    r = sh("ping", "-c", "5", "-i", "0.05", "-W", "1", "10.77.0.3", ns=ns)
+    assert " 5 received" in r.stdout, r.stdout + r.stderr
+    r = npa_cli("stat", "--control", str(sock))
+    assert r.returncode == 0 and "switch ports" in r.stdout and "vf offer" in r.stdout, r.stdout
+    assert max(len(line) for line in r.stdout.splitlines()) <= 100
+    code, _, err = stop(host)
+    assert code == 0, err
+    with open(pcap, "rb") as f:
+        stamps = [(ts, dpkt.ethernet.Ethernet(buf)) for ts, buf in dpkt.pcapng.Reader(f)]
+    icmp = [ts for ts, eth in stamps if isinstance(eth.data, dpkt.ip.IP) and eth.data.p == 1]
+    assert len(icmp) >= 10  # 5 requests and 5 replies, each seen at two ports at least
+    assert all(t0 - 1 <= ts <= time.time() + 1 for ts, _ in stamps)  # the wall clock
+    assert icmp[-1] - icmp[0] >= 0.15  # spread as the pings were, 50 ms apart
+
+
+def test_stat_of_no_host_is_one_line_and_exit_2(tmp_path):
+    r = npa_cli("stat", "--control", str(tmp_path / "none.sock"), "--wait", "0.3")
+    assert r.returncode == 2 and r.stderr.startswith("npa: error:") and len(r.stderr.splitlines()) == 1

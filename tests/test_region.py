@@ -3,8 +3,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runtime.sandbox import GUARD_SIZE, DmaHeap, RegionPlan, Sandbox
-from runtime.shell import RingError, ShellRing
+from npa.runtime.sandbox import GUARD_SIZE, DmaHeap, RegionPlan, Sandbox
+from npa.runtime.shell import RingError, ShellRing
 
 
 def test_heap_never_returns_0_and_honours_alignment():

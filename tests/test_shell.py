@@ -3,14 +3,14 @@ import numpy as np
 import pytest
 
 from helpers import ROOT, manifest, wat_plugin
-from nic_model.frames import Frames
-from nic_model.sriov import SriovNic
-from runtime.guest import Flow, build, size_schedule
-from runtime.sandbox import RegionPlan, Sandbox
-from runtime.shell import RingError, Shell, ShellRing
-from nic_model.dma_record import READ, WRITE
-from runtime.shell import DESC, EMPTY, UNSENT
-from shell_api import Status
+from npa.nic_model.frames import Frames
+from npa.nic_model.sriov import SriovNic
+from npa.runtime.guest import Flow, build, size_schedule
+from npa.runtime.sandbox import RegionPlan, Sandbox
+from npa.runtime.shell import RingError, Shell, ShellRing
+from npa.nic_model.dma_record import READ, WRITE
+from npa.runtime.shell import DESC, EMPTY, UNSENT
+from npa.shell_api import Status
 
 IXGBEVF = (ROOT / "plugins-wasm" / "ixgbevf.wasm").read_bytes()
 SRC, DST = 0x020000000001, 0x020000000002
@@ -208,7 +208,7 @@ def test_a_consumer_index_the_plugin_broke_on_tx_is_a_fault_and_loses_no_pool_fr
 def test_guest_ram_is_zeroed_writable_and_aligned_for_huge_pages():
     """Guest memory comes from its own 2 MiB-aligned mapping (advised for huge pages where the
     kernel has them): zeroed, writable, exactly the size asked, apart for each guest."""
-    from runtime.shell.guest_memory import HUGE_PAGE, ram
+    from npa.runtime.shell.guest_memory import HUGE_PAGE, ram
 
     a, b = ram(5 * HUGE_PAGE // 2), ram(4096)
     assert len(a) == 5 * HUGE_PAGE // 2 and len(b) == 4096

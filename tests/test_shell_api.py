@@ -1,6 +1,6 @@
 import pytest
 
-from shell_api import (
+from npa.shell_api import (
     ABI_MAJOR,
     ABI_MINOR,
     EXPORTS,
@@ -15,13 +15,13 @@ from shell_api import (
     abi_compatible,
     gen,
 )
-from shell_api.manifest import PciId
+from npa.shell_api.manifest import PciId
 
 
 def test_generated_header_and_reference_are_up_to_date():
-    assert gen.HEADER.read_text() == gen.header(), "run: python -m shell_api.gen"
-    assert gen.ZIG_BINDING.read_text() == gen.zig_binding(), "run: python -m shell_api.gen"
-    assert gen.REFERENCE.read_text() == gen.reference(), "run: python -m shell_api.gen"
+    assert gen.HEADER.read_text() == gen.header(), "run: python -m npa.shell_api.gen"
+    assert gen.ZIG_BINDING.read_text() == gen.zig_binding(), "run: python -m npa.shell_api.gen"
+    assert gen.REFERENCE.read_text() == gen.reference(), "run: python -m npa.shell_api.gen"
 
 
 def test_gen_check_reports_drift(tmp_path, monkeypatch):

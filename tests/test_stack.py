@@ -5,8 +5,8 @@ import struct
 
 import dpkt
 
-from nic_model.frames import Frames
-from runtime.guest.stack import IpStack, checksum, ipv4_frame, udp_payload
+from npa.nic_model.frames import Frames
+from npa.runtime.guest.stack import IpStack, checksum, ipv4_frame, udp_payload
 
 VM, PEER = 0x020000000001, 0x02000000AAAA
 VM_IP, PEER_IP = "10.5.0.2", "10.5.0.1"

@@ -17,10 +17,10 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from helpers import ROOT
-from nic_model.sriov import SriovNic
-from runtime.guest import size_schedule
-from runtime.host import Host
-from runtime.hypervisor import EMULATED, PLUGIN
+from npa.nic_model.sriov import SriovNic
+from npa.runtime.guest import size_schedule
+from npa.runtime.host import Host
+from npa.runtime.hypervisor import EMULATED, PLUGIN
 
 IMAGE = (ROOT / "plugins-wasm" / "ixgbevf.wasm").read_bytes()
 EXAMPLES = int(os.environ.get("NPA_FUZZ_EXAMPLES", "40")) // 4 or 1

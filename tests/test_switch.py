@@ -3,8 +3,8 @@ from dataclasses import asdict
 
 import pytest
 
-from nic_model.frames import Frames
-from nic_model.switch import Switch
+from npa.nic_model.frames import Frames
+from npa.nic_model.switch import Switch
 
 A, B, C, UNKNOWN = 0x020000000001, 0x020000000002, 0x020000000003, 0x02000000AAAA
 BCAST, MCAST = 0xFFFFFFFFFFFF, 0x01005E000001
@@ -108,7 +108,7 @@ def test_a_held_port_lets_forwarded_frames_through_and_keeps_direct_ones_in_orde
     """A VM arriving by migration: what the old host forwards is older than anything that
     reaches the new port directly; the forwarded frames flow at once, the direct ones wait,
     and at the release they follow, in order. Nothing is lost or reordered."""
-    from nic_model.switch import Port
+    from npa.nic_model.switch import Port
 
     def burst(first, n):
         return Frames.from_bytes([bytes([first + i]) * 60 for i in range(n)])

@@ -6,16 +6,16 @@ import msgpack
 import numpy as np
 import pytest
 
-from nic_model import ixgbe as hw
-from nic_model.frames import Frames
-from nic_model.iommu import Iommu
-from nic_model.sriov import SriovNic
-from runtime.host import Host
-from runtime.guest import size_schedule
-from runtime.hypervisor.control import Reply
-from runtime.sandbox import GUARD_SIZE, Sandbox
-from runtime.shell import GuestMemory, Shell, datapath
-from shell_api import GUEST_MEMORY_BASE
+from npa.nic_model import ixgbe as hw
+from npa.nic_model.frames import Frames
+from npa.nic_model.iommu import Iommu
+from npa.nic_model.sriov import SriovNic
+from npa.runtime.host import Host
+from npa.runtime.guest import size_schedule
+from npa.runtime.hypervisor.control import Reply
+from npa.runtime.sandbox import GUARD_SIZE, Sandbox
+from npa.runtime.shell import GuestMemory, Shell, datapath
+from npa.shell_api import GUEST_MEMORY_BASE
 
 from helpers import ROOT
 

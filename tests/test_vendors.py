@@ -4,15 +4,15 @@ import shutil
 
 import pytest
 
-from cli import toolchain
+from npa.cli import toolchain
 from helpers import ROOT, npa
-from nic_model.sriov import MODELS, SriovNic
-from nic_model.vf import pci_id
-from runtime.guest import size_schedule
-from runtime.host import Host
-from runtime.hypervisor import Repository, image_for
-from runtime.sandbox import LoadError, NpaError, Sandbox, analyse
-from shell_api import Status
+from npa.nic_model.sriov import MODELS, SriovNic
+from npa.nic_model.vf import pci_id
+from npa.runtime.guest import size_schedule
+from npa.runtime.host import Host
+from npa.runtime.hypervisor import Repository, image_for
+from npa.runtime.sandbox import LoadError, NpaError, Sandbox, analyse
+from npa.shell_api import Status
 
 WASM = ROOT / "plugins-wasm"
 
@@ -59,7 +59,7 @@ def test_npa_run_drives_every_nic_with_the_plugin_the_repository_holds(model):
 
 def test_npa_run_with_no_plugin_for_the_nic_is_one_line(tmp_path):
     r = npa("run", "--nic", "mlx5", "--plugins", str(tmp_path), "-q")
-    assert r.returncode == 1
+    assert r.returncode == 2
     assert r.stderr.strip() == f"npa: error: no plugin in {tmp_path} drives 15b3:1018 (mlx5); it holds no image"
 
 
@@ -76,7 +76,7 @@ def test_scaffolded_plugin_builds_and_loads_at_once(tmp_path, lang, nic):
     assert report.ok and [str(d) for d in report.manifest.devices] == [pci_id(MODELS[nic])]
     box = Sandbox()
     plugin = box.load(report)
-    from runtime.shell import datapath
+    from npa.runtime.shell import datapath
     cfg = datapath.setup(box, report.manifest).cfg_addr
     assert plugin.npa_init(cfg) == Status.NOT_IMPLEMENTED
     assert plugin.npa_poll(0, 64) == -Status.NOT_IMPLEMENTED
@@ -89,7 +89,7 @@ def test_npa_new_refuses_bad_names_languages_and_existing_plugins(tmp_path):
                       (["other", "--lang", "rust"], "--lang rust: use c or zig"),
                       (["other", "--nic", "e1000"], "--nic e1000: unknown NIC model")):
         r = npa("new", *args, cwd=tmp_path)
-        assert r.returncode == 1 and msg in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert r.returncode == 2 and msg in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
 def test_zig_plugin_builds_identically_from_different_places(tmp_path):

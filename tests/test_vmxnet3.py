@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from nic_model import vmxnet3 as hw
-from nic_model.sriov import SriovNic
+from npa.nic_model import vmxnet3 as hw
+from npa.nic_model.sriov import SriovNic
 
 CFG, TXR, TXC, RXR, RXC, BUFS, BSIZE = 0x1000, 0x2000, 0x3000, 0x4000, 0x5000, 0x10000, 2048
 MAC = [0x020000000001, 0x020000000002]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from .abi_limits import (IDLE_STEPS, MAX_ALLOCS_OUTSIDE_INIT, MAX_ALLOCS_PER_INIT,
+from npa.runtime.conformance.abi_limits import (IDLE_STEPS, MAX_ALLOCS_OUTSIDE_INIT, MAX_ALLOCS_PER_INIT,
                          MAX_IDLE_INTERRUPTS, MAX_UDELAY_PER_CALL_US, MAX_UDELAY_US)
-from .rig import Violation
+from npa.runtime.conformance.rig import Violation
 
 
 @pytest.fixture

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import pytest
 
-from runtime.sandbox import PluginFault
-from shell_api import Status
+from npa.runtime.sandbox import PluginFault
+from npa.shell_api import Status
 
-from .rig import FUEL, Violation
+from npa.runtime.conformance.rig import FUEL, Violation
 
 BUDGET_FAULTS = ("out of fuel", "deadline exceeded")
 

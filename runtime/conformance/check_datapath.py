@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from nic_model.frames import Frames
-from runtime.guest import ETHERTYPE, IMIX
-from runtime.shell import ETH_HEADER
+from npa.nic_model.frames import Frames
+from npa.runtime.guest import ETHERTYPE, IMIX
+from npa.runtime.shell import ETH_HEADER
 
-from .rig import MAC, first_difference
+from npa.runtime.conformance.rig import MAC, first_difference
 
 
 def test_every_frame_size(wired):

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from shell_api import Feature
+from npa.shell_api import Feature
 
-from .rig import Violation
+from npa.runtime.conformance.rig import Violation
 
 QUEUE_VECTOR = 0
 QUEUES = 0b1  # the shell configures one queue

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from shell_api import Status
+from npa.shell_api import Status
 
-from .rig import BASES
+from npa.runtime.conformance.rig import BASES
 
 
 def test_init_at_two_bases(make_rig):

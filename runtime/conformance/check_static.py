@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import pytest
 
-from runtime.sandbox import CHECKS, MAX_IMAGE_BYTES, LoadError, RegionPlan, place
+from npa.runtime.sandbox import CHECKS, MAX_IMAGE_BYTES, LoadError, RegionPlan, place
 
-from .rig import BASES
+from npa.runtime.conformance.rig import BASES
 
 
 def loader_verdict(target, check: str) -> None:

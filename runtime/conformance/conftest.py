@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import pytest
 
-from runtime.sandbox import LoadError
+from npa.runtime.sandbox import LoadError
 
-from .rig import Rig, Target
-from .suite import TARGET
+from npa.runtime.conformance.rig import Rig, Target
+from npa.runtime.conformance.suite import TARGET
 
 
 @pytest.fixture(scope="session")

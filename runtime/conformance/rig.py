@@ -17,15 +17,15 @@ from pathlib import Path
 
 import numpy as np
 
-from nic_model.frames import Frames
-from nic_model.null import NullVf
-from nic_model.sriov import MODELS as SRIOV_MODELS
-from nic_model.sriov import SriovNic
-from nic_model.vf import pci_id
-from runtime.guest import Flow, Sink, build
-from runtime.sandbox import Budgets, ImageReport, Plugin, RegionPlan, Sandbox, analyse
-from runtime.shell import Shell
-from shell_api import Status
+from npa.nic_model.frames import Frames
+from npa.nic_model.null import NullVf
+from npa.nic_model.sriov import MODELS as SRIOV_MODELS
+from npa.nic_model.sriov import SriovNic
+from npa.nic_model.vf import pci_id
+from npa.runtime.guest import Flow, Sink, build
+from npa.runtime.sandbox import Budgets, ImageReport, Plugin, RegionPlan, Sandbox, analyse
+from npa.runtime.shell import Shell
+from npa.shell_api import Status
 
 MODELS = {**SRIOV_MODELS, NullVf.MODEL: NullVf}
 MAC = 0x02_00_00_00_00_01

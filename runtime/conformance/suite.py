@@ -154,7 +154,11 @@ def run(target: Target, *, junit: str | Path | None = None, select: str | None =
              "-p", "no:cacheprovider", "-p", "no:terminal", "-p", "no:warnings",
              # wasmtime turns traps into signals it handles itself: pytest's faulthandler
              # would report them as crashes, and when it unregisters, unhook wasmtime's handler.
-             "-p", "no:faulthandler", "--capture=no"]
+             "-p", "no:faulthandler", "--capture=no",
+             # Pytest loads these files by path; in a checkout the package's directory is the
+             # checkout itself, so its own module names would be wrong: the checks import their
+             # rig absolutely, and pytest leaves sys.path alone.
+             "--import-mode=importlib"]
     if junit is not None:
         args += ["--junitxml", str(junit)]
     if select:
@@ -163,6 +167,8 @@ def run(target: Target, *, junit: str | Path | None = None, select: str | None =
     start_clock(budget_s)
     with _hermetic():
         code = pytest.main(args, plugins=[collector])
+    if code == pytest.ExitCode.INTERRUPTED:  # Ctrl-C: pytest caught it; the caller should see it
+        raise KeyboardInterrupt
     m = target.report.manifest
     return SuiteResult(str(target.path), f"{m.name} {m.version}" if m else "?", target.model,
                        target.model_note, list(collector.results.values()),

@@ -16,7 +16,7 @@ from typing import Callable
 
 import numpy as np
 
-from nic_model.frames import BROADCAST, Frames
+from npa.nic_model.frames import BROADCAST, Frames
 
 ETH_IP, ETH_ARP = 0x0800, 0x0806
 PROTO_ICMP, PROTO_UDP = 1, 17

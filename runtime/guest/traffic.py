@@ -18,7 +18,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from nic_model.frames import MAX_CLASSES, Frames, clear_padding, column, equal, macs_of, size_classes
+from npa.nic_model.frames import MAX_CLASSES, Frames, clear_padding, column, equal, macs_of, size_classes
 
 ETHERTYPE = 0x88B5  # IEEE "local experimental": raw test frames that are not IPv4 (the suite's)
 ETH_IPV4, UDP = 0x0800, 17

@@ -18,7 +18,7 @@ from typing import Any, Literal
 import msgpack
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from runtime.sandbox import NpaError
+from npa.runtime.sandbox import NpaError
 
 VERSION = 1
 MAX_MESSAGE = 1 << 20

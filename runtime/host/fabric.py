@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from typing import Callable
 
-from nic_model.uplink import Uplink
-from runtime.hypervisor.stream import MemoryLink
+from npa.nic_model.uplink import Uplink
+from npa.runtime.hypervisor.stream import MemoryLink
 
 from .host import Host, drive, wind_down
 from .migrate import Incoming, Outgoing, downtime
@@ -23,7 +23,7 @@ class Fabric:
         """Two NICs (`model` with `vms` VMs running `image`, `other` with none) on one cable;
         host b picks arriving VMs' plugins from `repository` by its own NIC's PCI ids;
         `nic_options` go to host a's NIC (a capture)."""
-        from nic_model.sriov import SriovNic
+        from npa.nic_model.sriov import SriovNic
 
         a = Host(SriovNic(model, vfs, uplink="wire", **(nic_options or {})), image, vms, policy=policy,
                  **traffic)

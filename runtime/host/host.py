@@ -13,11 +13,11 @@ from typing import Callable
 
 import numpy as np
 
-from nic_model.sriov import SriovNic
-from runtime.guest import Flow, Sink, TrafficGen
-from runtime.hypervisor import EMULATED, Hypervisor, Policy, Vm
-from runtime.sandbox import ImageReport, LoadError, RegionPlan, Sandbox, analyse
-from runtime.shell import Driver, Shell
+from npa.nic_model.sriov import SriovNic
+from npa.runtime.guest import Flow, Sink, TrafficGen
+from npa.runtime.hypervisor import EMULATED, Hypervisor, Policy, Vm
+from npa.runtime.sandbox import ImageReport, LoadError, RegionPlan, Sandbox, analyse
+from npa.runtime.shell import Driver, Shell
 
 STALL_STEPS = 2000  # steps without any frame moving before a run is declared stuck
 

@@ -23,10 +23,10 @@ from typing import Protocol
 
 import numpy as np
 
-from nic_model.frames import Frames
-from runtime.hypervisor import EMULATED, Hypervisor, Vm, format_mac
-from runtime.hypervisor import migration as hvm
-from runtime.hypervisor.stream import (
+from npa.nic_model.frames import Frames
+from npa.runtime.hypervisor import EMULATED, Hypervisor, Vm, format_mac
+from npa.runtime.hypervisor import migration as hvm
+from npa.runtime.hypervisor.stream import (
     MAX_FRAMES,
     PAGES_PER_MESSAGE,
     Abort,
@@ -40,8 +40,8 @@ from runtime.hypervisor.stream import (
     Round,
     State,
 )
-from runtime.sandbox import NpaError
-from runtime.shell.guest_memory import PAGE
+from npa.runtime.sandbox import NpaError
+from npa.runtime.shell.guest_memory import PAGE
 
 MAX_ROUNDS = 8  # pre-copy rounds before the VM is paused whatever is still dirty
 STOP_PAGES = 32  # dirty pages few enough to copy with the VM paused

@@ -13,13 +13,13 @@ import select
 import time
 from dataclasses import dataclass, field
 
-from nic_model.frames import Frames
-from nic_model.sriov import SriovNic
-from runtime.guest.stack import IpStack
-from runtime.hypervisor import Hypervisor, Policy, Vm
-from runtime.hypervisor.stream import Listener, SocketLink
-from runtime.sandbox import ImageReport, RegionPlan
-from runtime.shell import TX
+from npa.nic_model.frames import Frames
+from npa.nic_model.sriov import SriovNic
+from npa.runtime.guest.stack import IpStack
+from npa.runtime.hypervisor import Hypervisor, Policy, Vm
+from npa.runtime.hypervisor.stream import Listener, SocketLink
+from npa.runtime.sandbox import ImageReport, RegionPlan
+from npa.runtime.shell import TX
 
 from .host import new_vm, polls_now, tick
 from .migrate import Incoming, Outgoing
@@ -238,6 +238,10 @@ class RealtimeHost:
 
     # -- what it reports --------------------------------------------------------------------------
     def status(self) -> dict:
+        """What `npa stat` shows (schema npa.stat/1): the VMs, each VF's and switch port's
+        counters (drops by reason), the data-path mode changes with their reasons, migrations."""
+        from dataclasses import asdict
+
         return {
             "uptime_s": round(time.monotonic() - self.started, 3), "steps": self.steps,
             "nic": self.nic.model.MODEL, "plugin": self.report.manifest.name,
@@ -245,9 +249,14 @@ class RealtimeHost:
             "migrations": [m.status() for m in self.migrations],
             "vms": [{"name": vm.name, "ip": vm.stack.address, "pings": vm.stack.pings,
                      "mac": ":".join(f"{b:02x}" for b in vm.mac.to_bytes(6, "big")),
-                     "data_path": self.hv.mode(vm), "faults": sum(e.kind == "fault" for e in vm.shell.events),
+                     "vf": vm.vf.name, "data_path": self.hv.mode(vm),
+                     "faults": sum(e.kind == "fault" for e in vm.shell.events),
                      "tx_frames": vm.shell.stats["tx_frames"], "rx_frames": vm.shell.stats["rx_frames"],
+                     "modes": [asdict(m) for m in self.hv.modes(vm)[-16:]],
                      **dict(vm.stack.stats)} for vm in self.vms],
+            "vfs": [{"name": vf.name, "pci_id": vf.pci_id, **asdict(vf.stats)} for vf in self.nic.vfs],
+            "ports": [{"name": p.name, "kind": p.kind, **asdict(p.stats)}
+                      for p in self.nic.switch.ports],
         }
 
     def ping(self, vm: str, target: str, count: int) -> None:

@@ -14,7 +14,7 @@ from typing import Annotated, Literal, Union
 import msgpack
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, TypeAdapter, ValidationError
 
-from runtime.sandbox import NpaError
+from npa.runtime.sandbox import NpaError
 
 
 class ChannelError(NpaError):

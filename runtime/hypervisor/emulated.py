@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from nic_model.frames import gather
-from nic_model.switch import Port, Switch
-from runtime.shell import DataPath
-from shell_api import DESC_FLAGS, Status
+from npa.nic_model.frames import gather
+from npa.nic_model.switch import Port, Switch
+from npa.runtime.shell import DataPath
+from npa.shell_api import DESC_FLAGS, Status
 
 EMPTY = DESC_FLAGS["EMPTY"][0]
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nic_model.frames import Frames
-from nic_model.sriov import SriovNic
-from runtime.sandbox import ImageReport, LoadError, NpaError, PluginFault, analyse
+from npa.nic_model.frames import Frames
+from npa.nic_model.sriov import SriovNic
+from npa.runtime.sandbox import ImageReport, LoadError, NpaError, PluginFault, analyse
 
 from .control import (
     AddVlan,

@@ -16,8 +16,8 @@ follow once the source is done.
 """
 from __future__ import annotations
 
-from nic_model.frames import BROADCAST, Frames
-from runtime.sandbox import ImageReport, NpaError
+from npa.nic_model.frames import BROADCAST, Frames
+from npa.runtime.sandbox import ImageReport, NpaError
 
 from .hypervisor import Hypervisor
 from .policy import Rules, format_mac

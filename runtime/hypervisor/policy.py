@@ -30,7 +30,7 @@ from typing import Literal
 from pydantic import (BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError,
                       field_validator, model_validator)
 
-from runtime.sandbox import NpaError
+from npa.runtime.sandbox import NpaError
 
 ETH_HEADER = 14
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from runtime.sandbox import LoadError, NpaError, read_manifest
-from shell_api import Manifest
+from npa.runtime.sandbox import LoadError, NpaError, read_manifest
+from npa.shell_api import Manifest
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,6 @@ class Repository:
 
 def image_for(root: str | Path, model) -> Path:
     """The image the hypervisor injects for a VF of `model` (a VF model class)."""
-    from nic_model.vf import pci_id
+    from npa.nic_model.vf import pci_id
 
     return Repository(root).select(pci_id(model), model.MODEL).path

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from nic_model.vf import Vf
-from runtime.sandbox import Sandbox
-from runtime.shell import Shell
+from npa.nic_model.vf import Vf
+from npa.runtime.sandbox import Sandbox
+from npa.runtime.shell import Shell
 
 
 @dataclass

@@ -15,7 +15,7 @@ from typing import Callable
 import wasmtime
 from wasmtime import _ffi as ffi
 
-from shell_api.abi import FuncSpec
+from npa.shell_api.abi import FuncSpec
 
 from .engine import EPOCH
 from .errors import PluginFault, cause

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 import wasmtime
 
-from shell_api import ABI_MAJOR, ABI_MINOR, LIMIT, MANIFEST_SECTION, Manifest, ManifestError, abi_compatible
-from shell_api.abi import (
+from npa.shell_api import ABI_MAJOR, ABI_MINOR, LIMIT, MANIFEST_SECTION, Manifest, ManifestError, abi_compatible
+from npa.shell_api.abi import (
     EXPORT_PREFIX,
     EXPORTS,
     EXPORTS_BY_NAME,

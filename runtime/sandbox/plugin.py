@@ -5,8 +5,8 @@ from dataclasses import dataclass
 
 import wasmtime
 
-from shell_api import Manifest
-from shell_api.abi import EXPORTS, IMPORT_MODULE, IMPORTS_BY_NAME, OPTIONAL_EXPORTS
+from npa.shell_api import Manifest
+from npa.shell_api.abi import EXPORTS, IMPORT_MODULE, IMPORTS_BY_NAME, OPTIONAL_EXPORTS
 
 from .engine import deadline_ticks
 from .errors import LoadError, cause

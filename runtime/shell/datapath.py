@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from runtime.sandbox import Sandbox
-from shell_api import ABI_MAJOR, ABI_MINOR, CFG_MAGIC, INIT_CFG, Feature, Manifest
+from npa.runtime.sandbox import Sandbox
+from npa.shell_api import ABI_MAJOR, ABI_MINOR, CFG_MAGIC, INIT_CFG, Feature, Manifest
 
 from .guest_memory import GuestMemory
 from .rings import ShellRing

@@ -16,8 +16,8 @@ import mmap
 
 import numpy as np
 
-from nic_model.frames import Frames, scatter
-from shell_api import GUEST_MEMORY_BASE
+from npa.nic_model.frames import Frames, scatter
+from npa.shell_api import GUEST_MEMORY_BASE
 
 PAGE = 4096
 HUGE_PAGE = 2 << 20

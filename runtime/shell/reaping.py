@@ -17,10 +17,10 @@ from collections import Counter
 
 import numpy as np
 
-from nic_model.dma_record import first_true, frame_index, oldest_first, repeated
-from nic_model.frames import Frames, gather
-from nic_model.ring import slots
-from shell_api import DESC_FLAGS
+from npa.nic_model.dma_record import first_true, frame_index, oldest_first, repeated
+from npa.nic_model.frames import Frames, gather
+from npa.nic_model.ring import slots
+from npa.shell_api import DESC_FLAGS
 
 from .pool import FILL, TX, FramePool
 from .rings import ShellRing

@@ -11,9 +11,9 @@ import struct
 
 import numpy as np
 
-from nic_model.ring import read_once, slots
-from runtime.sandbox import SharedRegion
-from shell_api import RING_DESC, RING_HDR
+from npa.nic_model.ring import read_once, slots
+from npa.runtime.sandbox import SharedRegion
+from npa.shell_api import RING_DESC, RING_HDR
 
 _PROD = RING_HDR.offsets["producer"]
 _CONS = RING_HDR.offsets["consumer"]

@@ -13,7 +13,7 @@ from collections import Counter
 
 import numpy as np
 
-from nic_model.frames import Frames, gather
+from npa.nic_model.frames import Frames, gather
 
 from .pool import FILL, TX, FramePool
 

@@ -14,9 +14,9 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-from nic_model.frames import Frames
-from runtime.sandbox import PluginFault, Sandbox
-from shell_api import Feature, Status
+from npa.nic_model.frames import Frames
+from npa.runtime.sandbox import PluginFault, Sandbox
+from npa.shell_api import Feature, Status
 
 from . import datapath
 from .pool import FILL, TX, FramePool

@@ -1,0 +1,4 @@
+"""`python -m npa`: the `npa` command."""
+from npa.cli import main
+
+main()
