@@ -429,7 +429,7 @@ def host(
             rules.check_vms(vms)
         report = analyse(path.read_bytes())
         capture = {} if pcap is None else {
-            "pcap": pcap, "pcap_ports": ("all",), "pcap_clock": "wall",
+            "pcap": pcap, "pcap_ports": ("all",),
             "pcap_format": "pcapng" if pcap.suffix == ".pcapng" else "pcap"}
         box = SriovNic(nic, vfs, uplink=uplink, **capture)
         rt = RealtimeHost(box, report, vms, ip, policy=rules, repository=plugins)

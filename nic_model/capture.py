@@ -5,10 +5,10 @@ port's device sent into the switch and what the switch delivered to it, so `--sw
 traffic, which never reaches the uplink, is seen at the VF ports. Classic pcap merges every
 watched port into one stream; pcapng (dpkt's writer) gives each port its own interface, named
 after it, so Wireshark's "Interface" column says where a frame was seen. Timestamps are the
-wall clock when the capture started plus device time (`clock="device"`, `npa run`): they read as
-dates of today, and a burst's frames are spread evenly over the tick that carried it, so rates a
-tool computes from the capture are the run's. `npa host` stamps frames with the wall clock
-(`clock="wall"`) when its host step handles them. In pcapng each packet
+wall clock: a burst recorded at one moment is spread evenly over the time since the previous
+record (at most SPREAD_US, so an idle gap is not filled), the way its frames arrived while the
+host step ran. So the rates Wireshark or capinfos compute from a capture of `npa run` are the
+run's own, and `npa host` captures line up with a tcpdump on the TAP. In pcapng each packet
 also says its direction (the `epb_flags` option), seen from the switch: inbound, entering the
 switch at that port (sent by the VF, or coming from the link); outbound, leaving it there.
 """
@@ -25,18 +25,15 @@ FORMATS = ("pcap", "pcapng")
 EPB_FLAGS = 2  # pcapng enhanced packet option: bits 0-1 direction, 1 inbound, 2 outbound
 
 
-CLOCKS = ("device", "wall")
+SPREAD_US = 10_000  # a burst is spread over at most this much of the time before it
 
 
 class Capture:
-    def __init__(self, path: str | Path, ports, fmt: str = "pcap", start_s: float | None = None,
-                 clock: str = "device", tick_us: int = 10):
+    def __init__(self, path: str | Path, ports, fmt: str = "pcap"):
         if fmt not in FORMATS:
             raise ValueError(f"capture format {fmt!r}: use {' or '.join(FORMATS)}")
-        if clock not in CLOCKS:
-            raise ValueError(f"capture clock {clock!r}: use {' or '.join(CLOCKS)}")
-        self.path, self.fmt, self.clock, self.tick_us = Path(path), fmt, clock, tick_us
-        self.start_s = time.time() if start_s is None else start_s
+        self.path, self.fmt = Path(path), fmt
+        self._last_us = 0  # the wall-clock stamp of the last frame recorded
         self.ports = {p.index: k for k, p in enumerate(ports)}  # port index -> interface id
         self.frames = 0
         if fmt == "pcap":
@@ -56,11 +53,12 @@ class Capture:
         return port.index in self.ports
 
     def record(self, port, frames: Frames, now_us: int, inbound: bool) -> None:
-        """`frames` seen at `port` at device time `now_us`, entering the switch there
-        (`inbound`) or leaving it (nothing if the port is not watched)."""
+        """`frames` seen at `port` (at device time `now_us`: kept in the signature of every
+        recorder, the stamps are wall-clock), entering the switch there (`inbound`) or leaving it
+        (nothing if the port is not watched)."""
         if not len(frames) or port.index not in self.ports:
             return
-        stamps = self.stamps(len(frames), now_us)
+        stamps = self.stamps(len(frames))
         if self.fmt == "pcap":
             self._pcap.write(frames, stamps)
         else:
@@ -74,12 +72,13 @@ class Capture:
                     pkt_len=len(data), pkt_data=data, opts=flags))
         self.frames += len(frames)
 
-    def stamps(self, n: int, now_us: int) -> list[int]:
-        """µs since the epoch of each of a burst's `n` frames seen at device time `now_us`."""
-        if self.clock == "wall":
-            return [int(time.time() * 1e6)] * n
-        base = int(self.start_s * 1e6) + int(now_us)
-        return [base + i * self.tick_us // n for i in range(n)]
+    def stamps(self, n: int) -> list[int]:
+        """µs since the epoch of each of a burst's `n` frames recorded now: spread evenly over
+        the time since the last record (at most SPREAD_US), the last one now; never backwards."""
+        end = max(time.time_ns() // 1000, self._last_us)
+        start = max(self._last_us, end - SPREAD_US) if self._last_us else end
+        self._last_us = end
+        return [start + (end - start) * (i + 1) // n for i in range(n)]
 
     def close(self) -> None:
         if self.fmt == "pcap":

@@ -24,8 +24,7 @@ DEFAULT_MODEL = IxgbeVf.MODEL
 class SriovNic:
     def __init__(self, model: str = DEFAULT_MODEL, num_vfs: int = 4, *, uplink: str = "null",
                  pcap: str | Path | None = None, switch_mode: str = "veb", tick_us: int = 10,
-                 pcap_ports: tuple[str, ...] = ("uplink",), pcap_format: str = "pcap",
-                 pcap_clock: str = "device"):
+                 pcap_ports: tuple[str, ...] = ("uplink",), pcap_format: str = "pcap"):
         if model not in MODELS:
             raise ValueError(f"unknown NIC model {model!r}; known: {', '.join(MODELS)}")
         if not 1 <= num_vfs <= 64:
@@ -36,12 +35,12 @@ class SriovNic:
         self.vfs: list[Vf] = [self.model(i, self.switch.add_port(f"vf{i}", "vf"), self.switch)
                               for i in range(num_vfs)]
         self.uplink = Uplink(self.switch, self.switch.add_port("uplink", "uplink"), uplink)
+        self.capture = self._capture(pcap, pcap_ports, pcap_format) if pcap else None
         self.tick_us = tick_us
-        self.capture = self._capture(pcap, pcap_ports, pcap_format, pcap_clock) if pcap else None
         self.now_us = 0
         self.pf_discarded = 0
 
-    def _capture(self, path, names, fmt, clock) -> Capture:
+    def _capture(self, path, names, fmt) -> Capture:
         """A capture of the named switch ports (`all`: every one); the switch and the uplink
         record into it."""
         ports = {p.name: p for p in self.switch.ports}
@@ -49,7 +48,7 @@ class SriovNic:
         if unknown:
             raise ValueError(f"capture port {unknown[0]!r}: this NIC has {', '.join(ports)} (or all)")
         chosen = list(ports.values()) if "all" in names else [ports[n] for n in dict.fromkeys(names)]
-        cap = Capture(path, chosen, fmt, clock=clock, tick_us=self.tick_us)
+        cap = Capture(path, chosen, fmt)
         self.switch.capture = cap
         if cap.watches(self.uplink.port):
             self.uplink.capture = cap

@@ -211,3 +211,15 @@ def test_ctrl_c_at_any_moment_is_one_line_and_130(command, delay, tmp_path):
         return
     assert proc.returncode == 130, (proc.returncode, err)
     assert "Traceback" not in err and err.strip().splitlines()[-1] == "npa: error: interrupted", err
+
+
+def test_version_and_help_load_no_runtime():
+    """`npa --version` and `--help` import typer and the ABI's numbers, not wasmtime, numpy,
+    pydantic or rich's tables: what keeps them well under half a second."""
+    code = ("import sys; from npa.cli.main import app; "
+            "print(sorted(m for m in ('wasmtime', 'numpy', 'pydantic', 'npa.runtime', 'rich.table') "
+            "if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr
+    r = subprocess.run([*NPA, "--version"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.startswith("npa ") and "Shell API" in r.stdout
