@@ -1,5 +1,8 @@
 """`npa build`: reproducible images, compiler diagnostics, manifest errors."""
+import json
 import shutil
+
+import pytest
 
 from npa.cli import toolchain
 from helpers import ROOT, npa
@@ -141,3 +144,24 @@ def test_bench_scale_reports_each_counts_median_run_and_every_run(tmp_path):
         assert len(runs) == 3 and c["us_per_frame"] == sorted(runs)[1] and c["rss_mib"] > 0
     r = npa("bench", "scale", "--vms", "2,99")
     assert r.returncode == 2 and "each count is 2 to 64" in r.stderr
+
+
+def test_a_fit_that_cannot_be_measured_says_so_and_is_never_negative():
+    from npa.cli.bench import _fit, _shown
+
+    assert _fit((32, 100e-6), (512, 200e-6)) == pytest.approx((93.33, 208.33), rel=1e-3)
+    assert _fit((512, 200e-6), (32, 100e-6)) == _fit((32, 100e-6), (512, 200e-6))
+    assert _fit((32, 300e-6), (512, 200e-6)) == (None, None)  # a negative cost per frame
+    assert _fit((400, 100e-6), (512, 200e-6)) == (None, None)  # steps of too similar sizes
+    fixed, per_frame = _fit((32, 1e-6), (512, 200e-6))  # a negative fixed cost: only that goes
+    assert fixed is None and per_frame > 0
+    assert _shown(None, "µs") == "not measurable at this size"
+
+
+def test_bench_steps_at_a_small_size_prints_no_negative_cost(tmp_path):
+    r = npa("bench", "steps", "--packets", "1000", "--repeat", "1", "--json", "-", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    for row in doc["layers"]:
+        for key in ("fixed_us", "ns_per_frame"):
+            assert row[key] is None or row[key] >= 0, row
