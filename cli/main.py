@@ -645,7 +645,9 @@ def main() -> None:
         code = 141
     except Exception as e:  # a last net: every error a user sees is one line
         code = _last_net(e)
-    sys.exit(code if isinstance(code, int) else 0)
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the outcome is decided: Ctrl-C while the
+    sys.exit(code if isinstance(code, int) else 0)  # interpreter shuts down changes nothing
 
 
 def _last_net(e: Exception) -> int:

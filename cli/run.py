@@ -99,6 +99,9 @@ def report(target, seconds: float, modes: bool = False) -> list[str]:
                     problems.append(f"{vm.name}: flow {fid}: {n} frames {what}")
         if vm.sink.unexpected:
             problems.append(f"{vm.name}: {vm.sink.unexpected} unexpected frames")
+        for m in host.hv.modes(vm):  # an offer that ended on the emulated path: the plugin said no
+            if m.reason.startswith(("plugin refused", "plugin init failed")):
+                problems.append(f"{vm.name}: {m.reason}")
         if (held := vm.shell.held_by_plugin()):
             problems.append(f"{vm.name}: {held} pool frames still held by the plugin or VF")
     for f in target.flows:

@@ -18,7 +18,7 @@ from functools import lru_cache
 
 import numpy as np
 
-NONE, READ, WRITE = 0, 1, 2  # what a frame is granted for
+NONE, READ, WRITE, HOLD = 0, 1, 2, 3  # what a frame is granted for (HOLD: see `hold`)
 U64 = (1 << 64) - 1
 
 
@@ -118,6 +118,12 @@ class FrameRecord:
     def revoke(self, idx: np.ndarray | slice = slice(None)) -> None:
         self.grant[idx] = NONE
 
+    def hold(self, idx: np.ndarray) -> None:
+        """TX frames handed back unsent, to be granted again when they go out once more: the
+        device may not read them, and no frame after them in the guest's order either (it
+        would pass them), until they are granted again."""
+        self.grant[idx] = HOLD
+
     def clear(self) -> None:
         """No grants and no history (a new driver starts from here)."""
         self.grant[:] = NONE
@@ -151,7 +157,8 @@ class FrameRecord:
         """The granted reads of a burst that come in the guest's order: each the oldest TX frame
         not read yet. From the first out of order on, none (they wait, unread). `ok` itself
         when all are in order."""
-        return first_true(ok, oldest_first(self.order[idx[ok]], self.order[self.grant == READ]))
+        outstanding = (self.grant == READ) | (self.grant == HOLD)
+        return first_true(ok, oldest_first(self.order[idx[ok]], self.order[outstanding]))
 
     def use(self, idx: np.ndarray, lens: np.ndarray, kind: int) -> None:
         """The device read (TX) or wrote (RX) these allowed frames (by index), in this order."""

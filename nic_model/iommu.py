@@ -4,6 +4,9 @@ The space is made of backing memories, each at a fixed base: the plugin's linear
 the guest's memory (its frame pool) above 4 GiB. The window maps what the DMA heap hands out
 and the frame pool; everything else (the guard page, the plugin image, the shell's rings, the
 gap between the memories) is a DMA fault: counted, remembered, and nothing is read or written.
+The two parts have different permissions: descriptors (rings, completion queues, config blocks,
+doorbell records) only in what the DMA heap handed out (`descriptor_memory`), frames only in
+the pool, each one with a one-use grant from the frame record.
 
 Every address and length comes from a descriptor or a register the plugin wrote, so arithmetic
 is unsigned 64-bit and never wraps: a range is inside when `addr <= end` and `len <= end - addr`
@@ -112,6 +115,20 @@ class Iommu:
             addr = self._ends[i]
             i += 1
         return length == 0 or addr < self._ends[i]
+
+    def descriptor_memory(self, addr: int, length: int) -> bool:
+        """Whether [addr, +length) may hold what the device reads and writes as descriptors
+        (rings, completion queues, config blocks, doorbell records): mapped, and no byte of it
+        in the frame pool. Guest memory is reachable only as whole frames with a grant, as an
+        IOMMU's per-mapping permissions would have it; a ring placed over frames is a fault."""
+        if not self.covers(addr, length):
+            return False
+        rec = self.record
+        if rec is None:
+            return True
+        addr, length = int(addr), int(length)
+        pool_end = rec.base + rec.frame_size * rec.frames
+        return addr + length <= rec.base or addr >= pool_end  # covered: no wrap past 2^64
 
     def covers_all(self, addrs: np.ndarray, lens: np.ndarray) -> np.ndarray:
         """`covers` for a burst: a boolean per (addr, len), one mapping lookup for all. Both are

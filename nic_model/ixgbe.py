@@ -183,25 +183,23 @@ class IxgbeVf(Vf):
         if stopped:  # the frame that does not fit waits in the port; the queue stops
             r[VFRXDCTL] &= ~DCTL_ENABLE
             self.raise_cause(1 << self.MISC_VECTOR)
-        n = len(frames)
+        if not len(frames):
+            return
+        at = slots(head, len(frames), size)
+        n = self.dma_scatter_until(read_once(ring["pkt_addr"], at), frames, bsize)  # before the write-back
+        if n < len(frames):  # a buffer the device may not write: that frame waits in the port
+            r[VFRXDCTL] &= ~DCTL_ENABLE
+            self.raise_cause(1 << self.MISC_VECTOR)
+            at, frames = slots(head, n, size), frames.take(slice(0, n))
         if not n:
             return
-        at = slots(head, n, size)
-        inside = self.dma_scatter(read_once(ring["pkt_addr"], at), frames, bsize)  # before the write-back
         wb = ring.view(RX_WB)
         wb["pkt_info"][at] = 0
         wb["rss"][at] = 0
-        if np.count_nonzero(inside) == n:
-            wb["status_error"][at] = RXD_STAT_DD | RXD_STAT_EOP
-            wb["length"][at] = frames.lens
-            ok = frames
-        else:
-            wb["status_error"][at] = np.where(inside, RXD_STAT_DD | RXD_STAT_EOP,
-                                              RXD_STAT_DD | RXD_STAT_EOP | RXD_ERR_RXE)
-            wb["length"][at] = np.where(inside, frames.lens, 0)
-            ok = frames.take(inside)
+        wb["status_error"][at] = RXD_STAT_DD | RXD_STAT_EOP
+        wb["length"][at] = frames.lens
         wb["vlan"][at] = 0
-        self.stats.rx_frames += len(ok)
-        self.stats.rx_bytes += ok.nbytes
+        self.stats.rx_frames += n
+        self.stats.rx_bytes += frames.nbytes
         r[VFRDH] = (head + n) % size
         self.raise_cause(1 << 0)

@@ -264,14 +264,18 @@ class Mlx5Vf(Vf):
         frames, stopped = self.receive_fitting(n, room)
         n = len(frames)
         idx, wqe, room = idx[:n], wqe[:n], room[:n]
-        ok = self.dma_scatter(wqe["addr"], frames, room) if n else np.zeros(0, bool)
-        self.stats.rx_frames += int(ok.sum())
-        self.stats.rx_bytes += int(frames.lens[ok].sum())
-        cq.write(cqv, np.where(ok, CQE_RESP_SEND, CQE_RESP_ERR), idx, np.where(ok, frames.lens, 0),
-                 np.where(ok, 0, SYND_LOCAL_PROT))
-        self.rq_ci = (self.rq_ci + n) & WQE_COUNTER
-        if stopped:  # the frame that does not fit its WQE waits in the port; the RQ errors
-            cq.write(cqv, CQE_RESP_ERR, self.rq_ci + np.arange(1), 0, SYND_LOCAL_LENGTH)
+        written = self.dma_scatter_until(wqe["addr"], frames, room) if n else 0
+        if written < n:  # a WQE the device may not write: its frame waits in the port
+            frames, stopped, why = frames.take(slice(0, written)), True, SYND_LOCAL_PROT
+        else:  # the frame that does not fit its WQE waits in the port
+            why = SYND_LOCAL_LENGTH
+        self.stats.rx_frames += written
+        self.stats.rx_bytes += frames.nbytes
+        if written:
+            cq.write(cqv, CQE_RESP_SEND, idx[:written], frames.lens, 0)
+        self.rq_ci = (self.rq_ci + written) & WQE_COUNTER
+        if stopped:  # the WQE that could not take its frame completes in error; the RQ errors
+            cq.write(cqv, CQE_RESP_ERR, self.rq_ci + np.arange(1), 0, why)
             self.rq_ci = (self.rq_ci + 1) & WQE_COUNTER
             self._error("rq")
         self.raise_cause(1)

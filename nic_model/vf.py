@@ -107,15 +107,17 @@ class Vf(Bar0):
         self.raise_cause(1 << self.MISC_VECTOR)
 
     def dma_view(self, addr: int, nbytes: int, dtype: np.dtype) -> np.ndarray | None:
-        """A typed view of [addr, +nbytes) if the window covers it, else a fault and None.
-        Views are kept until the window changes (the rings are read on every tick)."""
+        """A typed view of descriptor memory [addr, +nbytes) (a ring, a completion queue, a
+        config block, a doorbell record) if the window maps it outside the frame pool, else a
+        fault and None: the caller's queue stops. Views are kept until the window changes (the
+        rings are read on every tick)."""
         iommu = self.iommu
         if iommu is None:
             return None
         key = (addr, nbytes, dtype)
         if (kept := self._views.get(key)) is not None and kept[0] == iommu.generation:
             return kept[1]
-        if not iommu.covers(addr, nbytes):
+        if not iommu.descriptor_memory(addr, nbytes):
             self.dma_fault(addr, nbytes)
             return None
         if len(self._views) >= 8:  # a plugin moving its rings about: keep the newest only
@@ -178,23 +180,25 @@ class Vf(Bar0):
             self.iommu.record.use(idx[:end], lens[:end], READ)
         return self.iommu.gather(addr[:end], lens[:end], _part(idx, slice(0, end))), end, allowed
 
-    def dma_scatter(self, addr: np.ndarray, frames: Frames, room) -> np.ndarray:
-        """Write `frames` at `addr` (u64), each into a buffer of `room` bytes (the size posted:
-        one value or one per buffer); a buffer the device may not write is a fault and nothing
-        is written there, and no write passes its buffer. Returns which frames were written."""
-        addr = np.asarray(addr, np.uint64)
-        room = np.asarray(room, np.int64)
+    def dma_scatter_until(self, addr: np.ndarray, frames: Frames, room) -> int:
+        """For a receive queue that stops at its first bad buffer: write the frames before the
+        first buffer the device may not write (a counted fault), and none after it; that frame
+        and the rest go back to the head of the port, as hardware that refuses a DMA keeps what
+        it has not written. Returns how many were written; below len(frames), the caller stops
+        its queue with an error, as for a frame longer than its buffer."""
+        addr, room = np.asarray(addr, np.uint64), np.asarray(room, np.int64)
         allowed, dropped, idx = self._allowed(addr, np.minimum(frames.lens, room), WRITE)
-        if np.count_nonzero(allowed) == len(allowed):
+        refused = np.flatnonzero(~allowed)
+        k = int(refused[0]) if len(refused) else len(frames)
+        if k < len(frames):
+            self.dma_fault(int(addr[k]), int(frames.lens[k]))
+            self.port.unreceive(frames.take(slice(k, None)))
+            frames, addr = frames.take(slice(0, k)), addr[:k]
+            room, idx = (room if room.ndim == 0 else room[:k]), _part(idx, slice(0, k))
+        if k:
             written = self.iommu.scatter(addr, frames, room, idx)
-        else:
-            self._faults(addr, frames.lens, allowed)
-            written = np.zeros(len(frames), bool)
-            room = np.broadcast_to(room, (len(frames),))
-            written[allowed] = self.iommu.scatter(addr[allowed], frames.take(allowed), room[allowed],
-                                                  _part(idx, allowed))
-        self._recorded(idx, frames.lens, written, dropped, WRITE)
-        return written
+            self._recorded(idx, frames.lens, written, None, WRITE)
+        return k
 
     def receive_fitting(self, limit: int, room) -> tuple[Frames, bool]:
         """Up to `limit` frames from the port, stopping before the first longer than its buffer

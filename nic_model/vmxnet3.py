@@ -259,16 +259,18 @@ class Vmxnet3Vf(Vf):
         frames, stopped = self.receive_fitting(posted, self.rx_buf_size)
         if stopped:  # the frame that does not fit waits in the port; the queue stops
             self._queue_error("rx")
-        n = len(frames)
+        if not len(frames):
+            return
+        slots = self.rxr.slots(len(frames))
+        n = self.dma_scatter_until(ring["addr"][slots], frames, self.rx_buf_size)
+        if n < len(frames):  # a buffer the device may not write: that frame waits in the port
+            self._queue_error("rx")
+            slots, frames = self.rxr.slots(n), frames.take(slice(0, n))
         if not n:
             return
-        slots = self.rxr.slots(n)
-        inside = self.dma_scatter(ring["addr"][slots], frames, self.rx_buf_size)
-        ok = frames.take(inside)
-        self.stats.rx_frames += len(ok)
-        self.stats.rx_bytes += ok.nbytes
-        lens = np.where(inside, frames.lens, 0).astype(np.uint32)
+        self.stats.rx_frames += n
+        self.stats.rx_bytes += frames.nbytes
         self._complete(self.rxc, comp, slots.astype(np.uint32) | RCD_EOP | RCD_SOP,
-                       lens | np.where(inside, 0, RCD_ERR).astype(np.uint32), RCD_TYPE)
+                       frames.lens.astype(np.uint32), RCD_TYPE)
         self.rxr.advance(n)
         self.raise_cause(1 << 0)

@@ -25,13 +25,14 @@ CANARY = 0xA5
 # holds the second) and the VM stays on its plugin.
 LIES = {"BOGUS_TXC_THEN_TRAP": ("trap", None), "TXC_PRODUCER_JUMPS": ("npa_quiesce kept", None),
         "RX_PRODUCER_JUMPS": (None, "rx: frame not held"), "SMASHES_ITS_STACK": ("trap", None),
-        "TX_CONSUMER_BACK_ONE": ("watchdog", "completion for a frame the device never read"),
+        "TX_CONSUMER_BACK_ONE": ("DMA faults", "completion for a frame the device never read"),
         "RX_REPLAY": (None, "rx: frame not held"),
         "RX_NEVER_FILLED": (None, "rx: data in a buffer the device never wrote"),
         "DOES_NOTHING": ("watchdog", None), "RX_BUFFER_ZERO": ("npa_poll returned DEVICE", None)}
 ATTACKS = ("RX_ADDR_WRAPS", "TX_ADDR_WRAPS", "TX_OVERSIZE", "FREES_SHELL_MEMORY",
            "REWRITES_FRAMES", "FILL_CONSUMER_AHEAD", "TX_CONSUMER_BACK", "RX_BUFFER_HUGE", *LIES,
-           "GREEDY")
+           "GREEDY", "RX_RING_IN_GUEST", "TX_RING_IN_GUEST", "FILL_BACK_UNTAKEN", "TX_BACK_UNTAKEN",
+           "RX_BUFFER_TWICE", "MMIO_HOG", "INIT_SPINS")
 
 
 @pytest.fixture(scope="module")
@@ -180,3 +181,78 @@ def test_a_plugin_over_its_share_of_the_host_is_polled_less_then_faulted(hostile
     every = re.search(r"polled every (\d+) steps", faults[0])
     assert every and int(every.group(1)) > 1  # it was polled less before it was faulted
     assert host.hv.mode(host.vms[1]) == PLUGIN  # the peer kept its plugin
+
+
+# -- Containment III: descriptors never in guest memory, a frame never twice, wall time -----------
+@pytest.mark.parametrize("attack", ["RX_RING_IN_GUEST", "TX_RING_IN_GUEST"])
+def test_a_ring_placed_over_guest_memory_is_a_dma_fault_and_nothing_is_written(hostile, attack):
+    """Descriptor memory is not frame memory: the window maps the frame pool, but a ring there
+    is refused (it used to take 16-byte write-backs into frames that held no grant)."""
+    host = run_beside(hostile[attack], packets=3000)
+    assert_exactly_once(host)  # nothing lost, nothing corrupted: no write-back landed in a frame
+    vf = host.vms[0].vf
+    rec = vf.iommu.record
+    assert vf.stats.dma_faults > 0
+    addr, _ = vf.iommu.last_fault
+    assert rec.base <= addr < rec.base + rec.frame_size * rec.frames or addr >= 1 << 32
+
+
+@pytest.mark.parametrize("attack,ring", [("FILL_BACK_UNTAKEN", "fill"), ("TX_BACK_UNTAKEN", "tx")])
+def test_a_frame_handed_back_that_the_plugin_never_took_is_refused(hostile, attack, ring):
+    """rx EMPTY and txc UNSENT only for frames the plugin took off fill/tx: one still on the
+    ring is the shell's (it used to be posted twice, or re-sent twice)."""
+    host = run_beside(hostile[attack], packets=6000)
+    assert_exactly_once(host)
+    refused = host.vms[0].shell.refused
+    assert refused[f"{'rx' if ring == 'fill' else 'txc'}: frame never taken off {ring}"] > 0, refused
+
+
+def test_a_buffer_posted_twice_loses_no_frame(hostile):
+    """The device refuses the second write into one buffer (a one-use grant): the frame stays in
+    the port and the queue stops; the plugin is faulted (the watchdog, or the DMA fault limit)
+    and everything is settled by the record: nothing lost, nothing twice."""
+    host = run_beside(hostile["RX_BUFFER_TWICE"], packets=6000)
+    assert_exactly_once(host)
+    assert host.vms[0].vf.stats.dma_faults > 0
+
+
+def test_dma_faults_over_the_policy_limit_fault_the_plugin(hostile):
+    host = run_beside(hostile["RX_RING_IN_GUEST"], packets=3000, policy=Policy({"dma_fault_limit": 0}))
+    assert_exactly_once(host)
+    faults = [c.reason for c in host.hv.modes(host.vms[0]) if c.reason.startswith("fault")]
+    assert faults and "DMA faults" in faults[0] and "the limit is 0" in faults[0]
+
+
+def test_a_wall_time_hog_is_stopped_by_its_deadline_and_the_neighbour_keeps_its_plugin(hostile):
+    """20,000 mmio_read32 calls a poll: cheap in fuel, some 20 ms of host time; the data-path
+    call's deadline (policy call_budget_ms, 10 ms) ends the call and faults the plugin."""
+    host = run_beside(hostile["MMIO_HOG"], packets=6000)
+    assert_exactly_once(host)
+    vm = host.vms[0]
+    faults = [c.reason for c in host.hv.modes(vm) if c.reason.startswith("fault")]
+    assert faults and ("deadline" in faults[0] or "fairness" in faults[0]), faults
+
+
+def test_an_npa_init_that_spins_is_refused_within_its_init_budget(hostile):
+    """npa_init spinning ~0.4 s (the old per-call deadline was 0.5 s) is stopped by the init
+    budget (policy init_budget_ms, 50 ms): the offer fails, the VM stays emulated."""
+    host = canaried(2000)
+    host.revoke(0)
+    host.offer(0, analyse(hostile["INIT_SPINS"].read_bytes()))
+    vm = host.vms[0]
+    assert host.hv.mode(vm) == EMULATED
+    assert "deadline" in host.hv.modes(vm)[-1].reason, host.hv.modes(vm)[-1]
+    host.run()
+    assert_exactly_once(host)
+
+
+def test_npa_run_with_a_plugin_refused_at_offer_is_a_negative_verdict(hostile):
+    """Every VM ran emulated and delivered everything, but the plugin under test never ran: the
+    run is not "clean" (it used to exit 0), and each VM's line says why."""
+    from helpers import npa
+
+    r = npa("run", str(hostile["INIT_SPINS"]), "--packets", "2000", "-q")
+    assert r.returncode == 1, r.stdout + r.stderr
+    for vm in ("vm0", "vm1"):
+        assert f"npa: {vm}: plugin init failed: npa_init" in r.stderr and "deadline" in r.stderr
+    assert "clean:" not in r.stdout

@@ -352,3 +352,121 @@ def test_random_migration_streams_leave_the_destination_as_it_was(destination, m
         b.vms.remove(into.vm)
     assert not b.vms and all(not vf.mac and not vf.port.policy.macs for vf in b.nic.vfs)
     COUNTS["migration: stream messages"] += len(raw)
+
+
+# -- restored state: a pool and an IP stack from a migration stream ------------------------------
+def _mutations(value):
+    """Values a hostile source might put in place of a field."""
+    return st.sampled_from([None, -1, 2**63, 2**64, float("inf"), float("nan"), 1.5, True, "", "x" * 100,
+                            b"\x01\x02\x03", [], [2**63], {}, {"x": float("inf")}, value])
+
+
+POOL = {"frames": 64, "frame_size": 2048, "resend": [3, 1], "lens": [60, 1514], "seq": [0, 1], "next_seq": 2}
+STACK = {"mac": 0x020000000001, "address": "10.9.0.2/24", "ident": 7, "ping_id": 9,
+         "arp": [[b"\x0a\x09\x00\x03", 0x020000000002, 1000]],
+         "pings": {"10.9.0.3": {"sent": 1, "received": 1, "count": 3, "asked_us": 0}},
+         "stats": {"echo_replies": 4}}
+
+
+@FUZZ
+@given(which=st.sampled_from(["pool", "stack"]), data=st.data())
+def test_a_restored_state_is_applied_whole_or_refused_with_a_value_error(which, data):
+    """Every field of a snapshot replaced by a hostile value: the restore takes it or raises
+    ValueError (one line for the migration's report); never another exception, never half."""
+    from npa.runtime.guest.stack import IpStack
+    from npa.runtime.shell.pool import FramePool
+
+    good = POOL if which == "pool" else STACK
+    snap = {k: data.draw(_mutations(v)) if data.draw(st.booleans()) else v for k, v in good.items()}
+    if which == "pool":
+        pool = FramePool(np.zeros(64 * 2048, np.uint8), 1 << 32, 64, 2048)
+        before = pool.state.copy()
+        try:
+            pool.restore(snap)
+        except ValueError:
+            assert (pool.state == before).all()  # refused: nothing applied
+        else:
+            pool.check()
+    else:
+        try:
+            stack = IpStack.restore(snap, clock=lambda: 0)
+        except ValueError:
+            pass
+        else:
+            assert all(p["count"] <= 1000 for p in stack.pings.values()) and len(stack.arp) <= 256
+    COUNTS["migration: restored state"] += 1
+
+
+# -- a host's control socket: any bytes from any local client ------------------------------------
+@FUZZ
+@given(payload=st.binary(max_size=64) | st.builds(msgpack.packb, MSG))
+def test_the_control_socket_answers_whatever_a_client_sends(tmp_path_factory, payload):
+    import socket
+
+    from npa.runtime.host.control import _LEN, ControlServer, Reply, recv
+
+    path = str(tmp_path_factory.mktemp("ctl") / "c.sock")
+    server = ControlServer(path)
+    try:
+        c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        c.settimeout(5)
+        c.connect(path)
+        c.sendall(_LEN.pack(len(payload)) + payload)
+        server.ready(_NoHost())
+        reply = recv(c, Reply)
+        c.close()
+    finally:
+        server.close()
+    assert reply.ok is False and reply.error  # this host can do nothing: every answer says why
+    COUNTS["control socket: requests"] += 1
+
+
+class _NoHost:
+    def __getattr__(self, name):
+        raise RuntimeError(f"{name}: no host here")
+
+
+# -- the guest stack: frames from a real network -------------------------------------------------
+ADDRS = ["10.5.0.1", "10.5.0.2", "10.5.0.255", "255.255.255.255", "224.0.0.1", "127.0.0.1", "0.0.0.0"]
+MACS = [0x02000000AAAA, 0x020000000001, 0xFFFFFFFFFFFF, 0x01005E000001, 0]
+NO_SINGLE_HOST = {bytes([255] * 4), bytes([10, 5, 0, 255]), bytes([127, 0, 0, 1]), bytes(4),
+                  bytes([224, 0, 0, 1])}
+
+
+def _ip_frame(dst_mac, src_mac, src, proto, frag, sport, body) -> bytes:
+    """An IPv4 frame to the stack's address, with the fragment field `frag` (checksum right)."""
+    import ipaddress
+
+    from npa.runtime.guest.stack import checksum, ipv4_frame
+
+    payload = (struct.pack("!HHHH", sport, 7, 8 + len(body), 0) + body if proto == 17
+               else struct.pack("!BBHHH", 8, 0, 0, 1, 1) + body)
+    f = bytearray(ipv4_frame(src_mac, dst_mac, ipaddress.IPv4Address(src).packed,
+                             ipaddress.IPv4Address("10.5.0.2").packed, proto, payload))
+    f[20:22] = struct.pack("!H", frag)
+    f[24:26] = b"\0\0"
+    f[24:26] = struct.pack("!H", checksum(bytes(f[14:34])))
+    return bytes(f)
+
+
+UPLINK_FRAME = st.one_of(
+    st.binary(min_size=14, max_size=200),
+    st.builds(_ip_frame, st.sampled_from(MACS), st.sampled_from(MACS), st.sampled_from(ADDRS),
+              st.sampled_from([1, 17]), st.sampled_from([0, 0x4000, 0x2000, 0x0001]),
+              st.sampled_from([7, 19, 0, 40000]), st.binary(max_size=64)))
+
+
+@FUZZ
+@given(frames=st.lists(UPLINK_FRAME, min_size=1, max_size=16))
+def test_the_guest_stack_answers_only_what_a_host_should(frames):
+    """Hostile frames from the uplink: no exception, no reply to a group MAC or to a source no
+    single host can be, no echo of a fragment, a bounded ARP cache."""
+    from npa.runtime.guest.stack import IpStack
+
+    s = IpStack(0x020000000001, "10.5.0.2/24", clock=lambda: 0)
+    _, replies = s.receive(Frames.from_bytes(frames))
+    for r in replies:
+        if r[12:14] == b"\x08\x00":  # IPv4: an echo reply, to one host
+            assert not r[0] & 1 and r[30:34] not in NO_SINGLE_HOST, r.hex()
+    assert len(s.arp) <= 256
+    COUNTS["guest stack: frames from the uplink"] += len(frames)

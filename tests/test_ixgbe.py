@@ -148,15 +148,44 @@ def test_a_ring_unmapped_after_use_is_a_fault_on_the_next_tick(rig):
     assert not a.vf.read32(hw.VFTXDCTL) & hw.DCTL_ENABLE and b.vf.stats.rx_frames == 1
 
 
-def test_rx_buffer_outside_the_window_gets_rxe_and_nothing_is_written(rig):
+def test_rx_buffer_outside_the_window_is_a_fault_and_the_frame_waits_in_the_port(rig):
+    """Hardware that refuses a DMA keeps what it has not written: the frame stays at the head of
+    the port, the queue stops (as for a frame larger than its buffer), nothing is written."""
     nic, a, b = rig
     b.post(1, addr=0x90000)  # a buffer the IOMMU does not map
-    a.send([frame(MAC[1], MAC[0], 100, 9)])
+    sent = frame(MAC[1], MAC[0], 100, 9)
+    a.send([sent])
     nic.step()
-    wb = b.rxwb(0)
-    assert wb["status_error"] & hw.RXD_ERR_RXE and wb["length"] == 0
+    assert not b.rxwb(0)["status_error"] & hw.RXD_STAT_DD  # no write-back: not received
     assert bytes(b.mem[0x90000:0x90000 + 100]) == bytes(100)
     assert b.vf.stats.dma_faults == 1 and b.vf.stats.rx_frames == 0
+    assert not b.vf.regs[hw.VFRXDCTL] & hw.DCTL_ENABLE and b.vf.read32(hw.VFRDH) == 0
+    assert b.vf.port.pending() == 1 and b.vf.port.receive(1).frame(0) == sent
+
+
+def test_a_buffer_posted_twice_is_written_once_and_the_second_frame_waits():
+    """Through the frame record (one-use write grants): the second descriptor naming the same
+    buffer is refused; its frame is not lost but waits in the port for the queue's restart."""
+    from npa.nic_model.sriov import SriovNic
+
+    nic = SriovNic("ixgbevf", 2)
+    vf = nic.vfs[1]
+    mem = np.zeros(1 << 20, np.uint8)
+    iommu = vf.attach(mem)
+    iommu.map(0x1000, 4096)  # the RX ring
+    rec = iommu.map_frames(0x8000, 2048, 4)
+    rec.grant_write(np.arange(4))
+    ring = mem[0x1000:0x1000 + 128].view(hw.RX_READ)
+    ring["pkt_addr"][:2] = 0x8000  # both descriptors: frame 0
+    for reg, v in ((hw.VFRDBAL, 0x1000), (hw.VFRDBAH, 0), (hw.VFRDLEN, 128), (hw.VFSRRCTL, 2),
+                   (hw.VFRXDCTL, hw.DCTL_ENABLE), (hw.VFRDT, 2)):
+        vf.write32(reg, v)
+    frames = [frame(MAC[1], MAC[0], 100, 1), frame(MAC[1], MAC[0], 100, 2)]
+    vf.port.deliver(Frames.from_bytes(frames))
+    vf.rx()
+    assert vf.stats.rx_frames == 1 and vf.stats.dma_faults == 1 and vf.read32(hw.VFRDH) == 1
+    assert bytes(mem[0x8000:0x8000 + 100]) == frames[0]
+    assert vf.port.pending() == 1 and vf.port.receive(1).frame(0) == frames[1]
 
 
 def test_a_vector_masks_itself_until_rearmed_and_masked_vectors_raise_nothing(rig):

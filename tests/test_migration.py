@@ -17,7 +17,8 @@ from npa.runtime.guest import size_schedule
 from npa.runtime.host.fabric import Fabric
 from npa.runtime.host.migrate import Incoming, Outgoing
 from npa.runtime.hypervisor import EMULATED, PLUGIN, Policy, image_for
-from npa.runtime.hypervisor.stream import MemoryLink, Pages, State, StreamError, decode, encode
+from npa.runtime.hypervisor.stream import (Abort, Hello, MemoryLink, Pages, State, StreamError, decode,
+                                          encode)
 
 PLUGINS = ROOT / "plugins-wasm"
 NICS = list(MODELS)
@@ -192,7 +193,15 @@ def test_garbage_on_the_stream_ends_the_migration_with_one_line_and_the_vm_stays
     (State(pool={"frames": 512, "frame_size": 2048, "resend": [5000], "lens": [60], "seq": [0],
                  "next_seq": 1}, guest={}, queued=[]), "out of the pool"),
     (State(pool={"frames": 512, "frame_size": 2048, "resend": [], "lens": [], "seq": [],
-                 "next_seq": 0}, guest={"gen": 7}, queued=[]), "TypeError"),
+                 "next_seq": 0}, guest={"gen": 7}, queued=[]), "GenState"),
+    (State(pool={"frames": 512, "frame_size": 2048, "resend": [2**63], "lens": [60], "seq": [0],
+                 "next_seq": 1}, guest={}, queued=[]), "resend.0"),
+    (State(pool={"frames": 512, "frame_size": 2048, "resend": [], "lens": [], "seq": [],
+                 "next_seq": float("inf")}, guest={}, queued=[]), "next_seq"),
+    (State(pool={"frames": 512, "frame_size": 2048, "resend": [], "lens": [], "seq": [],
+                 "next_seq": 0}, guest={"gen": {"burst": 1, "turn": 0, "flows": []}, "sink": [1]},
+           queued=[]), "SinkState"),
+    (Abort(reason="x" * 1000), "the other host aborted: xxx"),
 ])
 def test_a_hostile_source_cannot_make_the_destination_admit_a_broken_vm(evil, why):
     f = fabric("vmxnet3", "ixgbevf")
@@ -210,6 +219,62 @@ def test_a_hostile_source_cannot_make_the_destination_admit_a_broken_vm(evil, wh
     f.step()
     assert into.phase == "failed" and why in into.report["reason"], into.report["reason"]
     assert not f.hosts[1].vms and f.hosts[1].nic.free_vf() is not None
+    assert len(into.report["reason"]) > 1000 or why != "the other host aborted: xxx"
+
+
+def test_a_failed_restore_leaves_the_hosts_flows_as_they_were():
+    """A guest state whose generator is fine and whose sink is not: nothing of it is applied."""
+    f = fabric("vmxnet3", "ixgbevf")
+    f.run(on_step=lambda fab: None)
+    dest = f.hosts[1]
+    before = {fid: fl.sent for fid, fl in dest.known_flows.items()}
+    gen = vm(f, "vm0")[1].gen.snapshot()
+    gen["flows"].append({**gen["flows"][0], "id": 4242})  # a flow this host has never seen
+    with pytest.raises(ValueError, match="SinkState"):
+        dest.restore_guest(vm(f, "vm0")[1], {"gen": gen, "sink": {"mac": -1}}, [])
+    assert {fid: fl.sent for fid, fl in dest.known_flows.items()} == before
+
+
+@pytest.mark.parametrize("change,why", [({"mac": 0}, "is zero"), ({"mac": 0x010000000001}, "group address"),
+                                        ({"ip": "10.9.0.9/24"}, "belongs to a VM here already")])
+def test_the_destination_refuses_a_mac_no_vm_may_have_and_an_address_in_use(change, why):
+    a, b = _stack_hosts(b_vms=1)  # b's vm0 answers at 10.9.0.9
+    here, there = MemoryLink.pair()
+    honest = here.send
+
+    def send(msg):
+        if isinstance(msg, Hello):
+            msg = msg.model_copy(update={**change, "vm": "vm7"})
+        honest(msg)
+    here.send = send
+    a.migrations.append(out := Outgoing(a, a.vms[0], here))
+    b.migrations.append(into := Incoming(b, there))
+    _step_until((a, b), lambda: into.phase == "failed", 200)
+    assert why in into.report["reason"] and len(b.vms) == 1
+    _step_until((a, b), lambda: out.finished, 200)
+    assert out.report["outcome"] == "stayed" and not a.vms[0].paused
+
+
+@pytest.mark.parametrize("stack,why", [({"pings": 1.5}, "pings"), ({"stats": {"x": float("inf")}}, "stats"),
+                                       ({"pings": {"10.9.0.3": {"sent": 0, "received": 0, "count": 10**9,
+                                                                "asked_us": 0}}}, "count"),
+                                       ({"arp": [[b"\1\2\3", 5, 0]]}, "arp")])
+def test_a_hostile_stack_state_is_refused_whole_and_the_vm_stays(stack, why):
+    a, b = _stack_hosts()
+    here, there = MemoryLink.pair()
+    honest = here.send
+
+    def send(msg):
+        if isinstance(msg, State):
+            msg = msg.model_copy(update={"guest": {"stack": {**msg.guest["stack"], **stack}}})
+        honest(msg)
+    here.send = send
+    a.migrations.append(out := Outgoing(a, a.vms[0], here))
+    b.migrations.append(into := Incoming(b, there))
+    _step_until((a, b), lambda: into.phase == "failed", 500)
+    assert why in into.report["reason"] and not b.vms
+    _step_until((a, b), lambda: out.finished, 200)
+    assert out.report["outcome"] == "stayed" and a.vms[0] in a.vms and not a.vms[0].paused
 
 
 def test_every_message_is_validated_on_arrival():
@@ -267,7 +332,7 @@ def test_npa_migrate_without_hosts_is_one_line_exit_2(tmp_path):
 
 
 # -- hosts with IP stacks (what `npa host` runs), in one process -------------------------------
-def _stack_hosts(dst: str = "mlx5"):
+def _stack_hosts(dst: str = "mlx5", b_vms: int = 0):
     from npa.nic_model.sriov import SriovNic
     from npa.nic_model.uplink import Uplink
     from npa.runtime.host import RealtimeHost
@@ -276,7 +341,7 @@ def _stack_hosts(dst: str = "mlx5"):
     def report(nic):
         return analyse(image_for(PLUGINS, MODELS[nic]).read_bytes())
     a = RealtimeHost(SriovNic("ixgbevf", 4, uplink="wire"), report("ixgbevf"), 2, "10.9.0.2/24")
-    b = RealtimeHost(SriovNic(dst, 4, uplink="wire"), report(dst), 0, "10.9.0.9/24", repository=PLUGINS)
+    b = RealtimeHost(SriovNic(dst, 4, uplink="wire"), report(dst), b_vms, "10.9.0.9/24", repository=PLUGINS)
     Uplink.cable(a.nic.uplink, b.nic.uplink)
     for h in (a, b):
         h.boot()

@@ -12,16 +12,22 @@ from __future__ import annotations
 import ipaddress
 import struct
 from collections import Counter
-from typing import Callable
+from typing import Annotated, Callable
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, StrictBytes, StrictInt, StrictStr, model_validator
 
 from npa.nic_model.frames import BROADCAST, Frames
 
 ETH_IP, ETH_ARP = 0x0800, 0x0806
 PROTO_ICMP, PROTO_UDP = 1, 17
 ECHO_PORT = 7
+# Source ports of services that answer whatever reaches them (echo, daytime, chargen, time): a
+# datagram "from" one of them is answered by nobody, or two echo services ping-pong forever.
+REFLECTING_PORTS = frozenset({7, 13, 19, 37})
 ARP_TIMEOUT_US = 60_000_000  # a resolved neighbour is trusted this long (Linux: 30-60 s reachable)
+ARP_CACHE_MAX = 256  # neighbours kept; the least recently used go first
+IP_MF, IP_OFFSET = 0x2000, 0x1FFF  # the flags-and-fragment-offset field: a fragment has either
 _ETH = struct.Struct("!6s6sH")
 _ARP = struct.Struct("!HHBBH6s4s6s4s")
 _IP = struct.Struct("!BBHHHBBH4s4s")
@@ -58,6 +64,41 @@ def udp_payload(src: bytes, dst: bytes, sport: int, dport: int, data: bytes) -> 
     return _UDP.pack(sport, dport, length, csum) + data
 
 
+U16 = Annotated[StrictInt, Field(ge=0, le=0xFFFF)]
+Pings = Annotated[StrictInt, Field(ge=0, le=1000)]  # as many as `npa host`'s ping request asks
+
+
+class PingState(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    sent: Pings
+    received: Pings
+    count: Annotated[StrictInt, Field(ge=1, le=1000)]
+    asked_us: Annotated[StrictInt, Field(ge=-1, lt=1 << 63)]
+
+    @model_validator(mode="after")
+    def _counts(self):
+        if not self.received <= self.sent <= self.count:
+            raise ValueError(f"received {self.received}, sent {self.sent}, count {self.count}")
+        return self
+
+
+class StackState(BaseModel):
+    """What `IpStack.snapshot` gives, as a migration stream must carry it: types, ranges and
+    sizes checked before anything is applied."""
+
+    model_config = ConfigDict(extra="forbid")
+    mac: Annotated[StrictInt, Field(ge=1, lt=1 << 48)]
+    address: Annotated[StrictStr, Field(max_length=18)]
+    ident: U16
+    ping_id: U16
+    arp: list[tuple[Annotated[StrictBytes, Field(min_length=4, max_length=4)],
+                    Annotated[StrictInt, Field(ge=0, lt=1 << 48)],
+                    Annotated[StrictInt, Field(ge=0, le=ARP_TIMEOUT_US)]]] = Field(max_length=ARP_CACHE_MAX)
+    pings: dict[Annotated[StrictStr, Field(max_length=15)], PingState] = Field(max_length=16)
+    stats: dict[Annotated[StrictStr, Field(max_length=32)],
+                Annotated[StrictInt, Field(ge=0, lt=1 << 63)]] = Field(max_length=64)
+
+
 class IpStack:
     def __init__(self, mac: int, address: str, clock: Callable[[], int] = lambda: 0):
         iface = ipaddress.IPv4Interface(address)
@@ -82,21 +123,19 @@ class IpStack:
 
     @classmethod
     def restore(cls, snap: dict, clock: Callable[[], int]) -> "IpStack":
-        """A stack from a snapshot; ARP entries keep the time they had left, on this clock."""
-        stack = cls(snap["mac"], snap["address"], clock)
+        """A stack from a snapshot; ARP entries keep the time they had left, on this clock.
+        The snapshot is validated whole first (ValueError naming the field): nothing is built
+        from a state that is wrong anywhere."""
+        snap = StackState.model_validate(snap)
+        stack = cls(snap.mac, snap.address, clock)
         now = clock()
-        for ip, mac, left in snap["arp"]:
-            if len(ip) != 4 or not 0 <= mac < 1 << 48 or not 0 <= left <= ARP_TIMEOUT_US:
-                raise ValueError("stack: an ARP entry is not an IPv4 address, a MAC and a timeout")
-            stack.arp[bytes(ip)] = (mac, now + left)
-        for target, p in snap["pings"].items():
+        for ip, mac, left in snap.arp:
+            stack.arp[ip] = (mac, now + left)
+        for target, p in snap.pings.items():
             ipaddress.IPv4Address(target)
-            if set(p) != {"sent", "received", "count", "asked_us"}:
-                raise ValueError(f"stack: ping state for {target} has fields {sorted(p)}")
-            stack.pings[target] = {k: int(v) for k, v in p.items()}
-            stack.pings[target]["asked_us"] = -1  # ask again at once on the new host's clock
-        stack._ident, stack._ping_id = snap["ident"] & 0xFFFF, snap["ping_id"] & 0xFFFF
-        stack.stats.update({str(k): int(v) for k, v in snap["stats"].items()})
+            stack.pings[target] = {**p.model_dump(), "asked_us": -1}  # ask again at once, here
+        stack._ident, stack._ping_id = snap.ident, snap.ping_id
+        stack.stats.update(snap.stats)
         return stack
 
     # -- input ------------------------------------------------------------------------------------
@@ -126,9 +165,13 @@ class IpStack:
         if (htype, ptype, hlen, plen) != (1, ETH_IP, 6, 4):
             self.stats["malformed"] += 1
             return None
-        if ipaddress.IPv4Address(spa) in self.network and int.from_bytes(sha, "big") != BROADCAST:
-            self.arp[spa] = (int.from_bytes(sha, "big"), self.clock() + ARP_TIMEOUT_US)
-        if op == 1 and tpa == self.ip:
+        sender = int.from_bytes(sha, "big")
+        # RFC 826: update a neighbour already known; add one only when the packet is for us.
+        # A sender that is a group MAC, or an address no host may have, is never learnt.
+        if (spa in self.arp or tpa == self.ip) and not sender >> 40 & 1 and sender \
+                and ipaddress.IPv4Address(spa) in self.network and not self._bad_source(spa):
+            self._learn(spa, sender)
+        if op == 1 and tpa == self.ip and not sender >> 40 & 1 and sender:
             self.stats["arp_replies"] += 1
             return (_ETH.pack(sha, _mac(self.mac), ETH_ARP) +
                     _ARP.pack(1, ETH_IP, 6, 4, 2, _mac(self.mac), self.ip, sha, spa))
@@ -138,7 +181,7 @@ class IpStack:
         if len(frame) < 34:
             self.stats["malformed"] += 1
             return None
-        vihl, _tos, total, _ident, _frag, _ttl, proto, _csum, src, dst = _IP.unpack_from(frame, 14)
+        vihl, _tos, total, _ident, frag, _ttl, proto, _csum, src, dst = _IP.unpack_from(frame, 14)
         ihl = (vihl & 0x0F) * 4
         if vihl >> 4 != 4 or ihl < 20 or total < ihl or 14 + total > len(frame) \
                 or checksum(frame[14:14 + ihl]):
@@ -146,8 +189,21 @@ class IpStack:
             return None
         if dst != self.ip:
             return None
-        body = frame[14 + ihl:14 + total]
         peer_mac = int.from_bytes(frame[6:12], "big")
+        # RFC 1122 3.2.1.3 and 3.3.6: no answer to a source no single host can be, to a group
+        # source MAC (the reply would go to a group: an amplifier), or to a unicast datagram
+        # that came as a link-layer broadcast; fragments are not reassembled here, so none is
+        # taken for a whole datagram.
+        if self._bad_source(src) or peer_mac >> 40 & 1:
+            self.stats["bad_source"] += 1
+            return None
+        if frame[0] & 1:
+            self.stats["link_broadcast"] += 1
+            return None
+        if frag & (IP_MF | IP_OFFSET):
+            self.stats["fragments"] += 1
+            return None
+        body = frame[14 + ihl:14 + total]
         if proto == PROTO_ICMP and len(body) >= 8 and body[0] == 0 and not checksum(body):
             ident, _seq = struct.unpack_from("!HH", body, 4)
             ping = self.pings.get(str(ipaddress.IPv4Address(src)))
@@ -161,13 +217,28 @@ class IpStack:
             return self._send(peer_mac, src, PROTO_ICMP, icmp)
         if proto == PROTO_UDP and len(body) >= 8:
             sport, dport, length, _ = _UDP.unpack_from(body)
-            if dport == ECHO_PORT and 8 <= length <= len(body):
+            if dport == ECHO_PORT and 8 <= length <= len(body) and sport \
+                    and sport not in REFLECTING_PORTS:
                 self.stats["udp_echoes"] += 1
                 data = body[8:length]
                 return self._send(peer_mac, src, PROTO_UDP,
                                   udp_payload(self.ip, src, ECHO_PORT, sport, data))
         self.stats["ignored"] += 1
         return None
+
+    def _bad_source(self, src: bytes) -> bool:
+        """An address no single host sends from: unspecified, loopback, multicast, reserved, the
+        limited broadcast or this subnet's broadcast."""
+        ip = ipaddress.IPv4Address(src)
+        return (ip.is_unspecified or ip.is_loopback or ip.is_multicast or ip.is_reserved
+                or ip == self.network.broadcast_address or ip.packed == b"\xff\xff\xff\xff")
+
+    def _learn(self, ip: bytes, mac: int) -> None:
+        """Keep a neighbour, most recent last; past ARP_CACHE_MAX the least recent goes."""
+        self.arp.pop(ip, None)
+        self.arp[ip] = (mac, self.clock() + ARP_TIMEOUT_US)
+        while len(self.arp) > ARP_CACHE_MAX:
+            del self.arp[next(iter(self.arp))]
 
     def _send(self, mac: int, dst: bytes, proto: int, payload: bytes) -> bytes:
         self._ident += 1

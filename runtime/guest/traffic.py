@@ -15,8 +15,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Annotated
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, StrictBytes, StrictInt
 
 from npa.nic_model.frames import MAX_CLASSES, Frames, clear_padding, column, equal, macs_of, size_classes
 
@@ -85,6 +87,55 @@ class Flow:
         return cls(d["id"], d["src"], d["dst"], d["count"], sizes, d["sent"])
 
 
+Count = Annotated[StrictInt, Field(ge=0, lt=1 << 40)]
+Mac = Annotated[StrictInt, Field(ge=0, lt=1 << 48)]
+MAX_FLOWS = 4096
+
+
+class FlowState(BaseModel):
+    """A flow as a migration stream carries it (`Flow.to_dict`)."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: Annotated[StrictInt, Field(ge=0, lt=1 << 31)]
+    src: Mac
+    dst: Mac
+    count: Annotated[StrictInt, Field(ge=1, lt=1 << 40)]
+    sizes: Annotated[StrictBytes, Field(min_length=8, max_length=8 << 16)]
+    sent: Count
+
+
+class GenState(BaseModel):
+    """What `TrafficGen.snapshot` gives, checked whole before anything is built from it."""
+
+    model_config = ConfigDict(extra="forbid")
+    burst: Annotated[StrictInt, Field(ge=1, le=4096)]
+    turn: Annotated[StrictInt, Field(ge=0, lt=1 << 31)]
+    flows: list[FlowState] = Field(max_length=MAX_FLOWS)
+
+
+class CheckState(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: Annotated[StrictInt, Field(ge=0, lt=1 << 31)]
+    expected_next: Count
+    received: Count
+    duplicates: Count
+    reordered: Count
+    corrupted: Count
+    missing: list[Count] = Field(max_length=1 << 16)
+
+
+class SinkState(BaseModel):
+    """What `Sink.snapshot` gives, checked whole before anything is built from it."""
+
+    model_config = ConfigDict(extra="forbid")
+    mac: Mac
+    unexpected: Count
+    frames: Count
+    announcements: Count
+    flows: list[FlowState] = Field(max_length=MAX_FLOWS)
+    checks: list[CheckState] = Field(max_length=MAX_FLOWS)
+
+
 def bind(d: dict, known: dict[int, Flow]) -> Flow:
     """The flow a migrated guest state names: the one this process already has by that id (a
     deterministic run shares its flows between hosts), updated; else a new one."""
@@ -110,6 +161,7 @@ class TrafficGen:
 
     @classmethod
     def restore(cls, snap: dict, known: dict[int, Flow]) -> "TrafficGen":
+        snap = GenState.model_validate(snap).model_dump()
         gen = cls([bind(d, known) for d in snap["flows"]], snap["burst"])
         gen._turn = snap["turn"] % max(len(gen.flows), 1)
         return gen
@@ -253,6 +305,7 @@ class Sink:
 
     @classmethod
     def restore(cls, snap: dict, known: dict[int, Flow]) -> "Sink":
+        snap = SinkState.model_validate(snap).model_dump()
         sink = cls(snap["mac"], [bind(d, known) for d in snap["flows"]])
         sink.unexpected, sink.frames = snap["unexpected"], snap["frames"]
         sink.announcements = snap["announcements"]

@@ -61,7 +61,8 @@ def recv(sock: socket.socket, model: type[BaseModel]) -> BaseModel:
     try:
         return model.model_validate(msgpack.unpackb(_read(sock, n), strict_map_key=True))
     except (ValidationError, ValueError, TypeError, msgpack.UnpackException) as e:
-        raise ControlError(f"malformed control message: {str(e).splitlines()[0]}") from None
+        first = (str(e).splitlines() or [type(e).__name__])[0]  # msgpack's may be empty
+        raise ControlError(f"malformed control message: {first}") from None
 
 
 def _read(sock: socket.socket, n: int) -> bytes:
@@ -115,10 +116,12 @@ class ControlServer:
                 elif req.op in ("resume", "release"):
                     data = {"reason": host.settle(req.vm, req.op)}
                 send(conn, Reply(ok=True, status=host.status(), data=data))
-            except (ControlError, OSError, ValueError, NpaError) as e:
+            except Exception as e:  # noqa: BLE001 - every request gets an answer; the host goes on
+                why = str(e) if isinstance(e, (ControlError, OSError, ValueError, NpaError)) \
+                    else f"internal error: {type(e).__name__}: {e}"
                 try:
-                    send(conn, Reply(ok=False, error=str(e)))
-                except OSError:
+                    send(conn, Reply(ok=False, error=why[:1000]))
+                except (OSError, ValueError):
                     pass
 
     def close(self) -> None:

@@ -255,10 +255,22 @@ class Host:
                       gen=TrafficGen([]), sink=Sink(hello.mac, []))
 
     def restore_guest(self, vm: GuestVm, state: dict, outbox: list[bytes]) -> None:
-        vm.gen = TrafficGen.restore(state["gen"], self.known_flows)
-        vm.sink = Sink.restore(state["sink"], self.known_flows)
-        if vm.sink.mac != vm.mac:
-            raise ValueError("guest state: the sink's MAC is not the VM's")
+        """The guest's generator and sink from a migration stream, all or nothing: a state that
+        is wrong anywhere leaves this host's flows as they were."""
+        known = self.known_flows
+        before = {fid: f.sent for fid, f in known.items()}
+        try:
+            gen = TrafficGen.restore(state["gen"], known)
+            sink = Sink.restore(state["sink"], known)
+            if sink.mac != vm.mac:
+                raise ValueError("guest state: the sink's MAC is not the VM's")
+        except BaseException:
+            for fid in set(known) - set(before):
+                del known[fid]
+            for fid, sent in before.items():
+                known[fid].sent = sent
+            raise
+        vm.gen, vm.sink = gen, sink
         self.sink_of.update((fid, vm.sink) for fid in vm.sink.check)
 
     # -- results -------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ The host supplies the guest's part (`GuestHost`): its state, its clock, where fr
 """
 from __future__ import annotations
 
+import ipaddress
 import time
 from typing import Protocol
 
@@ -39,8 +40,9 @@ from npa.runtime.hypervisor.stream import (
     Resumed,
     Round,
     State,
+    brief,
 )
-from npa.runtime.sandbox import NpaError
+from npa.runtime.sandbox import LoadError, NpaError, PluginFault
 from npa.runtime.shell.guest_memory import PAGE
 
 MAX_ROUNDS = 8  # pre-copy rounds before the VM is paused whatever is still dirty
@@ -107,11 +109,21 @@ class _Migration:
             self._track()
             if not self.finished:
                 getattr(self, "_" + self.phase)()
-        except (ValueError, KeyError, TypeError, NpaError, OSError) as e:
-            self._fail(f"{type(e).__name__}: {e}" if isinstance(e, (KeyError, TypeError)) else str(e))
+        except Exception as e:  # noqa: BLE001 - whatever the other host sent, the loop goes on
+            plain = isinstance(e, (ValueError, NpaError, OSError)) and str(e)
+            self._fail(str(e) if plain else f"{type(e).__name__}: {e}")
 
     def _watching(self) -> bool:
         return False
+
+    def _abort(self, reason: str) -> None:
+        """Tell the other host why, if the link still carries anything, and close it. Never
+        raises: it runs on the failure path."""
+        try:
+            self.link.send(Abort(reason=brief(reason)))
+        except Exception:  # noqa: BLE001 - a dead link, or a reason no message can hold
+            pass
+        self.link.close(brief(reason))
 
     def _track(self) -> None:
         pass
@@ -282,8 +294,7 @@ class Outgoing(_Migration):
             if self.phase == "forwarding":
                 self._let_port_go()
             return
-        self.link.send(Abort(reason=reason))
-        self.link.close(reason)
+        self._abort(reason)
         self._stay()
         self.report.update(outcome="stayed", reason=f"{reason}; {self.vm.name} stays on the source "
                                                     f"({self.hv.nic.model.MODEL}, {self.hv.mode(self.vm)} path)")
@@ -345,7 +356,7 @@ class Incoming(_Migration):
         try:
             vf = self._admissible(msg)
         except NpaError as e:
-            self.link.send(Refuse(reason=str(e)))
+            self.link.send(Refuse(reason=brief(str(e))))
             self.link.close()
             self.report.update(outcome="refused", reason=str(e))
             self._mark("failed")
@@ -354,7 +365,11 @@ class Incoming(_Migration):
         self.vm.name = msg.vm
         # The plugin is instantiated now, while the source pre-copies: not during the pause.
         self.vm.box.host.tag = f"{msg.vm} {self._image.manifest.name}"
-        self._plugin = self.vm.box.load(self._image)
+        try:
+            self._plugin = self.vm.box.load(self._image, budgets=self._rules.budgets())
+        except (LoadError, PluginFault) as e:  # it arrives all the same: on the emulated path
+            self._plugin = None
+            self.report["destination"]["plugin_refused"] = brief(str(e))
         self.report["destination"].update(plugin=self._image.manifest.name, vf=vf.index)
         self.link.send(Accept(nic=self.hv.nic.model.MODEL, plugin=self._image.manifest.name, vf=vf.index))
         self._mark("copying")
@@ -365,8 +380,18 @@ class Incoming(_Migration):
             raise NpaError(f"this host runs {self.host.GUEST} guests, not {hello.guest}")
         if any(vm.name == hello.vm for vm in self.host.vms):
             raise NpaError(f"a VM named {hello.vm} runs here already")
+        if hello.mac == 0 or hello.mac >> 40 & 1:
+            raise NpaError(f"MAC {format_mac(hello.mac)} is {'zero' if not hello.mac else 'a group address'}: "
+                           "no VM may have it")
         if any(vm.mac == hello.mac for vm in self.host.vms):
             raise NpaError(f"MAC {format_mac(hello.mac)} belongs to a VM here already")
+        if hello.ip:
+            try:
+                ip = ipaddress.IPv4Interface(hello.ip).ip.packed
+            except ValueError:
+                raise NpaError(f"address {hello.ip!r} is not an IPv4 ADDR/PREFIX") from None
+            if any(getattr(getattr(vm, "stack", None), "ip", None) == ip for vm in self.host.vms):
+                raise NpaError(f"address {hello.ip} belongs to a VM here already")
         if hello.frames * hello.frame_size > MAX_GUEST_MEMORY:
             raise NpaError(f"guest memory of {hello.frames} x {hello.frame_size} bytes; the limit "
                            f"is {MAX_GUEST_MEMORY >> 20} MiB")
@@ -413,7 +438,7 @@ class Incoming(_Migration):
         last = hv.modes(vm)[-1]
         self.report["destination"].update(mode=hv.mode(vm), reason=last.reason)
         self.link.send(Resumed(vf=vm.vf.index, mode=hv.mode(vm), plugin=self._image.manifest.name,
-                               reason=last.reason if hv.mode(vm) == EMULATED else ""))
+                               reason=brief(last.reason) if hv.mode(vm) == EMULATED else ""))
         self._mark("forwarding")
 
     def _forwarding(self) -> None:
@@ -442,8 +467,7 @@ class Incoming(_Migration):
         if self.phase in ("forwarding", "done"):
             self._open(reason)
             return
-        self.link.send(Abort(reason=reason))
-        self.link.close(reason)
+        self._abort(reason)
         if self.vm is not None:  # its VF (MAC programmed, maybe admitted) is free again
             hvm.release(self.hv, self.vm)
             if self.vm in self.host.vms:

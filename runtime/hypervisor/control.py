@@ -119,7 +119,9 @@ def decode(frame: bytes) -> tuple[int, BaseModel]:
     except ValidationError as e:
         err = e.errors()[0]
         where = ".".join(str(p) for p in err["loc"]) or "message"
-        raise ChannelError(f"control message {data.get('kind')!r}: {where}: {err['msg']}") from None
+        bad = ChannelError(f"control message {data.get('kind')!r}: {where}: {err['msg']}")
+        bad.msg_id = msg_id  # the frame said which request it was: the error answers that one
+        raise bad from None
 
 
 class Endpoint:

@@ -10,6 +10,8 @@ programmed.
 """
 from __future__ import annotations
 
+import logging
+
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,11 +64,16 @@ class VmPort:
     control_errors: int = 0  # frames from the guest that were not a valid request
     progress: int = -1  # the watchdog's last view of the data path's progress
     progress_us: int = 0  # and when it last moved
-    fuel_seen: int = 0  # the fairness account: the shell's fuel and poll counts at the last step
+    fuel_seen: int = 0  # the fairness account: the shell's fuel, wall time, poll and DMA fault
+    wall_seen: float = 0.0  # counts at the last step
     polls_seen: int = 0
-    window: list[int] = field(default_factory=lambda: [0, 0])  # fuel and polls in this window
+    dma_faults_seen: int = 0
+    window: list = field(default_factory=lambda: [0, 0, 0.0, 0])  # fuel, polls, wall s, DMA faults
     strikes: int = 0  # windows in a row over the share
     throttle: int = 1  # polled every `throttle` steps
+
+
+log = logging.getLogger("npa.hypervisor")
 
 
 class Hypervisor:
@@ -134,7 +141,8 @@ class Hypervisor:
                                on_vf=mode == PLUGIN):
             return False
         p.mode, p.progress, p.strikes, p.throttle = mode, -1, 0, 1  # watchdog, account afresh
-        p.fuel_seen, p.polls_seen, p.window = vm.shell.fuel, vm.shell.stats["polls"], [0, 0]
+        p.fuel_seen, p.polls_seen, p.wall_seen = vm.shell.fuel, vm.shell.stats["polls"], vm.shell.wall_s
+        p.dma_faults_seen, p.window = vm.vf.stats.dma_faults, [0, 0, 0.0, 0]
         p.modes.append(ModeChange(self.nic.now_us, mode, reason))
         return True
 
@@ -151,14 +159,20 @@ class Hypervisor:
         try:
             if p.plugin is None:
                 vm.box.host.tag = f"{vm.name} {p.report.manifest.name}"  # its log lines say whose
-                p.plugin = vm.box.load(p.report)
+                p.plugin = vm.box.load(p.report, budgets=p.rules.budgets())
         except (LoadError, PluginFault) as e:
-            self._switch(vm, EMULATED, p.emulated, f"plugin refused: {e}")
+            self._refused(vm, f"plugin refused: {e}")
             return got
         if not self._switch(vm, PLUGIN, p.plugin, "vf offer"):
             p.plugin = None
-            self._switch(vm, EMULATED, p.emulated, f"plugin init failed: {vm.shell.events[-1].reason}")
+            self._refused(vm, f"plugin init failed: {vm.shell.events[-1].reason}")
         return got
+
+    def _refused(self, vm: Vm, reason: str) -> None:
+        """An offer the plugin could not take: the VM stays emulated, and the reason is in its
+        mode history (`npa stat`, `npa run`'s verdict) and in the log."""
+        log.warning("%s: %s; it runs on the emulated path", vm.name, reason)
+        self._switch(vm, EMULATED, self.ports[vm.index].emulated, reason)
 
     def revoke(self, vm: Vm, reason: str = "vf revoke") -> Frames:
         """PLUGIN -> EMULATED, losing nothing: quiesce the plugin, reset the VF, re-send unsent."""
@@ -209,25 +223,37 @@ class Hypervisor:
             p.progress_us = now  # idle, not stuck
 
     def _fairness(self, vm: Vm, p: VmPort) -> None:
-        """The fuel the plugin used per poll, over windows of polls: over its share of a host
-        step, it is polled less (every `throttle` steps, so that it gets about its share), and
-        faulted when it stays over for `fair_strikes` windows in a row."""
+        """The fuel and the wall time (host calls included) the plugin used per poll, over
+        windows of polls: over its share of a host step in either, it is polled less (every
+        `throttle` steps, so that it gets about its share), and faulted when it stays over for
+        `fair_strikes` windows in a row. DMA faults over `dma_fault_limit` in a window fault it
+        at once."""
         r, s = p.rules, vm.shell
-        p.window[0] += s.fuel - p.fuel_seen
-        p.window[1] += s.stats["polls"] - p.polls_seen
-        p.fuel_seen, p.polls_seen = s.fuel, s.stats["polls"]
-        if p.window[1] < r.fair_window_polls:
+        w = p.window
+        w[0] += s.fuel - p.fuel_seen
+        w[1] += s.stats["polls"] - p.polls_seen
+        w[2] += s.wall_s - p.wall_seen
+        w[3] += vm.vf.stats.dma_faults - p.dma_faults_seen
+        p.fuel_seen, p.polls_seen, p.wall_seen = s.fuel, s.stats["polls"], s.wall_s
+        p.dma_faults_seen = vm.vf.stats.dma_faults
+        if w[3] > r.dma_fault_limit:
+            s.fault(f"DMA faults: {w[3]:,} in a window of {w[1]} polls; the limit is "
+                    f"{r.dma_fault_limit:,}")
             return
-        per_poll, p.window = p.window[0] // p.window[1], [0, 0]
-        if per_poll <= r.fuel_per_step:
+        if w[1] < r.fair_window_polls:
+            return
+        fuel, wall_us = w[0] // w[1], int(w[2] * 1e6 / w[1])
+        p.window = [0, 0, 0.0, 0]
+        over = max(-(-fuel // r.fuel_per_step), -(-wall_us // r.wall_us_per_step))
+        if over <= 1:
             p.strikes, p.throttle = 0, 1
             return
         p.strikes += 1
         if p.strikes >= r.fair_strikes:
-            s.fault(f"fairness: {per_poll:,} fuel per poll over {p.strikes} windows of "
-                    f"{r.fair_window_polls} polls, polled every {p.throttle} steps; the share is "
-                    f"{r.fuel_per_step:,} per host step")
-        p.throttle = min(-(-per_poll // r.fuel_per_step), 64)
+            s.fault(f"fairness: {fuel:,} fuel and {wall_us:,} µs per poll over {p.strikes} "
+                    f"windows of {r.fair_window_polls} polls, polled every {p.throttle} steps; "
+                    f"the share is {r.fuel_per_step:,} fuel and {r.wall_us_per_step:,} µs per host step")
+        p.throttle = min(over, 64)
 
     def may_poll(self, vm: Vm, step: int) -> bool:
         """Whether the host polls this VM's data path on `step` (a plugin over its share of the
@@ -248,6 +274,7 @@ class Hypervisor:
                 status = "refused" if rule else "ok"
             except (ValueError, PermissionError, NpaError) as e:  # ChannelError included
                 message, status = str(e), "error"
+                msg_id = getattr(e, "msg_id", msg_id)
                 p.control_errors += 1
             p.host.send(Reply(id=msg_id, status=status, rule=rule, message=message), msg_id)
 

@@ -30,7 +30,7 @@ from typing import Literal
 from pydantic import (BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError,
                       field_validator, model_validator)
 
-from npa.runtime.sandbox import NpaError
+from npa.runtime.sandbox import Budgets, NpaError
 
 ETH_HEADER = 14
 
@@ -86,8 +86,25 @@ class Rules(BaseModel):
     # this much per step); over it for `fair_strikes` windows in a row, it is faulted. The
     # bundled plugins use under 150,000 per poll at full load.
     fuel_per_step: StrictInt = Field(1_000_000, ge=10_000, le=10**12)
+    # The same account in wall time, host calls included (cheap in fuel, not in time): a poll
+    # or interrupt call over this on average is polled less, then faulted, as for fuel. The
+    # bundled plugins take 20-40 µs a poll at full load, a pure-Python driver some 500.
+    wall_us_per_step: StrictInt = Field(2000, ge=50, le=1_000_000)
     fair_window_polls: StrictInt = Field(16, ge=1, le=100_000)
     fair_strikes: StrictInt = Field(3, ge=1, le=1000)
+    # Deadlines of one export call (wall clock, 5 ms granularity): npa_init, and the plugin's
+    # start function and constructors, under `init_budget_ms`; every data-path call under
+    # `call_budget_ms`. No plugin holds the host loop longer.
+    init_budget_ms: StrictInt = Field(50, ge=5, le=1000)
+    call_budget_ms: StrictInt = Field(10, ge=5, le=1000)
+    # DMA faults (accesses the IOMMU window refused) in one window of `fair_window_polls`
+    # polls above this fault the plugin: the VM goes on emulated, settled by the record.
+    dma_fault_limit: StrictInt = Field(64, ge=0, le=1_000_000)
+
+    def budgets(self) -> Budgets:
+        """What one call into this VM's plugin may spend (the fuel of one call stays the
+        sandbox's: the per-step share is the fairness account's)."""
+        return Budgets(deadline_s=self.call_budget_ms / 1000, init_deadline_s=self.init_budget_ms / 1000)
 
     @model_validator(mode="before")
     @classmethod

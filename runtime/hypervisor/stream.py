@@ -46,6 +46,12 @@ U48 = Annotated[int, Field(ge=0, lt=1 << 48)]
 Count = Annotated[int, Field(ge=0, lt=1 << 40)]
 
 
+def brief(text: str, limit: int = 1000) -> str:
+    """A reason as a message may carry it (Text: at most 1,000 characters), cut with an ellipsis:
+    a reason quoted from the other host and prefixed may not make a message invalid."""
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
 class StreamError(OSError):
     """The link ended: dropped, closed, or a message that is not valid. One line says which."""
 

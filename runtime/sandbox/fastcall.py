@@ -56,17 +56,20 @@ def trap_fault(where: str, trap: wasmtime.Trap) -> PluginFault:
 
 
 class StoreClock:
-    """The deadline of one store, re-armed at most once per epoch tick.
+    """A deadline of `ticks` epoch ticks on one store, re-armed at most once per epoch tick.
 
     Arming costs a C call; re-arming only when the epoch has moved since the last arm gives
-    every call at least `ticks - 1` ticks, and saves that call on all the others.
+    every call at least `ticks - 1` ticks, and saves that call on all the others. The clocks of
+    one store (set-up calls and data-path calls have different deadlines) share what was armed
+    last (`armed`: epoch and ticks), so a call never runs under another clock's deadline.
     """
 
-    __slots__ = ("ctx", "ticks", "armed_at")
+    __slots__ = ("ctx", "ticks", "armed")
 
-    def __init__(self, store: wasmtime.Store, ticks: int):
+    def __init__(self, store: wasmtime.Store, ticks: int, other: "StoreClock | None" = None):
         self.ctx = cast(store._context(), c_void_p).value
-        self.ticks, self.armed_at = ticks, -1
+        self.ticks = ticks
+        self.armed = other.armed if other is not None else [-1, 0]
 
 
 class ExportCall:
@@ -98,10 +101,10 @@ class ExportCall:
             i32[i * _VAL_I32S] = a
         ctx, clock = self._ctx, self._clock
         _set_fuel(ctx, self.fuel)
-        now = self._epoch[0]
-        if clock.armed_at != now:
+        now, armed = self._epoch[0], clock.armed
+        if armed[0] != now or armed[1] != clock.ticks:
             _set_deadline(ctx, clock.ticks)
-            clock.armed_at = now
+            armed[0], armed[1] = now, clock.ticks
         err = _call_unchecked(ctx, self._fptr, self._bufptr, self._n, self._trapptr)
         if err or self._trap.value:
             self._raise(err)

@@ -16,12 +16,21 @@ from .loader import ImageReport, Placement, analyse, place
 from .memory import SharedRegion
 
 
+DATA_PATH = ("npa_poll", "npa_intr", "npa_quiesce", "npa_reset")  # the rest: set-up calls
+
+
 @dataclass(frozen=True)
 class Budgets:
-    """What one call into a plugin may spend: instructions (fuel) and wall time."""
+    """What one call into a plugin may spend: instructions (fuel) and wall time, the start
+    function, constructors and `npa_init` under `init_deadline_s` (None: `deadline_s`)."""
 
     fuel: int = 20_000_000
     deadline_s: float = 0.5
+    init_deadline_s: float | None = None
+
+    @property
+    def init_s(self) -> float:
+        return self.deadline_s if self.init_deadline_s is None else self.init_deadline_s
 
 
 class Plugin:
@@ -77,9 +86,9 @@ def load(image: bytes | ImageReport, region: SharedRegion, host: ShellImports, *
                if imp.module == IMPORT_MODULE else env[imp.name]()
                for imp in rep.module.imports]
 
-    ticks = deadline_ticks(budgets.deadline_s)
+    ticks, init_ticks = deadline_ticks(budgets.deadline_s), deadline_ticks(budgets.init_s)
     store.set_fuel(budgets.fuel)
-    store.set_epoch_deadline(ticks)
+    store.set_epoch_deadline(init_ticks)
     try:
         instance = wasmtime.Instance(store, rep.module, externs)
     except wasmtime.Trap as t:
@@ -91,7 +100,9 @@ def load(image: bytes | ImageReport, region: SharedRegion, host: ShellImports, *
 
     exports = instance.exports(store)
     clock = StoreClock(store, ticks)
-    call = {spec.name: ExportCall(store, exports[spec.name], spec, budgets.fuel, clock, funcs)
+    init_clock = StoreClock(store, init_ticks, clock)
+    call = {spec.name: ExportCall(store, exports[spec.name], spec, budgets.fuel,
+                                  clock if spec.name in DATA_PATH else init_clock, funcs)
             for spec in (*OPTIONAL_EXPORTS, *EXPORTS) if spec.name in exports}
     for spec in OPTIONAL_EXPORTS:  # relocate data against our base, then run constructors
         if spec.name in call:

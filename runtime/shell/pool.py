@@ -7,10 +7,30 @@ guest handed them over in, so whatever comes back unsent is re-sent in the guest
 """
 from __future__ import annotations
 
+from typing import Annotated
+
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 FREE, TX, FILL, RESEND = 0, 1, 2, 3
 STATE_NAMES = ("free", "tx", "fill", "resend")
+
+
+Index = Annotated[StrictInt, Field(ge=0, lt=65536)]
+Seq = Annotated[StrictInt, Field(ge=0, lt=1 << 63)]
+
+
+class PoolState(BaseModel):
+    """What `FramePool.snapshot` gives, as a migration stream must carry it: types, ranges and
+    sizes checked before anything is applied (the other host is untrusted)."""
+
+    model_config = ConfigDict(extra="forbid")
+    frames: Annotated[StrictInt, Field(ge=2, le=65536)]
+    frame_size: Annotated[StrictInt, Field(ge=256, le=16384)]
+    resend: list[Index] = Field(max_length=65536)
+    lens: list[Annotated[StrictInt, Field(ge=1, le=16384)]] = Field(max_length=65536)
+    seq: list[Seq] = Field(max_length=65536)
+    next_seq: Seq
 
 
 class FramePool:
@@ -52,17 +72,17 @@ class FramePool:
         self._seq += n
 
     def queue_resend(self, idx: np.ndarray) -> None:
-        """Frames that went out on `tx` and came back unsent: first in line, in this order."""
+        """Frames that went out on `tx` and came back unsent: first in line, merged with the
+        re-send queue in the guest's order (whatever order a plugin handed them back in)."""
         self.state[idx] = RESEND
-        self.resend = np.concatenate([self.resend, idx])
+        pending = np.concatenate([self.resend, idx])
+        self.resend = pending[np.argsort(self.tx_seq[pending], kind="stable")]
 
     def requeue_tx(self, tx: np.ndarray | None = None) -> int:
-        """TX frames (default: every one) back to the re-send queue, merged with it in the
-        guest's order. Returns how many."""
+        """TX frames (default: every one) back to the re-send queue, in the guest's order.
+        Returns how many."""
         tx = np.flatnonzero(self.state == TX) if tx is None else tx
-        pending = np.concatenate([self.resend, tx])
-        self.resend = np.zeros(0, np.int64)
-        self.queue_resend(pending[np.argsort(self.tx_seq[pending], kind="stable")])
+        self.queue_resend(tx)
         return len(tx)
 
     def held(self, state: int) -> np.ndarray:
@@ -97,6 +117,7 @@ class FramePool:
     def restore(self, snap: dict) -> None:
         """The state `snapshot` gave, from a migration stream: every value is checked (the
         stream is as untrusted as any input); ValueError names the first that is wrong."""
+        snap = PoolState.model_validate(snap).model_dump()
         if (snap["frames"], snap["frame_size"]) != (self.nframes, self.frame_size):
             raise ValueError(f"pool of {snap['frames']} x {snap['frame_size']} bytes; this VM's "
                              f"is {self.nframes} x {self.frame_size}")

@@ -23,7 +23,7 @@ from npa.nic_model.ring import slots
 from npa.shell_api import DESC_FLAGS
 
 from .pool import FILL, TX, FramePool
-from .rings import ShellRing
+from .rings import U32, ShellRing
 
 UNSENT, EMPTY, ERROR = (DESC_FLAGS[k][0] for k in ("UNSENT", "EMPTY", "ERROR"))
 ETH_HEADER = 14
@@ -35,6 +35,9 @@ class Reaper:
         self.pool, self.rings, self.mtu, self.record = pool, rings, mtu, record
         self.stats, self.refused = stats, refused
         self._shadow = {r: np.zeros(rings[r].size, np.int64) for r in ("tx", "fill")}
+        # each frame's free-running index on the ring it was last produced on: a frame at or
+        # past the consumer index the plugin published is one it has not taken yet
+        self._slot = {r: np.zeros(pool.nframes, np.int64) for r in ("tx", "fill")}
         self._mark = np.zeros(pool.nframes, np.int64)  # scratch for duplicate detection
 
     # -- what the shell produces -----------------------------------------------------------
@@ -44,7 +47,17 @@ class Reaper:
         prod = ring.produced
         n = ring.produce_burst(self.pool.addrs(idx), lens)
         self._shadow[name][slots(prod, n, ring.size)] = idx[:n]
+        self._slot[name][idx[:n]] = (prod + np.arange(n)) & U32
         return n
+
+    def not_taken(self, name: str, idx: np.ndarray) -> np.ndarray:
+        """Which of these frames, produced on `tx` or `fill`, the plugin has not taken off the
+        ring: their slot is at or past the consumer index it published. RingError when that
+        index is impossible."""
+        cons, n = self.rings[name].outstanding()
+        if not n:
+            return np.zeros(len(idx), bool)
+        return ((self._slot[name][idx] - cons) & U32) < n
 
     def untaken(self, name: str) -> np.ndarray:
         """The frames still on `tx` or `fill` that the plugin never took, in ring order, from
@@ -61,14 +74,19 @@ class Reaper:
 
     # -- what the plugin produces ----------------------------------------------------------
     def claim(self, ent: np.ndarray, state: int, ring: str) -> tuple[np.ndarray, np.ndarray]:
-        """Which entries name a pool frame that the plugin holds in `state` (of a frame named
-        twice in the burst, the last copy)."""
+        """Which entries name a pool frame that the plugin holds in `state`, having taken it
+        off `tx` or `fill` (of a frame named twice in the burst, the last copy). RingError when
+        the consumer index of that ring is impossible."""
         pool = self.pool
         idx, ok = frame_index(ent["addr"], pool.base, pool.frame_size, pool.nframes)
         held = ok & (pool.state[idx] == state)
         if np.count_nonzero(held) != len(held):
             self.refuse(ring, "address outside the pool", ~ok)
             self.refuse(ring, "frame not held by the plugin", ok & ~held)
+        source = "tx" if state == TX else "fill"
+        if np.count_nonzero(untaken := held & self.not_taken(source, idx)):
+            held &= ~untaken  # still on the ring: the shell's, not the plugin's to hand back
+            self.refuse(ring, f"frame never taken off {source}", untaken)
         if (again := repeated(idx[held], self._mark, keep_last=True)) is not None:
             twice = np.zeros(len(held), bool)  # a frame handed back twice: the last copy counts
             twice[np.flatnonzero(held)[again]] = True
@@ -101,7 +119,8 @@ class Reaper:
             self.refuse("txc", "completion for a frame the device never read", done & ~read)
             self.refuse("txc", "handed back unsent after the device read it", unsent & read)
             done, unsent = ok & read, unsent & ~read  # a refused completion stays with the plugin
-            self.record.revoke(idx[done | unsent])
+            self.record.revoke(idx[done])
+            self.record.hold(idx[unsent])  # no later frame goes out before these, re-sent
         ndone, nunsent = int(np.count_nonzero(done)), int(np.count_nonzero(unsent))
         self.stats["tx_done"] += ndone
         self.stats["tx_errors"] += int(np.count_nonzero(done & (flags & ERROR != 0)))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from time import perf_counter
 from typing import Callable, Protocol
 
 import numpy as np
@@ -58,6 +59,7 @@ class Shell:
         self.reaper = Reaper(self.pool, self.rings, mtu, self.stats, self.refused)
         self.record = None  # the VF's DMA record while a driver of the VF is attached
         self.fuel = 0  # fuel the plugin's export calls used, all told (the fairness account)
+        self.wall_s = 0.0  # and the wall time they took, host calls included
         self.driver: Driver | None = None
         self.rx_buffers = frames // 2  # at most this many frames posted for RX at a time
         self._buffer_lens = np.full(frames, frame_size, np.int64)  # what a fill entry says
@@ -150,12 +152,14 @@ class Shell:
         if self.driver is None:  # dropped for a fault a moment ago: never called again
             return -Status.DEVICE
         fn = getattr(self.driver, name)
+        t0 = perf_counter()
         try:
             return fn(*args)
         except (PluginFault, RingError) as e:
             self._fault(str(e))
             return -Status.DEVICE
         finally:
+            self.wall_s += perf_counter() - t0
             if (meter := getattr(fn, "fuel_used", None)) is not None:
                 self.fuel += meter()
 
@@ -346,11 +350,19 @@ class Shell:
 
     def _reap_txc(self) -> None:
         if (ent := self._consume("txc")) is not None:
-            self.reaper.txc(ent)
+            try:
+                self.reaper.txc(ent)
+            except RingError as e:  # the tx consumer index: its frames are settled by state
+                self._fault(str(e))
 
     def _reap_rx(self) -> Frames:
-        ent = self._consume("rx")
-        return Frames.empty() if ent is None else self.reaper.rx(ent)
+        if (ent := self._consume("rx")) is None:
+            return Frames.empty()
+        try:
+            return self.reaper.rx(ent)
+        except RingError as e:  # the fill consumer index: its frames are settled by state
+            self._fault(str(e))
+            return Frames.empty()
 
     # -- accounting ----------------------------------------------------------------------------
     def waiting(self) -> int:

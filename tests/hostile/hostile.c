@@ -25,6 +25,14 @@
 #define DOES_NOTHING 16       /* initialises, then never moves a frame */
 #define RX_BUFFER_ZERO 17     /* programs a receive buffer size of 0 */
 #define GREEDY 18             /* does its work, then burns ~5 million instructions every poll */
+/* Containment III: descriptors in guest memory, frames handed back untaken, wall time. */
+#define RX_RING_IN_GUEST 19   /* points its RX ring at frames 8-11 of the guest's pool */
+#define TX_RING_IN_GUEST 20   /* VFTDBAH = 1: its TX ring in guest memory, above 4 GiB */
+#define FILL_BACK_UNTAKEN 21  /* hands back on rx, EMPTY, a fill entry it never took */
+#define TX_BACK_UNTAKEN 22    /* hands back on txc, UNSENT, a tx entry it never took */
+#define RX_BUFFER_TWICE 23    /* posts one RX buffer in two descriptors */
+#define MMIO_HOG 24           /* 20,000 mmio_read32 calls every poll: cheap in fuel, not in time */
+#define INIT_SPINS 25         /* npa_init spins for about 0.4 s before it returns */
 
 static volatile struct npa_ring_hdr *hdr(uint32_t ring) { return npa_ring_hdr(ring); }
 static uint32_t polls;
@@ -57,6 +65,20 @@ NPA_EXPORT(npa_init) int32_t npa_init(uint32_t cfg_addr) {
 #endif
 #if ATTACK == RX_BUFFER_ZERO
     shell_mmio_write32(VFSRRCTL, 0);
+#endif
+#if ATTACK == RX_RING_IN_GUEST
+    {
+        const struct npa_init_cfg *c = self->cfg;
+        uint64_t frames = ((uint64_t)c->pool_base_hi << 32 | c->pool_base) + 8ull * c->frame_size;
+        shell_mmio_write32(VFRDBAL, (uint32_t)frames);
+        shell_mmio_write32(VFRDBAH, (uint32_t)(frames >> 32));
+    }
+#endif
+#if ATTACK == TX_RING_IN_GUEST
+    shell_mmio_write32(VFTDBAH, 1);
+#endif
+#if ATTACK == INIT_SPINS
+    for (uint32_t i = 0; i < 400000; i++) (void)shell_mmio_read32(VFRDH); /* ~0.4 s, little fuel */
 #endif
     return s;
 }
@@ -96,6 +118,9 @@ NPA_EXPORT(npa_poll) int32_t npa_poll(uint32_t queue, uint32_t budget) {
 #if ATTACK == RX_PRODUCER_JUMPS
     if (polls == 8) hdr(c->rx_ring)->producer += 300;
 #endif
+#if ATTACK == MMIO_HOG
+    for (uint32_t i = 0; i < 20000; i++) (void)shell_mmio_read32(VFRDH);
+#endif
 #if ATTACK == REWRITES_FRAMES
     for (uint32_t i = hdr(c->tx_ring)->consumer; i != hdr(c->tx_ring)->producer; i++) {
         struct npa_desc *d = npa_ring_desc(c->tx_ring, c->tx_size, i);
@@ -105,6 +130,22 @@ NPA_EXPORT(npa_poll) int32_t npa_poll(uint32_t queue, uint32_t budget) {
 #endif
 #if ATTACK == FILL_CONSUMER_AHEAD
     if (self->up) hdr(c->fill_ring)->consumer = hdr(c->fill_ring)->producer + 1;
+#endif
+#if ATTACK == FILL_BACK_UNTAKEN || ATTACK == TX_BACK_UNTAKEN
+#if ATTACK == FILL_BACK_UNTAKEN
+    uint32_t from = c->fill_ring, from_size = c->fill_size, to = c->rx_ring, to_size = c->rx_size;
+    uint32_t flag = NPA_DESC_EMPTY;
+#else
+    uint32_t from = c->tx_ring, from_size = c->tx_size, to = c->txc_ring, to_size = c->txc_size;
+    uint32_t flag = NPA_DESC_UNSENT;
+#endif
+    if (polls % 4 == 0 && hdr(from)->consumer != hdr(from)->producer) {
+        struct npa_desc d = *npa_ring_desc(from, from_size, hdr(from)->consumer); /* not taken */
+        d.flags = flag;
+        *npa_ring_desc(to, to_size, hdr(to)->producer) = d;
+        hdr(to)->producer++;
+        return 1; /* and leaves it on the ring this poll: the shell reaps it untaken */
+    }
 #endif
     int32_t work = real_poll(queue, budget);
 #if ATTACK == RX_REPLAY
@@ -120,6 +161,12 @@ NPA_EXPORT(npa_poll) int32_t npa_poll(uint32_t queue, uint32_t budget) {
 #endif
 #if ATTACK == TXC_PRODUCER_JUMPS
     if (polls == 8) hdr(c->txc_ring)->producer = txc0 + 300;
+#endif
+#if ATTACK == RX_BUFFER_TWICE
+    if (polls == 8 && self->rx_tail - self->rx_next >= 2) {
+        uint32_t m = self->rx_n - 1;
+        self->rxr[(self->rx_next + 1) & m].read.pkt_addr = self->rxr[self->rx_next & m].read.pkt_addr;
+    }
 #endif
 #if ATTACK == RX_ADDR_WRAPS
     for (uint32_t i = 0; i < self->rx_n; i++) self->rxr[i].read.pkt_addr = 0x7FFFFFFFFFFFFF00ull;
