@@ -301,6 +301,7 @@ def nics(
     _check_plot(plot)
     rows = []
     for name, model in MODELS.items():
+        progress(f"npa bench nics: {name}")
         path = image_for(plugins, model)
         mpps, host = _mpps(name, path.read_bytes(), packets)
         rows.append((name, model, path, mpps, *_per_poll(host), host.vms[0].shell.stats["interrupts"]))
@@ -356,6 +357,7 @@ def switch(
 
     for _ in range(20):  # load: both directions running
         host.step()
+    progress(f"npa bench switch: {rounds} revoke/offer rounds")
     for _ in range(rounds):
         first_frame("revoke", lambda: emu.stats["tx_frames"] + emu.stats["rx_frames"])
         for _ in range(5):
@@ -579,8 +581,9 @@ def scale(
         raise typer.BadParameter("each count is 2 to 64", param_hint="--vms")
     image = _image(image, "ixgbevf")
     runs: dict[int, list[dict]] = {n: [] for n in counts}
-    for _ in range(repeat):
+    for r in range(repeat):
         for n in counts:
+            progress(f"npa bench scale: round {r + 1} of {repeat}, {n} VMs")
             child = (f"from npa.cli.bench import _scale_child; _scale_child({n}, {max(frames // n, 1)}, {str(image)!r})")
             proc = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True,
                                   cwd=Path(__file__).resolve().parent.parent)
@@ -663,7 +666,8 @@ def steps(
     runs = []
     for budget in (32, 512):
         samples = []
-        for _ in range(repeat):
+        for k in range(repeat):
+            progress(f"npa bench steps: poll budget {budget}, run {k + 1} of {repeat}")
             host = Host(SriovNic(nic, 2), data, 2, packets=packets, sizes=sizes, budget=budget)
             host.boot()
             spent: dict[str, float] = defaultdict(float)
