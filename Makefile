@@ -4,12 +4,14 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 NPA    := $(VENV)/bin/npa
 STAMP  := $(VENV)/.installed
+# The data path's kernels (a .py and its .pxd each): compiled at install, so a change rebuilds.
+KERNELS := $(shell find runtime -name '*.pxd') $(patsubst %.pxd,%.py,$(shell find runtime -name '*.pxd'))
 
 .PHONY: all demo test fuzz sysdeps build abi bench conformance clean
 
 all: test
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py $(KERNELS)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
@@ -41,7 +43,7 @@ test: $(STAMP) sysdeps
 
 # Property tests at every trust boundary, long: at least 100,000 inputs, counted per boundary.
 fuzz: $(STAMP)
-	NPA_FUZZ_EXAMPLES=25000 $(PY) -m pytest tests/test_fuzz.py -p no:cacheprovider
+	NPA_FUZZ_EXAMPLES=25000 $(PY) -m pytest tests/test_fuzz.py tests/test_kernels.py -p no:cacheprovider
 
 build: $(STAMP)
 	$(NPA) build
@@ -53,6 +55,7 @@ conformance: $(STAMP)
 	for image in plugins-wasm/*.wasm; do $(NPA) conformance -q $$image || exit 1; done
 
 bench: $(STAMP)
+	$(NPA) bench kernels
 	$(NPA) bench calls
 	$(NPA) bench datapath
 	$(NPA) bench nics
@@ -61,3 +64,4 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+	find runtime -name "*.so" -delete; rm -f $(patsubst %.pxd,%.c,$(filter %.pxd,$(KERNELS)))

@@ -215,6 +215,46 @@ def _timed(fn) -> float:
 
 
 @app.command()
+def kernels(
+    burst: int = typer.Option(512, min=1, max=65536, help="Entries per call."),
+    calls: int = typer.Option(2000, min=10, max=10**7, help="Calls per measurement."),
+    as_json: Optional[str] = _json("npa.bench.kernels/1"),
+) -> None:
+    """Each compiled kernel of the data path against its own source run as Python, on the same
+    burst in the same run: per-call cost and the ratio. Says which kernels run compiled here."""
+    import importlib.util
+
+    import numpy as np
+
+    from npa.runtime.kernels import kernels as status
+    from npa.runtime.shell import claim
+
+    check_dest(as_json)
+    src = Path(claim.__file__).with_name("claim.py")
+    spec = importlib.util.spec_from_file_location("npa_claim_interpreted", src)
+    plain = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(plain)
+    frames, size, base = 2048, 2048, 1 << 32
+    addr = (base + np.random.default_rng(1).permutation(frames)[:burst] * size).astype(np.uint64)
+
+    def per_call(mod, n: int) -> float:
+        state = np.ones(frames, np.int8)  # every frame with the plugin, taken (slot 0, cons 0)
+        c = mod.Claim(state, np.zeros(frames, np.int64), np.zeros(frames, np.int64), base, size, frames)
+        idx, held, counts = np.empty(burst, np.int64), np.empty(burst, np.uint8), np.zeros(4, np.int64)
+        return _per_call(lambda: c.run(addr, idx, held, 1, 0, 0, counts), n)
+
+    fast = per_call(claim, calls)
+    slow = per_call(plain, max(calls // 50, 10))
+    kind = status()["npa.runtime.shell.claim"]
+    t = Table("kernel", "runs", f"µs per {burst}-entry burst", "as Python (µs)", "ratio",
+              title=f"npa bench kernels (the same source, {kind} and interpreted)")
+    t.add_row("shell: claim (txc, rx)", kind, f"{fast * 1e6:.2f}", f"{slow * 1e6:.1f}", f"{slow / fast:.1f}x")
+    _emit(as_json, [t], {"schema": "npa.bench.kernels/1", "burst": burst, "kernels": [
+        {"kernel": "npa.runtime.shell.claim", "runs": kind, "us_per_call": fast * 1e6,
+         "interpreted_us_per_call": slow * 1e6, "ratio": slow / fast}]})
+
+
+@app.command()
 def datapath(
     image: Optional[Path] = typer.Option(None, help="Plugin image (default: the bundled one for --nic)."),
     nic: str = typer.Option("ixgbevf", "--nic", help="NIC model: ixgbevf, vmxnet3 or mlx5."),

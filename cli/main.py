@@ -583,7 +583,8 @@ def _version(value: bool) -> None:
             npa = version("npa")
         except PackageNotFoundError:
             npa = "(not installed)"
-        print(f"npa {npa}, Shell API {ABI_MAJOR}.{ABI_MINOR}")
+        from npa.runtime.kernels import summary
+        print(f"npa {npa}, Shell API {ABI_MAJOR}.{ABI_MINOR}; data path {summary()}")
         raise typer.Exit(0)
 
 

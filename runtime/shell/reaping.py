@@ -17,11 +17,12 @@ from collections import Counter
 
 import numpy as np
 
-from npa.nic_model.dma_record import first_true, frame_index, oldest_first, repeated
+from npa.nic_model.dma_record import first_true, oldest_first
 from npa.nic_model.frames import Frames, gather
 from npa.nic_model.ring import slots
 from npa.shell_api import DESC_FLAGS
 
+from .claim import REFUSALS, Claim
 from .pool import FILL, TX, FramePool
 from .rings import U32, ShellRing
 
@@ -39,6 +40,9 @@ class Reaper:
         # past the consumer index the plugin published is one it has not taken yet
         self._slot = {r: np.zeros(pool.nframes, np.int64) for r in ("tx", "fill")}
         self._mark = np.zeros(pool.nframes, np.int64)  # scratch for duplicate detection
+        self._claims = {r: Claim(pool.state, self._slot[r], self._mark, pool.base, pool.frame_size,
+                                 pool.nframes) for r in ("tx", "fill")}
+        self._counts = np.zeros(len(REFUSALS), np.int64)
 
     # -- what the shell produces -----------------------------------------------------------
     def produce(self, name: str, idx: np.ndarray, lens: np.ndarray) -> int:
@@ -49,15 +53,6 @@ class Reaper:
         self._shadow[name][slots(prod, n, ring.size)] = idx[:n]
         self._slot[name][idx[:n]] = (prod + np.arange(n)) & U32
         return n
-
-    def not_taken(self, name: str, idx: np.ndarray) -> np.ndarray:
-        """Which of these frames, produced on `tx` or `fill`, the plugin has not taken off the
-        ring: their slot is at or past the consumer index it published. RingError when that
-        index is impossible."""
-        cons, n = self.rings[name].outstanding()
-        if not n:
-            return np.zeros(len(idx), bool)
-        return ((self._slot[name][idx] - cons) & U32) < n
 
     def untaken(self, name: str) -> np.ndarray:
         """The frames still on `tx` or `fill` that the plugin never took, in ring order, from
@@ -75,24 +70,19 @@ class Reaper:
     # -- what the plugin produces ----------------------------------------------------------
     def claim(self, ent: np.ndarray, state: int, ring: str) -> tuple[np.ndarray, np.ndarray]:
         """Which entries name a pool frame that the plugin holds in `state`, having taken it
-        off `tx` or `fill` (of a frame named twice in the burst, the last copy). RingError when
-        the consumer index of that ring is impossible."""
-        pool = self.pool
-        idx, ok = frame_index(ent["addr"], pool.base, pool.frame_size, pool.nframes)
-        held = ok & (pool.state[idx] == state)
-        if np.count_nonzero(held) != len(held):
-            self.refuse(ring, "address outside the pool", ~ok)
-            self.refuse(ring, "frame not held by the plugin", ok & ~held)
+        off `tx` or `fill` (of a frame named twice in the burst, the last copy): one call of
+        the compiled kernel (`claim.py`), each refusal counted. RingError when the consumer
+        index of that ring is impossible."""
         source = "tx" if state == TX else "fill"
-        if np.count_nonzero(untaken := held & self.not_taken(source, idx)):
-            held &= ~untaken  # still on the ring: the shell's, not the plugin's to hand back
-            self.refuse(ring, f"frame never taken off {source}", untaken)
-        if (again := repeated(idx[held], self._mark, keep_last=True)) is not None:
-            twice = np.zeros(len(held), bool)  # a frame handed back twice: the last copy counts
-            twice[np.flatnonzero(held)[again]] = True
-            held &= ~twice
-            self.refuse(ring, "frame handed back twice", twice)
-        return idx, held
+        cons, outstanding = self.rings[source].outstanding()
+        n, counts = len(ent), self._counts
+        idx, held = np.empty(n, np.int64), np.empty(n, np.uint8)
+        counts[:] = 0
+        if self._claims[source].run(ent["addr"], idx, held, state, cons, outstanding, counts) != n:
+            for why, c in zip(REFUSALS, counts.tolist()):
+                if c:
+                    self.refused[f"{ring}: {why}{' ' + source if why.endswith(' off') else ''}"] += c
+        return idx, held.view(bool)
 
     def refuse(self, ring: str, why: str, mask: np.ndarray) -> None:
         if (n := int(np.count_nonzero(mask))):

@@ -1,0 +1,87 @@
+"""The data path's compiled kernels against their own source run as Python: one implementation,
+two ways of running it, the same answers on hostile inputs (hypothesis; `make fuzz` runs it long
+and counts the inputs). Bounds checks stay on in the compiled form: an index past an array is an
+IndexError, never a byte outside it."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from npa.runtime.kernels import kernels
+from npa.runtime.shell import claim as compiled
+
+from test_fuzz import COUNTS, FUZZ
+
+
+def interpreted(module):
+    """The module's .py source, run as plain Python whatever was compiled."""
+    name = module.__name__.rsplit(".", 1)[-1]
+    src = Path(module.__file__).with_name(name + ".py")
+    spec = importlib.util.spec_from_file_location(f"{module.__name__}_interpreted", src)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+PLAIN = interpreted(compiled)
+BASE = 1 << 32
+EDGES = [0, 1, BASE - 1, BASE, 2**63 - 1, 2**63, 2**64 - 2048, 2**64 - 1]
+
+
+def test_every_kernel_is_known_and_reported():
+    status = kernels()
+    assert set(status) == {"npa.runtime.shell.claim"}
+    assert status["npa.runtime.shell.claim"] == ("interpreted" if compiled.__file__.endswith(".py")
+                                                 else "compiled")
+
+
+def _run(mod, state, slot, mark, base, size, nframes, addr, want, cons, outstanding):
+    claim = mod.Claim(state.copy(), slot.copy(), mark.copy(), base, size, nframes)
+    n = len(addr)
+    idx, held, counts = np.empty(n, np.int64), np.empty(n, np.uint8), np.zeros(4, np.int64)
+    kept = claim.run(addr, idx, held, want, cons, outstanding, counts)
+    return kept, idx.tolist(), held.tolist(), counts.tolist()
+
+
+@FUZZ
+@given(nframes=st.sampled_from([1, 2, 7, 64, 512]), size=st.sampled_from([256, 2048, 2000]),
+       seed=st.integers(0, 2**32 - 1), n=st.integers(0, 300), want=st.sampled_from([1, 2]),
+       cons=st.integers(0, 2**32 - 1), outstanding=st.integers(0, 600))
+def test_claim_compiled_and_interpreted_agree_on_hostile_entries(nframes, size, seed, n, want, cons,
+                                                                 outstanding):
+    rng = np.random.default_rng(seed)
+    state = rng.integers(0, 4, nframes).astype(np.int8)
+    slot = (cons + rng.integers(-700, 700, nframes)).astype(np.int64) & 0xFFFFFFFF
+    mark = rng.integers(-5, 5, nframes).astype(np.int64)
+    starts = BASE + rng.integers(0, nframes, n).astype(np.uint64) * np.uint64(size)
+    pick = rng.integers(0, 4, n)
+    addr = np.where(pick == 0, starts + rng.integers(0, 3, n).astype(np.uint64), starts)
+    addr = np.where(pick == 1, rng.choice(np.array(EDGES, np.uint64), n), addr).astype(np.uint64)
+    args = (state, slot, mark, BASE, size, nframes, addr, want, cons, outstanding)
+    assert _run(compiled, *args) == _run(PLAIN, *args)
+    COUNTS["kernels: claim, compiled vs interpreted"] += 1
+
+
+@pytest.mark.parametrize("mod", [compiled, PLAIN], ids=["compiled", "interpreted"])
+def test_claim_bounds_are_checked_even_when_the_caller_is_wrong(mod):
+    """Arrays shorter than the pool the kernel was told of: an IndexError, not a stray write."""
+    small = np.zeros(4, np.int8)
+    claim = mod.Claim(small, np.zeros(4, np.int64), np.zeros(4, np.int64), BASE, 2048, 64)
+    addr = np.array([BASE + 2048 * 40], np.uint64)  # frame 40 of 64: inside the pool, past the arrays
+    with pytest.raises(IndexError):
+        claim.run(addr, np.empty(1, np.int64), np.empty(1, np.uint8), 1, 0, 0, np.zeros(4, np.int64))
+
+
+def test_a_compiled_kernel_is_built_from_the_source_beside_it():
+    """Editing a kernel's .py or .pxd without reinstalling would run stale code: `make`
+    reinstalls when they change; this says so if it did not."""
+    so = Path(compiled.__file__)
+    if so.suffix == ".py":
+        pytest.skip("interpreted here: nothing compiled to be stale")
+    for src in (so.parent / "claim.py", so.parent / "claim.pxd"):
+        assert so.stat().st_mtime >= src.stat().st_mtime, f"{so.name} is older than {src.name}: run make"
