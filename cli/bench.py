@@ -137,8 +137,13 @@ def _mpps(model: str, image: bytes, packets: int, driver=None, emulated: bool = 
     from npa.nic_model.sriov import SriovNic
     from npa.runtime.guest import size_schedule
     from npa.runtime.host import Host
+    from npa.runtime.hypervisor import Policy
 
-    host = Host(SriovNic(model, 2), image, 2, packets=packets, sizes=size_schedule(64), budget=budget)
+    # The baseline driver is trusted Python, far slower per poll than any plugin: the fairness
+    # account's wall-time share (meant for plugins) must not throttle it and skew the ratio.
+    policy = Policy({"wall_us_per_step": 1_000_000}) if driver is not None else None
+    host = Host(SriovNic(model, 2), image, 2, packets=packets, sizes=size_schedule(64), budget=budget,
+                policy=policy)
     host.boot(driver)
     if emulated:
         host.revoke(0), host.revoke(1)
