@@ -5,7 +5,8 @@ PY     := $(VENV)/bin/python
 NPA    := $(VENV)/bin/npa
 STAMP  := $(VENV)/.installed
 # The data path's kernels (a .py and its .pxd each): compiled at install, so a change rebuilds.
-KERNELS := $(shell find runtime -name '*.pxd') $(patsubst %.pxd,%.py,$(shell find runtime -name '*.pxd'))
+PXD     := $(shell find nic_model runtime -name '*.pxd')
+KERNELS := $(PXD) $(PXD:.pxd=.py)
 
 .PHONY: all demo test fuzz sysdeps build abi bench conformance clean
 
@@ -64,4 +65,4 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info
-	find runtime -name "*.so" -delete; rm -f $(patsubst %.pxd,%.c,$(filter %.pxd,$(KERNELS)))
+	find nic_model runtime -name "*.so" -delete; rm -f $(PXD:.pxd=.c)

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from setuptools import Extension, setup
 
-KERNELS = sorted(str(p.with_suffix(".py")) for p in Path("runtime").rglob("*.pxd"))  # runtime/kernels.py
+KERNELS = sorted(str(p.with_suffix(".py")) for top in ("nic_model", "runtime")
+                 for p in Path(top).rglob("*.pxd"))  # as runtime/kernels.py finds them
 DIRECTIVES = {"language_level": 3, "boundscheck": True, "wraparound": False,
               "initializedcheck": True, "cdivision": False, "binding": False}
 

@@ -14,44 +14,9 @@ Arrays are indexed by frame. Positions are a counter over all uses, so "since th
 """
 from __future__ import annotations
 
-from functools import lru_cache
-
 import numpy as np
 
-NONE, READ, WRITE, HOLD = 0, 1, 2, 3  # what a frame is granted for (HOLD: see `hold`)
-U64 = (1 << 64) - 1
-
-
-def frame_index(addrs: np.ndarray, base: int, frame_size: int, frames: int) -> tuple[np.ndarray, np.ndarray]:
-    """(frame index, whether the address is the start of a frame of the pool at `base`), in
-    unsigned 64-bit arithmetic (nothing wraps into the pool); index 0 where it is not."""
-    return _indexer(base, frame_size, frames)(addrs)
-
-
-@lru_cache(maxsize=256)
-def _indexer(base: int, frame_size: int, frames: int):
-    """`frame_index` for one pool, its constants made once (it runs several times a poll)."""
-    pool, origin = frame_size * frames, np.uint64(base)
-    if frame_size & (frame_size - 1) == 0 and pool & (pool - 1) == 0:  # the usual: masks only
-        outside = np.uint64(~(pool - 1) & U64 | (frame_size - 1))
-        shift = np.uint64(frame_size.bit_length() - 1)
-
-        def index(addrs):
-            off = np.asarray(addrs, np.uint64) - origin  # below the pool wraps to huge
-            return (off >> shift).view(np.int64), (off & outside) == 0
-    else:
-        size, limit = np.uint64(frame_size), np.uint64(pool)
-
-        def index(addrs):
-            off = np.asarray(addrs, np.uint64) - origin
-            return (off // size).view(np.int64), (off < limit) & (off % size == 0)
-
-    def checked(addrs) -> tuple[np.ndarray, np.ndarray]:
-        idx, ok = index(addrs)
-        if np.count_nonzero(ok) != len(ok):
-            idx[~ok] = 0
-        return idx, ok
-    return checked
+from .grants import HOLD, NONE, READ, WRITE, Grants  # noqa: F401 - what a frame is granted for
 
 
 def oldest_first(values: np.ndarray, pending: np.ndarray) -> int:
@@ -65,20 +30,6 @@ def oldest_first(values: np.ndarray, pending: np.ndarray) -> int:
     oldest = np.sort(pending)[:k]  # fewer than k when the burst names a frame twice
     match = values[:len(oldest)] == oldest
     return len(match) if np.count_nonzero(match) == len(match) else int(np.argmin(match))
-
-
-def repeated(frames: np.ndarray, scratch: np.ndarray, keep_last: bool = False) -> np.ndarray | None:
-    """Which entries of a burst of frame indices name a frame again: every copy but the first
-    (or, with `keep_last`, the last). None when no frame is named twice (one bincount finds
-    out). `scratch` is a pool-sized int64 array; fancy assignment keeps the last write."""
-    if len(frames) < 2 or np.maximum.reduce(np.bincount(frames)) < 2:
-        return None
-    order = np.arange(len(frames))
-    if keep_last:
-        scratch[frames] = order
-    else:
-        scratch[frames[::-1]] = order[::-1]  # the first occurrence writes last
-    return scratch[frames] != order
 
 
 def first_true(mask: np.ndarray, k: int) -> np.ndarray:
@@ -99,7 +50,8 @@ class FrameRecord:
         self.written_len = np.zeros(frames, np.int64)
         self.failed = np.zeros(frames, bool)  # the device tried a granted frame; the window refused
         self.order = np.zeros(frames, np.int64)  # TX: the guest's order of a frame granted for reading
-        self._mark = np.zeros(frames, np.int64)  # scratch: finds a frame used twice in a burst
+        self._grants = Grants(self.grant, self.order, np.zeros(frames, np.int64),
+                              np.zeros(frames, np.int64), base, frame_size, frames)
         self.position = 0  # uses so far: the device's progress, for the watchdog
 
     # -- the shell's side: grants, as it hands frames over -------------------------------------
@@ -132,33 +84,15 @@ class FrameRecord:
         self.failed[:] = False
 
     # -- the device's side --------------------------------------------------------------------
-    def index(self, addrs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(frame index, whether the address starts a pool frame) for device addresses."""
-        return frame_index(addrs, self.base, self.frame_size, self.frames)
-
     def allowed(self, addrs: np.ndarray, lens: np.ndarray, kind: int) -> tuple[np.ndarray, np.ndarray]:
         """Which pool accesses the grants allow: a frame's start, its length within the frame,
-        the grant for `kind`, the frame once per burst; and every address's frame index (for
-        `use` and `fail`). Addresses outside the pool: False."""
-        idx, ok = self.index(addrs)
-        n = np.asarray(lens, np.int64)
-        ok &= (n >= 0) & (n <= self.frame_size) & (self.grant[idx] == kind)
-        if kind == READ and np.count_nonzero(ok):
-            if self._in_guest_order(idx, ok) is ok:
-                return ok, idx  # the usual burst: in order, so no frame twice either
-        sel = np.flatnonzero(ok)
-        if (twice := repeated(idx[sel], self._mark)) is not None:  # a frame twice: its first use
-            ok[sel[twice]] = False
-        if kind == READ and len(sel):
-            ok &= self._in_guest_order(idx, ok)
-        return ok, idx
-
-    def _in_guest_order(self, idx: np.ndarray, ok: np.ndarray) -> np.ndarray:
-        """The granted reads of a burst that come in the guest's order: each the oldest TX frame
-        not read yet. From the first out of order on, none (they wait, unread). `ok` itself
-        when all are in order."""
-        outstanding = (self.grant == READ) | (self.grant == HOLD)
-        return first_true(ok, oldest_first(self.order[idx[ok]], self.order[outstanding]))
+        the grant for `kind`, the frame once per burst, reads in the guest's order; and every
+        address's frame index (for `use` and `fail`, 0 where none). One call of the compiled
+        kernel (`grants.py`)."""
+        n = len(addrs)
+        idx, ok = np.empty(n, np.int64), np.empty(n, np.uint8)
+        self._grants.allowed(np.asarray(addrs, np.uint64), np.asarray(lens, np.int64), idx, ok, kind)
+        return ok.view(bool), idx
 
     def use(self, idx: np.ndarray, lens: np.ndarray, kind: int) -> None:
         """The device read (TX) or wrote (RX) these allowed frames (by index), in this order."""

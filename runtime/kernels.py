@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parent.parent  # npa's directory
 def kernels() -> dict[str, str]:
     """{module name: "compiled" or "interpreted"} for every kernel (a .py with a .pxd)."""
     out = {}
-    for pxd in sorted((PACKAGE / "runtime").rglob("*.pxd")):
+    for pxd in sorted(p for top in ("nic_model", "runtime") for p in (PACKAGE / top).rglob("*.pxd")):
         name = "npa." + ".".join(pxd.relative_to(PACKAGE).with_suffix("").parts)
         built = any(pxd.with_suffix(suffix).exists() for suffix in EXTENSION_SUFFIXES)
         out[name] = "compiled" if built else "interpreted"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import select
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from npa.nic_model.frames import Frames
 from npa.nic_model.sriov import SriovNic
@@ -240,8 +240,6 @@ class RealtimeHost:
     def status(self) -> dict:
         """What `npa stat` shows (schema npa.stat/1): the VMs, each VF's and switch port's
         counters (drops by reason), the data-path mode changes with their reasons, migrations."""
-        from dataclasses import asdict
-
         return {
             "uptime_s": round(time.monotonic() - self.started, 3), "steps": self.steps,
             "nic": self.nic.model.MODEL, "plugin": self.report.manifest.name,

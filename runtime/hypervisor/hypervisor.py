@@ -11,7 +11,6 @@ programmed.
 from __future__ import annotations
 
 import logging
-
 from dataclasses import dataclass, field
 from pathlib import Path
 
