@@ -27,7 +27,7 @@ def installed(tmp_path_factory):
 
 def npa_from(site, cwd, *args):
     env = {**os.environ, "PYTHONPATH": str(site)}
-    return subprocess.run([sys.executable, "-c", "from npa.cli.main import main; main()", *args],
+    return subprocess.run([sys.executable, "-c", "from npa.cli import main; main()", *args],
                           cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -67,3 +67,25 @@ def test_every_command_works_from_anywhere(installed, tmp_path):
     assert r.returncode == 0 and (tmp_path / "plugins-wasm" / "acme.wasm").is_file(), r.stderr
     r = npa_from(installed, tmp_path, "--version")
     assert r.returncode == 0 and "Shell API 1.1" in r.stdout
+
+
+def test_without_a_c_compiler_npa_installs_and_runs_interpreted(tmp_path):
+    """The kernels are optional extensions: with no C compiler at install, the same .py runs,
+    and `npa --version` says so."""
+    import shutil
+
+    src = tmp_path / "src"
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".venv", ".git", "build", "*.so", "*.c",
+                                                             "__pycache__", "*.egg-info", ".hypothesis"))
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    env = {**os.environ, "CC": "/bin/false", "CXX": "/bin/false"}
+    subprocess.run([*pip, "wheel", "--no-deps", "-w", str(tmp_path / "dist"), str(src)], check=True,
+                   capture_output=True, timeout=600, env=env)
+    wheel = next((tmp_path / "dist").glob("npa-*.whl"))
+    subprocess.run([*pip, "install", "--no-deps", "--target", str(tmp_path / "site"), str(wheel)],
+                   check=True, capture_output=True, timeout=600)
+    assert not list((tmp_path / "site").rglob("*.so"))
+    r = npa_from(tmp_path / "site", tmp_path, "--version")
+    assert r.returncode == 0 and "data path interpreted (2 of 2 kernels" in r.stdout, r.stdout + r.stderr
+    r = npa_from(tmp_path / "site", tmp_path, "run", "--packets", "2000", "-q")
+    assert r.returncode == 0 and "clean:" in r.stdout, r.stdout + r.stderr
