@@ -51,9 +51,11 @@ def test_a_network_example_runs_as_pasted(index, tmp_path):
     existing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
     assert not set(namespaces) & set(existing), f"namespace {namespaces} exists already"
     env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"}
-    try:
-        r = subprocess.run(["bash", "-e", "-c", block], cwd=tmp_path, env=env, capture_output=True,
-                           text=True, timeout=180)
+    out, err = tmp_path / "stdout", tmp_path / "stderr"
+    try:  # to files, not pipes: a background process left by a failing line cannot hold them
+        with open(out, "w") as o, open(err, "w") as e:
+            code = subprocess.run(["bash", "-e", "-c", block], cwd=tmp_path, env=env, stdout=o,
+                                  stderr=e, timeout=180).returncode
     finally:
         for ns in namespaces:
             pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout.split()
@@ -63,10 +65,11 @@ def test_a_network_example_runs_as_pasted(index, tmp_path):
         for sock in sockets:
             if os.path.exists(sock):
                 os.unlink(sock)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert "Traceback" not in r.stderr and "npa: error" not in r.stderr, r.stderr
+    stdout, stderr = out.read_text(), err.read_text()
+    assert code == 0, stdout[-3000:] + stderr[-3000:]
+    assert "Traceback" not in stderr and "npa: error" not in stderr, stderr
     if "npa migrate" in block:
-        assert "vm0 runs on the destination" in r.stdout + r.stderr
-        assert " 0% packet loss" in r.stdout, r.stdout  # the ping that ran through the move
+        assert "vm0 runs on the destination" in stdout + stderr
+        assert " 0% packet loss" in stdout, stdout  # the ping that ran through the move
     else:
-        assert "5 received" in r.stdout and "ICMP echo reply" in r.stdout, r.stdout
+        assert "5 received" in stdout and "ICMP echo reply" in stdout, stdout

@@ -125,18 +125,25 @@ class RealtimeHost:
         for vm in self.vms:
             if vm.paused:
                 continue
-            shell = vm.shell
             if vm.stack.pings:
                 vm.outbox += vm.stack.pending()
-            if vm.outbox and shell.active:
-                sent = shell.transmit(Frames.from_bytes(vm.outbox[:shell.tx_room()]))
-                del vm.outbox[:sent]
+            self._send(vm)
             if polls_now(self.hv, vm, self.steps):
-                self._deliver(vm, shell.poll())
+                self._deliver(vm, vm.shell.poll())
+                if vm.outbox:  # replies to what arrived go out in this step, not the next:
+                    self._send(vm)  # a real network sees a round trip of one step
+                    self._deliver(vm, vm.shell.poll())
         tick(self.nic, self.vms, self.hv)
         self.steps += 1
         for m in self.migrations:
             m.advance()
+
+    def _send(self, vm: NetVm) -> None:
+        """The guest's waiting frames onto its shell's transmit path, as many as fit."""
+        shell = vm.shell
+        if vm.outbox and shell.active:
+            sent = shell.transmit(Frames.from_bytes(vm.outbox[:shell.tx_room()]))
+            del vm.outbox[:sent]
 
     def _deliver(self, vm: NetVm, frames: Frames) -> None:
         rest, replies = vm.stack.receive(frames)
