@@ -89,7 +89,7 @@ class Rules(BaseModel):
     # The same account in wall time, host calls included (cheap in fuel, not in time): a poll
     # or interrupt call over this on average is polled less, then faulted, as for fuel. The
     # bundled plugins take 20-40 µs a poll at full load, a pure-Python driver some 500.
-    wall_us_per_step: StrictInt = Field(2000, ge=50, le=1_000_000)
+    wall_us_per_step: StrictInt = Field(1000, ge=50, le=1_000_000)
     fair_window_polls: StrictInt = Field(16, ge=1, le=100_000)
     fair_strikes: StrictInt = Field(3, ge=1, le=1000)
     # Deadlines of one export call (wall clock, 5 ms granularity): npa_init, and the plugin's
