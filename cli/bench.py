@@ -227,11 +227,10 @@ def kernels(
 ) -> None:
     """Each compiled kernel of the data path against its own source run as Python, on the same
     burst in the same run: per-call cost and the ratio. Says which kernels run compiled here."""
-    import importlib.util
-
     import numpy as np
 
     from npa.nic_model import grants
+    from npa.runtime.kernels import interpreted
     from npa.runtime.kernels import kernels as status
     from npa.runtime.shell import claim
 
@@ -240,13 +239,6 @@ def kernels(
     addr = (base + np.random.default_rng(1).permutation(frames)[:burst] * size).astype(np.uint64)
     lens = np.full(burst, 64, np.int64)
     idx, flags, counts = np.empty(burst, np.int64), np.empty(burst, np.uint8), np.zeros(4, np.int64)
-
-    def plain(mod):
-        spec = importlib.util.spec_from_file_location(mod.__name__ + "_interpreted",
-                                                      Path(mod.__file__).with_name(mod.__name__.rsplit(".", 1)[-1] + ".py"))
-        m = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(m)
-        return m
 
     def claim_call(mod):  # every frame with the plugin, taken: the usual burst
         c = mod.Claim(np.ones(frames, np.int8), np.zeros(frames, np.int64), np.zeros(frames, np.int64),
@@ -262,7 +254,7 @@ def kernels(
     for label, mod, make in (("shell: claim (txc, rx)", claim, claim_call),
                              ("record: grants (every DMA)", grants, grants_call)):
         fast = _per_call(make(mod), calls)
-        slow = _per_call(make(plain(mod)), max(calls // 50, 10))
+        slow = _per_call(make(interpreted(mod)), max(calls // 50, 10))
         rows.append({"kernel": mod.__name__, "label": label, "runs": runs[mod.__name__],
                      "us_per_call": fast * 1e6, "interpreted_us_per_call": slow * 1e6, "ratio": slow / fast})
     t = Table("kernel", "runs", f"µs per {burst}-entry burst", "as Python (µs)", "ratio",

@@ -3,6 +3,7 @@ it, compiled by Cython at install where a C compiler is (setup.py), run as Pytho
 This says which run compiled without importing them (`npa --version` stays quick)."""
 from __future__ import annotations
 
+import importlib.util
 from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
 
@@ -27,3 +28,14 @@ def summary() -> str:
         return f"compiled ({n} kernel{'s' * (n != 1)}, Cython, bounds-checked)"
     return (f"interpreted ({len(k) - n} of {len(k)} kernels: no C compiler when npa was "
             "installed; the same source runs as Python, slowly)")
+
+
+def interpreted(module):
+    """A kernel's .py source run as plain Python, whatever was compiled: the baseline of
+    `npa bench kernels` and the other side of the tests' compiled-vs-interpreted comparison."""
+    name = module.__name__.rsplit(".", 1)[-1]
+    spec = importlib.util.spec_from_file_location(f"{module.__name__}_interpreted",
+                                                  Path(module.__file__).with_name(name + ".py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod

@@ -115,6 +115,7 @@ def test_every_bench_writes_its_json_schema_and_takes_a_relative_image(tmp_path)
           "--repeat", "1"],
          "npa.bench.datapath/1"),
         (["steps", "--size", "imix", "--packets", "1000", "--repeat", "1"], "npa.bench.steps/1"),
+        (["kernels", "--calls", "20", "--burst", "64"], "npa.bench.kernels/1"),
         (["switch", "--nic", "vmxnet3", "--rounds", "2", "--packets", "2000"], "npa.bench.switch/1"),
     ]:
         r = npa("bench", *args, "--json", "-", cwd=tmp_path)

@@ -4,7 +4,6 @@ and counts the inputs). Bounds checks stay on in the compiled form: an index pas
 IndexError, never a byte outside it."""
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -13,20 +12,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from npa.nic_model import grants as compiled_grants
-from npa.runtime.kernels import kernels
+from npa.runtime.kernels import interpreted, kernels
 from npa.runtime.shell import claim as compiled
 
 from test_fuzz import COUNTS, FUZZ
-
-
-def interpreted(module):
-    """The module's .py source, run as plain Python whatever was compiled."""
-    name = module.__name__.rsplit(".", 1)[-1]
-    src = Path(module.__file__).with_name(name + ".py")
-    spec = importlib.util.spec_from_file_location(f"{module.__name__}_interpreted", src)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 PLAIN = interpreted(compiled)
