@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import typer
@@ -67,16 +68,11 @@ def check_output_dir(path: Path, option: str) -> None:
         fail(f"{option} {path}: no directory {path.parent}")
     probe = path if path.is_dir() else path.parent
     try:
-        fd, name = _probe_file(probe)
+        fd, name = tempfile.mkstemp(prefix=".npa-probe-", dir=probe)
     except OSError as e:
         fail(f"{option} {path}: {e.strerror}")
     os.close(fd)
     os.unlink(name)
-
-
-def _probe_file(directory: Path) -> tuple[int, str]:
-    import tempfile
-    return tempfile.mkstemp(prefix=".npa-probe-", dir=directory)
 
 
 def check_input(path: Path, what: str = "") -> Path:

@@ -52,9 +52,8 @@ class Capture:
     def watches(self, port) -> bool:
         return port.index in self.ports
 
-    def record(self, port, frames: Frames, now_us: int, inbound: bool) -> None:
-        """`frames` seen at `port` (at device time `now_us`: kept in the signature of every
-        recorder, the stamps are wall-clock), entering the switch there (`inbound`) or leaving it
+    def record(self, port, frames: Frames, inbound: bool) -> None:
+        """`frames` seen at `port` now, entering the switch there (`inbound`) or leaving it
         (nothing if the port is not watched)."""
         if not len(frames) or port.index not in self.ports:
             return

@@ -259,6 +259,11 @@ def macs_of(d: np.ndarray, offset: int) -> np.ndarray:
     return wide.view(">u8").ravel().astype(np.uint64)
 
 
+def is_group(mac: int) -> bool:
+    """Whether one MAC address is a group address (multicast or broadcast): its I/G bit."""
+    return bool(mac >> 40 & 1)
+
+
 def group_addresses(dst: np.ndarray) -> np.ndarray:
     """Which destination MACs (u64, as `macs` reads them) are group addresses, multicast or
     broadcast: the I/G bit, the low bit of the first byte."""

@@ -130,7 +130,7 @@ class SriovNic:
         for vf in self.vfs:
             vf.advance(self.tick_us)
             vf.tx()
-        self.uplink.step(self.now_us)
+        self.uplink.step()
         self.pf_discarded += len(self.pf_port.receive(self.pf_port.pending()))  # no PF driver yet
         for vf in self.vfs:
             vf.rx()

@@ -291,7 +291,7 @@ class Switch:
             return
         cap = self.capture
         if cap is not None and ingress is not self.uplink:  # the uplink records its own
-            cap.record(ingress, frames, self.now_us, inbound=True)
+            cap.record(ingress, frames, inbound=True)
         ingress.stats.rx_frames += len(frames)
         ingress.stats.rx_bytes += frames.nbytes
         if ingress.policy is not None:
@@ -331,6 +331,6 @@ class Switch:
                 continue
             part = pop_vlan(part) if port.policy is not None and port.policy.vlan else part
             if cap is not None and port is not self.uplink:
-                cap.record(port, port.deliver(part), self.now_us, inbound=False)
+                cap.record(port, port.deliver(part), inbound=False)
             else:
                 port.deliver(part)

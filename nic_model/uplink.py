@@ -47,11 +47,11 @@ class Uplink:
         """What to wait on for frames from outside (None: nothing comes from outside)."""
         return self.link.fileno() if self.link is not None else None
 
-    def step(self, now_us: int) -> None:
+    def step(self) -> None:
         frames = self.port.receive(self.port.pending())
         if len(frames):
             if self.capture:
-                self.capture.record(self.port, frames, now_us, inbound=False)
+                self.capture.record(self.port, frames, inbound=False)
             if self.kind == "loopback":
                 self.switch.forward(self.port, frames)
             elif self.peer is not None:
@@ -67,13 +67,13 @@ class Uplink:
             incoming, self.inbox = Frames.concat(self.inbox), []
             self.stats["from_link"] += len(incoming)
             if self.capture:
-                self.capture.record(self.port, incoming, now_us, inbound=True)
+                self.capture.record(self.port, incoming, inbound=True)
             self.switch.forward(self.port, incoming)
         if self.link is not None and (got := self.link.read()):
             incoming = Frames.from_bytes(got)
             self.stats["from_link"] += len(incoming)
             if self.capture:
-                self.capture.record(self.port, incoming, now_us, inbound=True)
+                self.capture.record(self.port, incoming, inbound=True)
             self.switch.forward(self.port, incoming)
 
     def close(self) -> None:

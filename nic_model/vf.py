@@ -187,7 +187,7 @@ class Vf(Bar0):
         it has not written. Returns how many were written; below len(frames), the caller stops
         its queue with an error, as for a frame longer than its buffer."""
         addr, room = np.asarray(addr, np.uint64), np.asarray(room, np.int64)
-        allowed, dropped, idx = self._allowed(addr, np.minimum(frames.lens, room), WRITE)
+        allowed, _, idx = self._allowed(addr, np.minimum(frames.lens, room), WRITE)
         refused = np.flatnonzero(~allowed)
         k = int(refused[0]) if len(refused) else len(frames)
         if k < len(frames):

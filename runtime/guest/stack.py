@@ -17,7 +17,7 @@ from typing import Annotated, Callable
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, StrictBytes, StrictInt, StrictStr, model_validator
 
-from npa.nic_model.frames import BROADCAST, Frames
+from npa.nic_model.frames import BROADCAST, Frames, is_group
 
 ETH_IP, ETH_ARP = 0x0800, 0x0806
 PROTO_ICMP, PROTO_UDP = 1, 17
@@ -166,12 +166,13 @@ class IpStack:
             self.stats["malformed"] += 1
             return None
         sender = int.from_bytes(sha, "big")
+        one_host = sender != 0 and not is_group(sender)
         # RFC 826: update a neighbour already known; add one only when the packet is for us.
         # A sender that is a group MAC, or an address no host may have, is never learnt.
-        if (spa in self.arp or tpa == self.ip) and not sender >> 40 & 1 and sender \
+        if (spa in self.arp or tpa == self.ip) and one_host \
                 and ipaddress.IPv4Address(spa) in self.network and not self._bad_source(spa):
             self._learn(spa, sender)
-        if op == 1 and tpa == self.ip and not sender >> 40 & 1 and sender:
+        if op == 1 and tpa == self.ip and one_host:
             self.stats["arp_replies"] += 1
             return (_ETH.pack(sha, _mac(self.mac), ETH_ARP) +
                     _ARP.pack(1, ETH_IP, 6, 4, 2, _mac(self.mac), self.ip, sha, spa))
@@ -194,7 +195,7 @@ class IpStack:
         # source MAC (the reply would go to a group: an amplifier), or to a unicast datagram
         # that came as a link-layer broadcast; fragments are not reassembled here, so none is
         # taken for a whole datagram.
-        if self._bad_source(src) or peer_mac >> 40 & 1:
+        if self._bad_source(src) or is_group(peer_mac):
             self.stats["bad_source"] += 1
             return None
         if frame[0] & 1:
@@ -227,11 +228,11 @@ class IpStack:
         return None
 
     def _bad_source(self, src: bytes) -> bool:
-        """An address no single host sends from: unspecified, loopback, multicast, reserved, the
-        limited broadcast or this subnet's broadcast."""
+        """An address no single host sends from: unspecified, loopback, multicast, reserved
+        (240/4, the limited broadcast among them) or this subnet's broadcast."""
         ip = ipaddress.IPv4Address(src)
         return (ip.is_unspecified or ip.is_loopback or ip.is_multicast or ip.is_reserved
-                or ip == self.network.broadcast_address or ip.packed == b"\xff\xff\xff\xff")
+                or ip == self.network.broadcast_address)
 
     def _learn(self, ip: bytes, mac: int) -> None:
         """Keep a neighbour, most recent last; past ARP_CACHE_MAX the least recent goes."""

@@ -18,6 +18,7 @@ from typing import Any, Literal
 import msgpack
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from npa.runtime.hypervisor.stream import brief
 from npa.runtime.sandbox import NpaError
 
 VERSION = 1
@@ -120,7 +121,7 @@ class ControlServer:
                 why = str(e) if isinstance(e, (ControlError, OSError, ValueError, NpaError)) \
                     else f"internal error: {type(e).__name__}: {e}"
                 try:
-                    send(conn, Reply(ok=False, error=why[:1000]))
+                    send(conn, Reply(ok=False, error=brief(why)))
                 except (OSError, ValueError):
                     pass
 

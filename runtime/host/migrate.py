@@ -24,7 +24,7 @@ from typing import Protocol
 
 import numpy as np
 
-from npa.nic_model.frames import Frames
+from npa.nic_model.frames import Frames, is_group
 from npa.runtime.hypervisor import EMULATED, Hypervisor, Vm, format_mac
 from npa.runtime.hypervisor import migration as hvm
 from npa.runtime.hypervisor.stream import (
@@ -380,7 +380,7 @@ class Incoming(_Migration):
             raise NpaError(f"this host runs {self.host.GUEST} guests, not {hello.guest}")
         if any(vm.name == hello.vm for vm in self.host.vms):
             raise NpaError(f"a VM named {hello.vm} runs here already")
-        if hello.mac == 0 or hello.mac >> 40 & 1:
+        if hello.mac == 0 or is_group(hello.mac):
             raise NpaError(f"MAC {format_mac(hello.mac)} is {'zero' if not hello.mac else 'a group address'}: "
                            "no VM may have it")
         if any(vm.mac == hello.mac for vm in self.host.vms):

@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from npa.nic_model.frames import Frames
+from npa.nic_model.frames import Frames, is_group
 from npa.nic_model.sriov import SriovNic
 from npa.runtime.sandbox import ImageReport, LoadError, NpaError, PluginFault, analyse
 
@@ -303,7 +303,7 @@ class Hypervisor:
             nic.set_vf_vlan_filter(vf, vf.port.policy.vlans - {msg.vid})
         elif isinstance(msg, SetMulticast):
             groups = {int(g.replace(":", ""), 16) for g in msg.groups}
-            if any(not g >> 40 & 1 for g in groups):
+            if not all(map(is_group, groups)):
                 raise ValueError("multicast list holds a unicast address")
             if len(groups) > r.multicast_limit:
                 return self._refuse(vm, "multicast_limit", f"{len(groups)} groups; the limit is {r.multicast_limit}")

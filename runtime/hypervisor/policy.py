@@ -30,6 +30,7 @@ from typing import Literal
 from pydantic import (BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError,
                       field_validator, model_validator)
 
+from npa.nic_model.frames import is_group
 from npa.runtime.sandbox import Budgets, NpaError
 
 ETH_HEADER = 14
@@ -44,7 +45,7 @@ def parse_mac(text: str) -> int:
     if not re.fullmatch(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}", text):
         raise ValueError(f"{text!r} is not a MAC address like 02:00:00:00:00:01")
     mac = int(text.replace(":", ""), 16)
-    if mac >> 40 & 1 or mac == 0:
+    if is_group(mac) or mac == 0:
         raise ValueError(f"{text} is a multicast or zero address, not a VF's own")
     return mac
 

@@ -11,8 +11,8 @@ install with bounds checks on; where no C compiler was, the same source runs as 
 from __future__ import annotations
 
 OUTSIDE, NOT_HELD, UNTAKEN, TWICE = 0, 1, 2, 3  # the refusals `run` counts, by index
-REFUSALS = ("address outside the pool", "frame not held by the plugin", "frame never taken off",
-            "frame handed back twice")  # their words, in that order
+REFUSALS = ("address outside the pool", "frame not held by the plugin",
+            "frame never taken off {source}", "frame handed back twice")  # their words, in order
 U32 = 0xFFFFFFFF
 
 

@@ -81,7 +81,7 @@ class Reaper:
         if self._claims[source].run(ent["addr"], idx, held, state, cons, outstanding, counts) != n:
             for why, c in zip(REFUSALS, counts.tolist()):
                 if c:
-                    self.refused[f"{ring}: {why}{' ' + source if why.endswith(' off') else ''}"] += c
+                    self.refused[f"{ring}: {why.format(source=source)}"] += c
         return idx, held.view(bool)
 
     def refuse(self, ring: str, why: str, mask: np.ndarray) -> None:
