@@ -27,7 +27,7 @@ demo: $(STAMP)
 
 # System tools the network tests use (tests/test_network.py), installed where missing when we
 # are root on Debian; elsewhere those tests skip and say why.
-SYSDEPS := ip:iproute2 ping:iputils-ping tcpdump:tcpdump
+SYSDEPS := ip:iproute2 ping:iputils-ping tcpdump:tcpdump iperf3:iperf3 curl:curl
 sysdeps:
 	@missing=""; for d in $(SYSDEPS); do command -v $${d%%:*} >/dev/null 2>&1 || missing="$$missing $${d##*:}"; done; \
 	if [ -n "$$missing" ]; then \

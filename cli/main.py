@@ -5,6 +5,8 @@ runs, so `npa --version` and `--help` answer at once."""
 from __future__ import annotations
 
 import json
+import os
+import re
 import sys
 from pathlib import Path
 from typing import Optional
@@ -392,6 +394,14 @@ def host(
                                         "frames to this file, stamped with wall-clock time "
                                         "(pcapng when it ends in .pcapng: one interface per "
                                         "port)."),
+    guest: str = typer.Option("stack", "--guest", help="What answers inside each VM: stack (npa's "
+                              "own: ARP, ping, UDP echo), tap (a Linux TAP device per VM, "
+                              "NAME-vmN, for you to configure) or netns (that TAP as eth0 in a "
+                              "network namespace npa-NAME-vmN, addressed and routed: run any "
+                              "program there with `ip netns exec`). root."),
+    name: Optional[str] = typer.Option(None, "--name", help="This host's name in its guests' "
+                                       "device and namespace names (default: the uplink TAP's "
+                                       "name, or h<PID>)."),
     as_json: Optional[str] = json_option("npa.host/1", "the summary", lead="At exit, also write"),
 ) -> None:
     """A host process on a real network: boots the NIC and its VMs (emulated, then each on its
@@ -408,11 +418,18 @@ def host(
 
     from .host import serve
 
+    from npa.runtime.guest.linux import GUESTS
+
     model = _model(nic)
     try:
         ipaddress.IPv4Interface(ip)
     except ValueError:
         fail(f"--ip {ip}: not an IPv4 ADDR/PREFIX")
+    if guest not in GUESTS:
+        fail(f"--guest {guest}: use one of {', '.join(GUESTS)}")
+    name = name or (uplink[4:] if uplink.startswith("tap:") else f"h{os.getpid()}")
+    if not re.fullmatch(r"[A-Za-z0-9_]{1,8}", name):
+        fail(f"--name {name}: 1 to 8 letters, digits or '_' (it goes into 15-byte device names)")
     vfs = vfs or max(4, vms)
     if vms > vfs:
         fail(f"--vms {vms} needs as many VFs; the NIC has {vfs} (--vfs)")
@@ -432,7 +449,8 @@ def host(
             "pcap": pcap, "pcap_ports": ("all",),
             "pcap_format": "pcapng" if pcap.suffix == ".pcapng" else "pcap"}
         box = SriovNic(nic, vfs, uplink=uplink, **capture)
-        rt = RealtimeHost(box, report, vms, ip, policy=rules, repository=plugins)
+        rt = RealtimeHost(box, report, vms, ip, policy=rules, repository=plugins, guest=guest,
+                          name=name)
         rt.migration_address = listen
     except (NpaError, ValueError, OSError) as e:
         fail(str(e))

@@ -9,14 +9,17 @@ timers, so an idle host uses no core.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import select
 import time
 from dataclasses import asdict, dataclass, field
 
 from npa.nic_model.frames import Frames
 from npa.nic_model.sriov import SriovNic
+from npa.runtime.guest.linux import LinuxGuest
 from npa.runtime.guest.stack import IpStack
 from npa.runtime.hypervisor import Hypervisor, Policy, Vm
+from npa.runtime.hypervisor.control import Reply, SetMac, SetMtu, SetRxMode
 from npa.runtime.hypervisor.stream import Listener, SocketLink
 from npa.runtime.sandbox import ImageReport, RegionPlan
 from npa.runtime.shell import TX
@@ -24,16 +27,21 @@ from npa.runtime.shell import TX
 from .host import new_vm, polls_now, tick
 from .migrate import Incoming, Outgoing
 
+log = logging.getLogger("npa.host")
 IDLE_WAIT_S = 0.2  # the longest an idle host sleeps between looks at its timers
 BUSY_STEPS = 64  # steps between two looks at the outside while busy
 
 
 @dataclass
 class NetVm(Vm):
-    """A VM reachable on the network: its IP stack and the frames it has yet to send."""
+    """A VM reachable on the network: its IP stack and the frames it has yet to send; with a
+    Linux guest (`linux`), the stack only names its address and the kernel behind the TAP
+    answers instead."""
 
     stack: IpStack = None
     outbox: list[bytes] = field(default_factory=list)
+    linux: LinuxGuest | None = None
+    asked: dict = field(default_factory=dict)  # control request id -> what the guest changed
 
 
 class Waking:
@@ -93,7 +101,7 @@ class RealtimeHost:
     def __init__(self, nic: SriovNic, report: ImageReport, vms: int, first_ip: str, *,
                  policy: Policy | None = None, region: RegionPlan = RegionPlan(),
                  ring_size: int = 256, pool_frames: int = 1024, budget: int = 256,
-                 repository=None):
+                 repository=None, guest: str = "stack", name: str = "npa"):
         if report.error is not None:
             raise report.error
         self.nic, self.report = nic, report
@@ -109,6 +117,14 @@ class RealtimeHost:
             vm = new_vm(NetVm, nic, i, mac, region, ring_size=ring_size, frames=pool_frames,
                         budget=budget, stack=IpStack(mac, ip, clock=lambda: nic.now_us))
             self.vms.append(vm)
+        try:
+            for vm in self.vms if guest != "stack" else ():
+                vm.linux = LinuxGuest(f"{name}-{vm.name}"[:15], vm.mac, vm.shell.mtu - 14,
+                                      vm.stack.address,
+                                      netns=f"npa-{name}-{vm.name}" if guest == "netns" else None)
+        except OSError:
+            self.close()
+            raise
         self.steps = 0
         self.started = time.monotonic()
 
@@ -118,14 +134,17 @@ class RealtimeHost:
         for vm in self.vms:
             self.hv.admit(vm)
             self._deliver(vm, self.hv.offer(vm))
-            vm.outbox.append(vm.stack.announce())
+            if vm.linux is None:  # a Linux guest announces itself
+                vm.outbox.append(vm.stack.announce())
 
     # -- the loop ---------------------------------------------------------------------------------
     def step(self) -> None:
         for vm in self.vms:
             if vm.paused:
                 continue
-            if vm.stack.pings:
+            if vm.linux is not None:
+                self._from_guest(vm)
+            elif vm.stack.pings:
                 vm.outbox += vm.stack.pending()
             self._send(vm)
             if polls_now(self.hv, vm, self.steps):
@@ -134,6 +153,9 @@ class RealtimeHost:
                     self._send(vm)  # a real network sees a round trip of one step
                     self._deliver(vm, vm.shell.poll())
         tick(self.nic, self.vms, self.hv)
+        for vm in self.vms:
+            if vm.asked:
+                self._answers(vm)
         self.steps += 1
         for m in self.migrations:
             m.advance()
@@ -145,7 +167,48 @@ class RealtimeHost:
             sent = shell.transmit(Frames.from_bytes(vm.outbox[:shell.tx_room()]))
             del vm.outbox[:sent]
 
+    def _from_guest(self, vm: NetVm) -> None:
+        """What the guest kernel sent, as much as the shell has room for (the rest waits in the
+        kernel's queue: npa drops nothing of its own)."""
+        if not vm.outbox and vm.shell.active:
+            vm.outbox = vm.linux.read(vm.shell.tx_room(), vm.shell.mtu)
+
+    def guest_link(self, vm: NetVm) -> None:
+        """The guest changed its link: each change becomes a control request, decided by the
+        hypervisor's policy in this step's round (the answer is logged and counted)."""
+        port = self.hv.ports[vm.index]
+        for what, value in vm.linux.link_changes():
+            if what == "mac":
+                text = ":".join(f"{b:02x}" for b in value.to_bytes(6, "big"))
+                msg, said = SetMac(mac=text), f"MAC {text}"
+            elif what == "mtu":
+                msg, said = SetMtu(mtu=max(68, min(value, 65535))), f"MTU {value}"
+            else:
+                msg, said = SetRxMode(promisc=value, allmulti=False), f"promiscuous {'on' if value else 'off'}"
+            vm.asked[port.guest.send(msg)] = said
+
+    def _answers(self, vm: NetVm) -> None:
+        """The hypervisor's answers to the guest's link requests."""
+        port = self.hv.ports[vm.index]
+        while (got := port.guest.recv()) is not None:
+            msg_id, msg = got
+            if not isinstance(msg, Reply) or msg_id not in vm.asked:
+                continue
+            said = vm.asked.pop(msg_id)
+            vm.linux.stats[f"link_{msg.status}"] += 1
+            vm.linux.decisions.append(f"{said}: {msg.status}" + (f" ({msg.rule}: {msg.message})" if msg.rule else ""))
+            del vm.linux.decisions[:-16]
+            if msg.status == "ok":
+                log.info("%s: the guest's %s: allowed", vm.name, said)
+            else:
+                log.warning("%s: the guest's %s: %s by %s: %s", vm.name, said, msg.status,
+                            msg.rule or "the hypervisor", msg.message)
+
     def _deliver(self, vm: NetVm, frames: Frames) -> None:
+        if vm.linux is not None:
+            if len(frames):
+                vm.linux.write(frames.to_bytes())
+            return
         rest, replies = vm.stack.receive(frames)
         vm.stack.stats["other_frames"] += len(rest)
         vm.outbox += replies
@@ -165,6 +228,9 @@ class RealtimeHost:
         steps without waiting. `tick()` runs between waits (live display)."""
         link = self.nic.uplink.fileno()
         waits = [link] if link is not None else []
+        guests = {vm.linux.fileno(): vm for vm in self.vms if vm.linux is not None}
+        watched = {vm.linux.watch_fileno(): vm for vm in self.vms if vm.linux is not None}
+        waits += [*guests, *watched]
         while not stop():
             ours = [*(others or []), *self.listeners,
                     *(Waking(m.link) for m in self.migrations if not m.finished and hasattr(m.link, "fileno"))]
@@ -182,8 +248,11 @@ class RealtimeHost:
             for o in ours:
                 if o in ready:
                     o.ready(self)
-            if link is not None and link in ready:
-                self.step()
+            for fd in ready:
+                if fd in watched:
+                    self.guest_link(watched[fd])
+            if any(fd == link or fd in guests for fd in ready):
+                self.step()  # what arrived is processed at once
 
     def finish(self) -> None:
         """Quiesce every data path; frames received on the way still reach their guest."""
@@ -207,6 +276,9 @@ class RealtimeHost:
         match = [v for v in self.vms if v.name == vm and not v.paused]
         if not match:
             raise ValueError(f"no running VM {vm!r} on this host")
+        if match[0].linux is not None:
+            raise ValueError(f"{vm}'s guest is a Linux stack ({match[0].linux.kind}): moving it "
+                             "needs its TAP handed to the destination, which npa does not do yet")
         if any(not m.finished and getattr(m, "vm", None) is match[0] for m in self.migrations):
             raise ValueError(f"{vm} is migrating already")
         self.migrations.append(Outgoing(self, match[0], SocketLink.connect(to)))
@@ -258,17 +330,29 @@ class RealtimeHost:
                      "faults": sum(e.kind == "fault" for e in vm.shell.events),
                      "tx_frames": vm.shell.stats["tx_frames"], "rx_frames": vm.shell.stats["rx_frames"],
                      "modes": [asdict(m) for m in self.hv.modes(vm)[-16:]],
+                     "guest": self._guest_status(vm),
                      **dict(vm.stack.stats)} for vm in self.vms],
             "vfs": [{"name": vf.name, "pci_id": vf.pci_id, **asdict(vf.stats)} for vf in self.nic.vfs],
             "ports": [{"name": p.name, "kind": p.kind, **asdict(p.stats)}
                       for p in self.nic.switch.ports],
         }
 
+    @staticmethod
+    def _guest_status(vm: NetVm) -> dict:
+        g = vm.linux
+        if g is None:
+            return {"kind": "stack"}
+        return {"kind": g.kind, "where": g.where, "link_decisions": list(g.decisions),
+                **dict(g.stats)}
+
     def ping(self, vm: str, target: str, count: int) -> None:
         """vm pings target (`npa host --control`'s `ping`): results show in `status`."""
         match = [v for v in self.vms if v.name == vm]
         if not match:
             raise ValueError(f"no VM {vm!r} on this host")
+        if match[0].linux is not None:
+            raise ValueError(f"{vm}'s guest is a Linux stack: run ping inside it "
+                             f"(ip netns exec {match[0].linux.where} ping ...)")
         match[0].stack.ping(target, count)
 
     def conserved(self) -> bool:
@@ -280,4 +364,7 @@ class RealtimeHost:
         for m in self.migrations:
             if not m.finished:
                 m.link.close("the host stopped")
+        for vm in self.vms:
+            if vm.linux is not None:
+                vm.linux.close()
         self.nic.close()

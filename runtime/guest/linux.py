@@ -1,0 +1,176 @@
+"""A real Linux network stack as a VM's guest (`npa host --guest tap|netns`).
+
+The guest's NIC is a TAP device whose other side is the Linux kernel: what the kernel sends
+through it is what the guest transmits, and what npa writes to it the guest receives. With
+`netns`, the device lives in a network namespace of its own (`npa-<host>-vm<i>`), named eth0,
+with the VM's MAC and MTU, its address, the link up and a default route: any Linux program runs
+there (`ip netns exec npa-<host>-vm0 iperf3 ...`). With `tap`, the device stays in the host's
+namespace under the VM's name, with the VM's MAC and MTU, for the user to configure.
+
+Frames are read only as many as the shell has room for: the rest wait in the kernel's queue, so
+npa drops nothing of its own. The guest's link is watched over netlink (pyroute2): a new MAC, MTU
+or promiscuous mode set in the guest (`ip link set eth0 ...`) is reported by `link_changes()`, and
+the host turns it into a control request that the hypervisor's policy decides, as for any guest.
+"""
+from __future__ import annotations
+
+import ipaddress
+import itertools
+import os
+from collections import Counter
+from dataclasses import dataclass
+
+from npa.nic_model.tap import Tap, TapError
+
+IFF_PROMISC = 0x100
+GUESTS = ("stack", "tap", "netns")
+_made = itertools.count()  # TAPs made here, for a unique name before each moves to its namespace
+
+
+class GuestError(OSError):
+    """A Linux guest cannot be set up; the message says why, in one line."""
+
+
+@dataclass(frozen=True)
+class Link:
+    """What the host last saw of the guest's link."""
+
+    mac: int
+    mtu: int
+    promisc: bool
+
+
+def _mac_text(mac: int) -> str:
+    return ":".join(f"{b:02x}" for b in mac.to_bytes(6, "big"))
+
+
+class LinuxGuest:
+    def __init__(self, name: str, mac: int, mtu: int, address: str | None = None,
+                 netns: str | None = None):
+        """The guest's TAP, `name` in the host's namespace (`netns` None), or eth0 inside a new
+        namespace `netns` with `address` (ADDR/PREFIX) and a default route."""
+        from pyroute2 import IPRoute, netns as namespaces  # only real guests need netlink
+
+        self.name, self.netns, self.address = name, netns, address
+        self.stats: Counter = Counter()
+        self.decisions: list[str] = []  # the hypervisor's answers to its link changes, latest last
+        self._monitor = None
+        made = False
+        try:
+            if netns is not None:
+                if netns in namespaces.listnetns():
+                    raise GuestError(f"network namespace {netns} exists already (another host "
+                                     "with this --name?); remove it with `ip netns del`")
+                namespaces.create(netns)
+                made = True
+            temp = name if netns is None else f"npa{os.getpid() % 100000}g{next(_made)}"
+            self.tap = Tap(temp)
+            with IPRoute() as ipr:
+                index = ipr.link_lookup(ifname=temp)[0]
+                if netns is not None:
+                    ipr.link("set", index=index, net_ns_fd=netns)
+            with IPRoute(netns=netns) as ipr:
+                index = ipr.link_lookup(ifname=temp)[0]
+                ipr.link("set", index=index, ifname="eth0" if netns else temp,
+                         address=_mac_text(mac), mtu=mtu)
+                if netns is not None:
+                    ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+                    if address is not None:
+                        iface = ipaddress.IPv4Interface(address)
+                        ipr.addr("add", index=index, address=str(iface.ip),
+                                 prefixlen=iface.network.prefixlen)
+                ipr.link("set", index=index, state="up")
+                if netns is not None and address is not None:
+                    ipr.route("add", dst="0.0.0.0/0", oif=index)  # the segment is the guest's world
+            self.index = index
+            self.link = Link(mac, mtu, False)
+            self._monitor = IPRoute(netns=netns)
+            self._monitor.bind()  # link notifications, read when its descriptor is ready
+        except TapError as e:
+            self._undo(made)
+            raise GuestError(str(e)) from None
+        except GuestError:
+            self._undo(made)
+            raise
+        except Exception as e:  # netlink refused (no root, a name taken): one line
+            self._undo(made)
+            raise GuestError(f"guest {netns or name}: cannot set up its link: {e}") from None
+
+    def _undo(self, made_netns: bool) -> None:
+        if getattr(self, "tap", None) is not None:
+            self.tap.close()
+        if made_netns:
+            from pyroute2 import netns as namespaces
+            namespaces.remove(self.netns)
+
+    @property
+    def kind(self) -> str:
+        return "netns" if self.netns else "tap"
+
+    @property
+    def where(self) -> str:
+        """Where a user finds the guest: its namespace, or its TAP device."""
+        return self.netns or self.name
+
+    # -- frames ---------------------------------------------------------------------------------
+    def fileno(self) -> int:
+        return self.tap.fileno()
+
+    def read(self, limit: int, max_frame: int) -> list[bytes]:
+        """Up to `limit` frames the guest kernel sent; one longer than `max_frame` (the guest
+        raised its MTU past the VM's) is dropped and counted, as a NIC drops what it cannot
+        send."""
+        if limit <= 0:
+            return []
+        got = self.tap.read(limit)
+        keep = [f for f in got if 14 <= len(f) <= max_frame]
+        if len(keep) != len(got):
+            self.stats["tx_too_long"] += len(got) - len(keep)
+        self.stats["tx_frames"] += len(keep)
+        return keep
+
+    def write(self, frames: list[bytes]) -> None:
+        """Frames for the guest kernel; what its full queue does not take is counted."""
+        taken = self.tap.write(frames)
+        self.stats["rx_frames"] += taken
+        self.stats["rx_dropped"] += len(frames) - taken
+
+    # -- the guest's link -----------------------------------------------------------------------
+    def watch_fileno(self) -> int:
+        return self._monitor.fileno()
+
+    def link_changes(self) -> list[tuple[str, object]]:
+        """What the guest changed on its link since the last call, from netlink: ("mac", int),
+        ("mtu", int), ("promisc", bool), in that order, each once with its latest value."""
+        latest = self.link
+        for msg in self._monitor.get():
+            if msg.get("event") != "RTM_NEWLINK" or msg.get("index") != self.index:
+                continue
+            mac = msg.get_attr("IFLA_ADDRESS")
+            mtu = msg.get_attr("IFLA_MTU")
+            latest = Link(int(mac.replace(":", ""), 16) if mac else latest.mac,
+                          mtu if mtu is not None else latest.mtu, bool(msg["flags"] & IFF_PROMISC))
+        changes: list[tuple[str, object]] = []
+        if latest.mac != self.link.mac:
+            changes.append(("mac", latest.mac))
+        if latest.mtu != self.link.mtu:
+            changes.append(("mtu", latest.mtu))
+        if latest.promisc != self.link.promisc:
+            changes.append(("promisc", latest.promisc))
+        self.link = latest
+        return changes
+
+    def close(self) -> None:
+        """The TAP goes (and with it the device), then the namespace."""
+        if self._monitor is not None:
+            self._monitor.close()
+            self._monitor = None
+        if getattr(self, "tap", None) is not None:
+            self.tap.close()
+            self.tap = None
+        if self.netns is not None:
+            from pyroute2 import netns as namespaces
+            try:
+                namespaces.remove(self.netns)
+            except OSError:
+                pass  # gone already
