@@ -427,9 +427,10 @@ def host(
         fail(f"--ip {ip}: not an IPv4 ADDR/PREFIX")
     if guest not in GUESTS:
         fail(f"--guest {guest}: use one of {', '.join(GUESTS)}")
-    name = name or (uplink[4:] if uplink.startswith("tap:") else f"h{os.getpid()}")
-    if not re.fullmatch(r"[A-Za-z0-9_]{1,8}", name):
-        fail(f"--name {name}: 1 to 8 letters, digits or '_' (it goes into 15-byte device names)")
+    name = name or (uplink[4:] if uplink.startswith("tap:") else f"h{os.getpid() % 10**7}")
+    if guest != "stack" and not re.fullmatch(r"[A-Za-z0-9_-]{1,8}", name):
+        fail(f"--name {name}: 1 to 8 letters, digits, '-' or '_' (it names the guests' devices "
+             "and namespaces, NAME-vmN)")
     vfs = vfs or max(4, vms)
     if vms > vfs:
         fail(f"--vms {vms} needs as many VFs; the NIC has {vfs} (--vfs)")

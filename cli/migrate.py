@@ -2,6 +2,7 @@
 sockets, and report the phases, the rounds, the bytes and the downtime."""
 from __future__ import annotations
 
+import os
 import sys
 import time
 
@@ -39,7 +40,7 @@ def migrate(vm: str, source: str, dest: str, timeout: float) -> dict:
         if not listen.ok:
             raise MigrateError(f"{dest}: {listen.error}")
         address = listen.data["address"]
-        started = ask(source, "migrate", vm=vm, to=address)
+        started = ask(source, "migrate", vm=vm, to=address, handover=os.path.abspath(dest))
         if not started.ok:
             raise MigrateError(f"{source}: {started.error}")
     except ControlError as e:

@@ -12,7 +12,7 @@ import socket
 import struct
 from pathlib import Path
 
-TUNSETIFF = 0x400454CA
+TUNSETIFF, TUNGETIFF = 0x400454CA, 0x800454D2
 SIOCGIFFLAGS, SIOCSIFFLAGS = 0x8913, 0x8914
 IFF_TAP, IFF_NO_PI = 0x0002, 0x1000
 IFF_UP = 0x1
@@ -45,6 +45,22 @@ class Tap:
             raise TapError(f"tap:{name}: TUNSETIFF failed: {e.strerror} (root or CAP_NET_ADMIN "
                            "needed; is the name taken by another kind of device?)") from None
         self._link_up()
+
+    @classmethod
+    def adopt(cls, fd: int) -> "Tap":
+        """A TAP device another process opened, from its descriptor (passed over a Unix
+        socket): TapError unless the descriptor is a TAP of raw Ethernet frames."""
+        try:
+            ifr = fcntl.ioctl(fd, TUNGETIFF, struct.pack("16sH", b"", 0))
+        except OSError as e:
+            raise TapError(f"a descriptor that is not a TAP device: {e.strerror}") from None
+        name, flags = struct.unpack_from("16sH", ifr)
+        if flags & (IFF_TAP | IFF_NO_PI) != IFF_TAP | IFF_NO_PI:
+            raise TapError(f"{name.rstrip(bytes(1)).decode()}: not a TAP of raw frames (flags 0x{flags:x})")
+        tap = cls.__new__(cls)
+        tap.name, tap.existed, tap.fd = name.rstrip(bytes(1)).decode(), False, fd
+        os.set_blocking(fd, False)
+        return tap
 
     def _link_up(self) -> None:
         """Set the device administratively up, as `ip link set NAME up` does, so that the first

@@ -47,6 +47,9 @@ def test_a_network_example_runs_as_pasted(index, tmp_path):
         pytest.skip(why)
     block = _network_examples()[index]
     namespaces = re.findall(r"ip netns add (\S+)", block)
+    # and the namespaces an `npa host --guest netns` of the block makes (npa-NAME-vmN)
+    namespaces += sorted(set(re.findall(r"ip netns exec (npa-\S+)", block)))
+    names = re.findall(r"--name (\S+)", block)
     sockets = re.findall(r"--control (\S+\.sock)", block)
     existing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
     assert not set(namespaces) & set(existing), f"namespace {namespaces} exists already"
@@ -57,6 +60,8 @@ def test_a_network_example_runs_as_pasted(index, tmp_path):
             code = subprocess.run(["bash", "-e", "-c", block], cwd=tmp_path, env=env, stdout=o,
                                   stderr=e, timeout=180).returncode
     finally:
+        for name in names:  # a host left running by a failed line, in the machine's namespace
+            subprocess.run(["pkill", "-f", "--", f"--name {name} "], capture_output=True)
         for ns in namespaces:
             pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout.split()
             for pid in pids:
@@ -68,7 +73,9 @@ def test_a_network_example_runs_as_pasted(index, tmp_path):
     stdout, stderr = out.read_text(), err.read_text()
     assert code == 0, stdout[-3000:] + stderr[-3000:]
     assert "Traceback" not in stderr and "npa: error" not in stderr, stderr
-    if "npa migrate" in block:
+    if "--guest netns" in block:  # iperf3 to a Linux guest, and a ping between two of them
+        assert "iperf Done." in stdout and " 3 received" in stdout, stdout
+    elif "npa migrate" in block:
         assert "vm0 runs on the destination" in stdout + stderr
         assert " 0% packet loss" in stdout, stdout  # the ping that ran through the move
     else:

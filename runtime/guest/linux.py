@@ -17,8 +17,12 @@ from __future__ import annotations
 import ipaddress
 import itertools
 import os
+import select
 from collections import Counter
 from dataclasses import dataclass
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from npa.nic_model.tap import Tap, TapError
 
@@ -29,6 +33,17 @@ _made = itertools.count()  # TAPs made here, for a unique name before each moves
 
 class GuestError(OSError):
     """A Linux guest cannot be set up; the message says why, in one line."""
+
+
+class GuestState(BaseModel):
+    """A Linux guest as a migration stream carries it (validated: the source is untrusted)."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["tap", "netns"]
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,8}-vm[0-9]{1,2}$")]
+    netns: Annotated[str, Field(pattern=r"^npa-[A-Za-z0-9_-]{1,8}-vm[0-9]{1,2}$")] | None
+    address: Annotated[str, Field(max_length=18)] | None
+    mtu: Annotated[int, Field(ge=68, le=65535)]
 
 
 @dataclass(frozen=True)
@@ -54,7 +69,7 @@ class LinuxGuest:
         self.name, self.netns, self.address = name, netns, address
         self.stats: Counter = Counter()
         self.decisions: list[str] = []  # the hypervisor's answers to its link changes, latest last
-        self._monitor = None
+        self._monitor = self._query = None
         made = False
         try:
             if netns is not None:
@@ -82,10 +97,7 @@ class LinuxGuest:
                 ipr.link("set", index=index, state="up")
                 if netns is not None and address is not None:
                     ipr.route("add", dst="0.0.0.0/0", oif=index)  # the segment is the guest's world
-            self.index = index
-            self.link = Link(mac, mtu, False)
-            self._monitor = IPRoute(netns=netns)
-            self._monitor.bind()  # link notifications, read when its descriptor is ready
+            self._watch(index, Link(mac, mtu, False))
         except TapError as e:
             self._undo(made)
             raise GuestError(str(e)) from None
@@ -95,6 +107,44 @@ class LinuxGuest:
         except Exception as e:  # netlink refused (no root, a name taken): one line
             self._undo(made)
             raise GuestError(f"guest {netns or name}: cannot set up its link: {e}") from None
+
+    def _watch(self, index: int, link: Link) -> None:
+        from pyroute2 import IPRoute
+
+        self.index, self.link = index, link
+        self._monitor = IPRoute(netns=self.netns)
+        self._monitor.bind()  # link notifications, read when its descriptor is ready
+        self._query = IPRoute(netns=self.netns)
+
+    @classmethod
+    def adopt(cls, fd: int, state: "GuestState", mac: int) -> "LinuxGuest":
+        """The guest a migration source handed over: its TAP's descriptor (ours now, closed on
+        failure) and what the source said of it, checked against the device itself."""
+        g = cls.__new__(cls)
+        g.name, g.netns, g.address = state.name, state.netns, state.address
+        g.stats, g.decisions, g._monitor, g._query = Counter(), [], None, None
+        try:
+            g.tap = Tap.adopt(fd)
+        except TapError as e:
+            os.close(fd)
+            raise GuestError(f"the guest's TAP: {e}") from None
+        try:
+            if g.tap.name != ("eth0" if g.netns else g.name):
+                raise GuestError(f"the handed-over TAP is {g.tap.name}, not the guest's")
+            from pyroute2 import IPRoute
+            with IPRoute(netns=g.netns) as ipr:
+                index = ipr.link_lookup(ifname=g.tap.name)[0]
+            g._watch(index, Link(mac, state.mtu, False))
+            g.link_changes()  # what the link is now: the guest may have changed it meanwhile
+            return g
+        except Exception as e:
+            g.release()
+            raise GuestError(f"guest {g.netns or g.name}: {e}") from None
+
+    def state(self) -> "GuestState":
+        """What a migration carries of it (the TAP itself goes by descriptor passing)."""
+        return GuestState(kind=self.kind, name=self.name, netns=self.netns,
+                          address=self.address, mtu=self.link.mtu)
 
     def _undo(self, made_netns: bool) -> None:
         if getattr(self, "tap", None) is not None:
@@ -140,16 +190,15 @@ class LinuxGuest:
         return self._monitor.fileno()
 
     def link_changes(self) -> list[tuple[str, object]]:
-        """What the guest changed on its link since the last call, from netlink: ("mac", int),
-        ("mtu", int), ("promisc", bool), in that order, each once with its latest value."""
-        latest = self.link
-        for msg in self._monitor.get():
-            if msg.get("event") != "RTM_NEWLINK" or msg.get("index") != self.index:
-                continue
-            mac = msg.get_attr("IFLA_ADDRESS")
-            mtu = msg.get_attr("IFLA_MTU")
-            latest = Link(int(mac.replace(":", ""), 16) if mac else latest.mac,
-                          mtu if mtu is not None else latest.mtu, bool(msg["flags"] & IFF_PROMISC))
+        """What the guest changed on its link since the last call: ("mac", int), ("mtu", int),
+        ("promisc", bool), in that order, each once with its value now. A netlink notification
+        only wakes this up; the values are asked for, as notifications can come late."""
+        while select.select([self._monitor], [], [], 0)[0]:  # drain the notifications (get()
+            self._monitor.get()  # blocks when there is none)
+        now = self._query.link("get", index=self.index)[0]
+        mac = now.get_attr("IFLA_ADDRESS")
+        latest = Link(int(mac.replace(":", ""), 16), now.get_attr("IFLA_MTU"),
+                      bool(now["flags"] & IFF_PROMISC))
         changes: list[tuple[str, object]] = []
         if latest.mac != self.link.mac:
             changes.append(("mac", latest.mac))
@@ -160,14 +209,23 @@ class LinuxGuest:
         self.link = latest
         return changes
 
-    def close(self) -> None:
-        """The TAP goes (and with it the device), then the namespace."""
+    def release(self) -> None:
+        """Let go of the guest without ending it (it runs on another host now): our descriptor
+        closes, the device and the namespace stay with the other host's."""
         if self._monitor is not None:
             self._monitor.close()
             self._monitor = None
+        if self._query is not None:
+            self._query.close()
+            self._query = None
         if getattr(self, "tap", None) is not None:
             self.tap.close()
             self.tap = None
+
+    def close(self) -> None:
+        """The TAP goes (and with it the device, when ours was its last descriptor), then the
+        namespace."""
+        self.release()
         if self.netns is not None:
             from pyroute2 import netns as namespaces
             try:

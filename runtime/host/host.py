@@ -249,6 +249,9 @@ class Host:
     def guest_state(self, vm: GuestVm) -> tuple[dict, list[bytes]]:
         return {"gen": vm.gen.snapshot(), "sink": vm.sink.snapshot()}, []
 
+    def gone(self, vm: GuestVm) -> None:
+        pass  # its generator and sink hold nothing outside this process
+
     def new_guest_vm(self, hello, vf) -> GuestVm:
         return new_vm(GuestVm, self.nic, vf.index, hello.mac, self.region, ring_size=self.ring_size,
                       frames=hello.frames, frame_size=hello.frame_size, budget=self.budget,

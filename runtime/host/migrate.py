@@ -65,6 +65,7 @@ class GuestHost(Protocol):
     def guest_state(self, vm: Vm) -> tuple[dict, list[bytes]]: ...
     def new_guest_vm(self, hello: Hello, vf) -> Vm: ...
     def restore_guest(self, vm: Vm, state: dict, outbox: list[bytes]) -> None: ...
+    def gone(self, vm: Vm) -> None: ...  # the VM left this host (moved, or not admitted after all)
 
 
 def _handled(vm: Vm) -> int:
@@ -275,6 +276,7 @@ class Outgoing(_Migration):
         """The VM runs on the destination: forward the last frames at its old port, free it."""
         self._forward(hvm.release(self.hv, self.vm))
         self.host.vms.remove(self.vm)
+        self.host.gone(self.vm)
         self.report.update(outcome="moved", forwarded=self._forwarded)
         self._mark("done")
 
@@ -321,6 +323,7 @@ class Outgoing(_Migration):
             raise ValueError(f"{self.vm.name}'s migration is {self.phase}, not uncertain")
         self.report["forward_lost"] = len(hvm.release(self.hv, self.vm))  # reached it too late
         self.host.vms.remove(self.vm)
+        self.host.gone(self.vm)
         self.report.update(outcome="moved", reason=f"{self.vm.name} runs on the destination; "
                                                    "the source let it go")
         self._mark("done")
@@ -472,6 +475,7 @@ class Incoming(_Migration):
             hvm.release(self.hv, self.vm)
             if self.vm in self.host.vms:
                 self.host.vms.remove(self.vm)
+            self.host.gone(self.vm)
         self.vm = None
         self.report.update(outcome="failed", reason=reason)
         self._mark("failed")

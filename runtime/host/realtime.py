@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import select
 import time
 from dataclasses import asdict, dataclass, field
 
 from npa.nic_model.frames import Frames
 from npa.nic_model.sriov import SriovNic
-from npa.runtime.guest.linux import LinuxGuest
+from npa.runtime.guest.linux import GuestState, LinuxGuest
 from npa.runtime.guest.stack import IpStack
 from npa.runtime.hypervisor import Hypervisor, Policy, Vm
 from npa.runtime.hypervisor.control import Reply, SetMac, SetMtu, SetRxMode
@@ -24,6 +25,7 @@ from npa.runtime.hypervisor.stream import Listener, SocketLink
 from npa.runtime.sandbox import ImageReport, RegionPlan
 from npa.runtime.shell import TX
 
+from .control import ask
 from .host import new_vm, polls_now, tick
 from .migrate import Incoming, Outgoing
 
@@ -42,6 +44,7 @@ class NetVm(Vm):
     outbox: list[bytes] = field(default_factory=list)
     linux: LinuxGuest | None = None
     asked: dict = field(default_factory=dict)  # control request id -> what the guest changed
+    handover: str = ""  # migrating a Linux guest: the destination's control socket, for its TAP
 
 
 class Waking:
@@ -125,6 +128,7 @@ class RealtimeHost:
         except OSError:
             self.close()
             raise
+        self.handed: dict[int, int] = {}  # Linux guests' TAPs handed over, by MAC, until restored
         self.steps = 0
         self.started = time.monotonic()
 
@@ -228,10 +232,9 @@ class RealtimeHost:
         steps without waiting. `tick()` runs between waits (live display)."""
         link = self.nic.uplink.fileno()
         waits = [link] if link is not None else []
-        guests = {vm.linux.fileno(): vm for vm in self.vms if vm.linux is not None}
-        watched = {vm.linux.watch_fileno(): vm for vm in self.vms if vm.linux is not None}
-        waits += [*guests, *watched]
         while not stop():
+            guests = {vm.linux.fileno(): vm for vm in self.vms if vm.linux is not None and not vm.paused}
+            watched = {vm.linux.watch_fileno(): vm for vm in guests.values()}
             ours = [*(others or []), *self.listeners,
                     *(Waking(m.link) for m in self.migrations if not m.finished and hasattr(m.link, "fileno"))]
             for _ in range(BUSY_STEPS):
@@ -242,7 +245,8 @@ class RealtimeHost:
             if tick is not None and not busy:
                 tick()
             try:
-                ready, _, _ = select.select(waits + ours, [], [], 0 if busy else IDLE_WAIT_S)
+                ready, _, _ = select.select([*waits, *guests, *watched, *ours], [], [],
+                                           0 if busy else IDLE_WAIT_S)
             except InterruptedError:
                 continue
             for o in ours:
@@ -271,14 +275,16 @@ class RealtimeHost:
         self.listeners.append(listening)
         return listening.listener.address
 
-    def migrate(self, vm: str, to: str) -> None:
-        """Start sending `vm` to the host listening at `to` (progress in `status`)."""
+    def migrate(self, vm: str, to: str, handover: str = "") -> None:
+        """Start sending `vm` to the host listening at `to` (progress in `status`); a Linux
+        guest's TAP goes to the destination's control socket `handover` at the stop-and-copy."""
         match = [v for v in self.vms if v.name == vm and not v.paused]
         if not match:
             raise ValueError(f"no running VM {vm!r} on this host")
-        if match[0].linux is not None:
-            raise ValueError(f"{vm}'s guest is a Linux stack ({match[0].linux.kind}): moving it "
-                             "needs its TAP handed to the destination, which npa does not do yet")
+        if match[0].linux is not None and not handover:
+            raise ValueError(f"{vm}'s guest is a Linux stack: its TAP goes to the destination's "
+                             "control socket, which `npa migrate` names (--to)")
+        match[0].handover = handover
         if any(not m.finished and getattr(m, "vm", None) is match[0] for m in self.migrations):
             raise ValueError(f"{vm} is migrating already")
         self.migrations.append(Outgoing(self, match[0], SocketLink.connect(to)))
@@ -300,7 +306,29 @@ class RealtimeHost:
         self._deliver(vm, frames)
 
     def guest_state(self, vm: NetVm) -> tuple[dict, list[bytes]]:
-        return {"stack": vm.stack.snapshot()}, list(vm.outbox)
+        """The guest's state; a Linux guest's TAP is handed to the destination now (the VM is
+        paused: what the guest sends meanwhile waits in the kernel's queue)."""
+        state = {"stack": vm.stack.snapshot()}
+        if vm.linux is not None:
+            r = ask(vm.handover, "take_guest", mac=vm.mac, fds=[vm.linux.fileno()])
+            if not r.ok:
+                raise OSError(f"handing {vm.name}'s TAP to the destination: {r.error}")
+            state["linux"] = vm.linux.state().model_dump()
+        return state, list(vm.outbox)
+
+    def take_guest(self, mac: int, fd: int) -> None:
+        """A migration source hands a Linux guest's TAP over (before its state comes)."""
+        if (old := self.handed.pop(mac, None)) is not None:
+            os.close(old)
+        if len(self.handed) >= 64:  # never restored: the oldest goes
+            os.close(self.handed.pop(next(iter(self.handed))))
+        self.handed[mac] = fd
+
+    def gone(self, vm: NetVm) -> None:
+        """The VM runs elsewhere (or never ran here): let its Linux guest go, not end it."""
+        if vm.linux is not None:
+            vm.linux.release()
+            vm.linux = None
 
     def new_guest_vm(self, hello, vf) -> NetVm:
         return new_vm(NetVm, self.nic, vf.index, hello.mac, self.region, ring_size=self.ring_size,
@@ -313,6 +341,12 @@ class RealtimeHost:
             raise ValueError("guest state: the stack's MAC is not the VM's")
         if any(not 14 <= len(f) <= vm.shell.mtu for f in outbox):
             raise ValueError(f"guest state: an outbox frame outside 14..{vm.shell.mtu} bytes")
+        if "linux" in state:  # last: nothing after it can fail and leave the TAP adopted
+            linux = GuestState.model_validate(state["linux"])
+            fd = self.handed.pop(vm.mac, None)
+            if fd is None:
+                raise ValueError(f"guest state: {vm.name}'s TAP was not handed over")
+            vm.linux = LinuxGuest.adopt(fd, linux, vm.mac)
         vm.outbox = outbox
 
     # -- what it reports --------------------------------------------------------------------------
@@ -367,4 +401,7 @@ class RealtimeHost:
         for vm in self.vms:
             if vm.linux is not None:
                 vm.linux.close()
+        for fd in self.handed.values():
+            os.close(fd)
+        self.handed.clear()
         self.nic.close()
