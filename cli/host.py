@@ -12,13 +12,15 @@ from .console import out, table
 
 
 def _table(host):
-    t = table("vm", "ip", "mac", "data path", "tx", "rx", "arp", "ping", "udp echo", "faults",
-              title=f"npa host: {host.nic.model.MODEL}, {len(host.vms)} VMs, up "
-                    f"{time.monotonic() - host.started:.0f} s")
+    t = table("vm", "ip", "mac", "guest", "data path", "tx", "rx", "arp", "ping", "udp echo",
+              "faults", title=f"npa host: {host.nic.model.MODEL}, {len(host.vms)} VMs, up "
+                              f"{time.monotonic() - host.started:.0f} s")
     for v in host.status()["vms"]:
-        t.add_row(v["name"], v["ip"], v["mac"], v["data_path"], str(v["tx_frames"]),
-                  str(v["rx_frames"]), str(v.get("arp_replies", 0)), str(v.get("echo_replies", 0)),
-                  str(v.get("udp_echoes", 0)), str(v["faults"]))
+        g = v["guest"]
+        answered = (str(v.get(k, 0)) for k in ("arp_replies", "echo_replies", "udp_echoes")) \
+            if g["kind"] == "stack" else ("-", "-", "-")  # a Linux guest answers for itself
+        t.add_row(v["name"], v["ip"], v["mac"], g.get("where", "stack"), v["data_path"],
+                  str(v["tx_frames"]), str(v["rx_frames"]), *answered, str(v["faults"]))
     return t
 
 

@@ -32,12 +32,18 @@ def render(doc: dict):
     """The document as tables (a rich Group, for printing once or in a live display)."""
     from rich.console import Group
 
-    vms = table("vm", "data path", "IP", "MAC", "VF", "tx frames", "rx frames", "faults",
+    vms = table("vm", "guest", "data path", "IP", "MAC", "VF", "tx frames", "rx frames", "faults",
                 title=f"{doc['control']}: {doc['nic']} (plugin {doc['plugin']}), up "
                       f"{doc['uptime_s']:.0f} s, {doc['steps']:,} steps")
     for v in doc["vms"]:
-        vms.add_row(v["name"], v["data_path"], v["ip"], v["mac"], v["vf"], f"{v['tx_frames']:,}",
-                    f"{v['rx_frames']:,}", str(v["faults"]))
+        guest = v.get("guest", {})
+        vms.add_row(v["name"], guest.get("where", guest.get("kind", "stack")), v["data_path"], v["ip"],
+                    v["mac"], v["vf"], f"{v['tx_frames']:,}", f"{v['rx_frames']:,}", str(v["faults"]))
+    decided = [(v["name"], d) for v in doc["vms"] for d in v.get("guest", {}).get("link_decisions", [])]
+    if decided:
+        links = table("vm", "the guest's link change: the policy's answer", title="guest link requests")
+        for name, d in decided:
+            links.add_row(name, d)
     vfs = table("vf", "PCI id", "tx frames", "rx frames", "tx bytes", "rx bytes", "tx errors",
                 "rx too big", "DMA faults", "resets", title="VFs")
     for f in doc["vfs"]:
@@ -53,7 +59,7 @@ def render(doc: dict):
     for v in doc["vms"]:
         for m in v["modes"]:
             modes.add_row(v["name"], f"{m['time_us']:,}", m["mode"], m["reason"])
-    parts = [vms, vfs, ports, modes]
+    parts = [vms, vfs, ports, modes, *([links] if decided else [])]
     if doc["migrations"]:
         moves = table("vm", "direction", "phase", "outcome", "reason", title="migrations")
         for m in doc["migrations"]:

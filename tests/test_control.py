@@ -71,3 +71,64 @@ def test_a_malformed_channel_request_is_answered_with_its_own_id():
     assert [(i, r.status) for i, r in replies] == [(7, "error")]
     assert p.control_errors == 1
     h.close()
+
+
+class TakingHost:
+    """A host that keeps the TAPs handed to it, as `RealtimeHost.take_guest` does."""
+
+    def __init__(self):
+        self.taken: list[tuple[int, int]] = []
+
+    def take_guest(self, mac, fd):
+        self.taken.append((mac, fd))
+
+    def status(self):
+        return {}
+
+
+def _ask_with_fds(server: ControlServer, path: str, request: dict, fds: list[int], host) -> Reply:
+    c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    c.connect(path)
+    c.settimeout(5)
+    payload = msgpack.packb({"version": 1, **request})
+    frame = _LEN.pack(len(payload)) + payload
+    sent = socket.send_fds(c, [frame], fds) if fds else 0
+    c.sendall(frame[sent:]) if sent < len(frame) else None
+    server.ready(host)
+    try:
+        return recv(c, Reply)
+    finally:
+        c.close()
+
+
+def _open_fds() -> int:
+    import os
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.parametrize("request_, nfds, taken, error", [
+    ({"op": "take_guest", "mac": 2}, 1, 1, ""),
+    ({"op": "take_guest", "mac": 2}, 0, 0, "0 descriptors came"),
+    ({"op": "take_guest", "mac": 2}, 3, 0, "3 descriptors came"),
+    ({"op": "status"}, 2, 0, ""),  # descriptors with a request that takes none: closed unused
+    ({"op": "take_guest", "mac": 1 << 48}, 1, 0, "malformed"),
+])
+def test_descriptors_reach_the_host_only_with_take_guest_and_none_leaks(tmp_path, request_, nfds,
+                                                                        taken, error):
+    import os
+    path = str(tmp_path / "c.sock")
+    pipes = [os.pipe() for _ in range(nfds)]
+    before = _open_fds()
+    server, host = ControlServer(path), TakingHost()
+    try:
+        r = _ask_with_fds(server, path, request_, [rd for rd, _ in pipes], host)
+    finally:
+        server.close()
+    assert r.ok == (not error) and error in r.error, r
+    assert len(host.taken) == taken
+    for _, fd in host.taken:
+        os.close(fd)
+    assert _open_fds() == before  # what the host did not take was closed, nothing left open
+    for rd, wr in pipes:
+        os.close(rd)
+        os.close(wr)

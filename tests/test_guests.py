@@ -28,44 +28,69 @@ _ids = itertools.count()
 ENDPOINT, VM0, VM1 = "10.78.0.1", "10.78.0.2", "10.78.0.3"
 
 
-@pytest.fixture
-def guests(tmp_path):
-    """Start `npa host --guest netns ARGS` and its endpoint namespace; yields a function that
-    does so and returns (host process, endpoint namespace, name of vm i's namespace)."""
-    made: list = []
+class Lab:
+    """Hosts in the machine's namespace and one endpoint namespace (`self.ns`, a bridge br0 at
+    ENDPOINT/24 with every host's uplink TAP on it); `close()` stops the hosts and removes every
+    namespace the test or its hosts made, whatever state a failure left them in."""
 
-    def start(*args: str):
-        tag = f"g{os.getpid() % 10000}{next(_ids)}"
-        ns = f"npa-{tag}-end"
-        sh("ip", "netns", "add", ns).check_returncode()
-        made.append(("ns", ns))
-        control = tmp_path / f"{tag}.sock"
+    def __init__(self, tmp_path):
+        self.tmp, self.tag = tmp_path, f"g{os.getpid() % 10000}{next(_ids)}"
+        self.ns, self.procs = f"npa-{self.tag}-end", []
+        sh("ip", "netns", "add", self.ns).check_returncode()
+        sh("ip", "link", "set", "lo", "up", ns=self.ns).check_returncode()
+        sh("ip", "link", "add", "br0", "type", "bridge", ns=self.ns).check_returncode()
+        sh("ip", "addr", "add", f"{ENDPOINT}/24", "dev", "br0", ns=self.ns).check_returncode()
+        sh("ip", "link", "set", "br0", "up", ns=self.ns).check_returncode()
+
+    def host(self, *args: str) -> tuple[subprocess.Popen, str, callable]:
+        """`npa host --guest netns ARGS`, up and on the bridge: (process, control socket, the
+        namespace name of its vm i)."""
+        name = f"{self.tag}{len(self.procs)}"
+        control = str(self.tmp / f"{name}.sock")
         p = subprocess.Popen([sys.executable, "-c", "from npa.cli import main; main()", "host",
-                              "--uplink", f"tap:{tag}", "--name", tag, "--vms", "2",
-                              "--ip", f"{VM0}/24", "--guest", "netns", "--control", str(control),
-                              *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        made.append(("proc", p))
-        r = npa_cli("stat", "--control", str(control), "--wait", "20", timeout=30)
+                              "--uplink", f"tap:{name}", "--name", name, "--guest", "netns",
+                              "--control", control, *args],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.procs.append(p)
+        r = npa_cli("stat", "--control", control, "--wait", "20", timeout=30)
         assert r.returncode == 0, r.stderr + (p.stderr.read() if p.poll() is not None else "")
-        sh("ip", "link", "set", tag, "netns", ns).check_returncode()
-        sh("ip", "addr", "add", f"{ENDPOINT}/24", "dev", tag, ns=ns).check_returncode()
-        sh("ip", "link", "set", tag, "up", ns=ns).check_returncode()
-        sh("ip", "link", "set", "lo", "up", ns=ns).check_returncode()
-        return p, ns, lambda i: f"npa-{tag}-vm{i}", control
+        sh("ip", "link", "set", name, "netns", self.ns).check_returncode()
+        sh("ip", "link", "set", name, "master", "br0", ns=self.ns).check_returncode()
+        sh("ip", "link", "set", name, "up", ns=self.ns).check_returncode()
+        return p, control, lambda i: f"npa-{name}-vm{i}"
 
-    yield start
-    for kind, what in reversed(made):
-        if kind == "proc" and what.poll() is None:
-            what.send_signal(signal.SIGTERM)
-            try:
-                what.communicate(timeout=30)
-            except subprocess.TimeoutExpired:
-                what.kill()
-                what.communicate()
-        elif kind == "ns":
-            sh("ip", "netns", "del", what)
-    left = [n for n in sh("ip", "netns", "list").stdout.split() if n.startswith("npa-g")]
+    def close(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                try:
+                    p.communicate(timeout=30)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.communicate()
+        for n in sh("ip", "netns", "list").stdout.split():
+            if n.startswith(f"npa-{self.tag}"):
+                for pid in sh("ip", "netns", "pids", n).stdout.split():
+                    subprocess.run(["kill", "-9", pid], capture_output=True)
+                sh("ip", "netns", "del", n)
+
+
+@pytest.fixture
+def lab(tmp_path):
+    made = Lab(tmp_path)
+    yield made
+    made.close()
+    left = [n for n in sh("ip", "netns", "list").stdout.split() if n.startswith(f"npa-{made.tag}")]
     assert not left, f"namespaces left behind: {left}"
+
+
+@pytest.fixture
+def guests(lab):
+    """A host with two Linux guests: (process, endpoint namespace, vm i's namespace, control)."""
+    def start(*args: str):
+        p, control, vm = lab.host("--vms", "2", "--ip", f"{VM0}/24", *args)
+        return p, lab.ns, vm, control
+    return start
 
 
 def stop(p: subprocess.Popen) -> tuple[int, str, str]:
@@ -158,3 +183,68 @@ def test_a_guest_mac_change_is_the_policys_to_decide(guests, tmp_path):
     code, _, err = stop(host)
     assert code == 0, err
     assert "refused" in err  # the decision is logged as well
+
+
+TCP_SINK = r"""
+import socket, sys
+import numpy as np
+ls = socket.socket()
+ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+ls.bind((sys.argv[1], 5001))
+ls.listen(1)
+ls.settimeout(30)
+c, _ = ls.accept()
+c.settimeout(30)
+n = bad = 0
+while (d := c.recv(1 << 16)):
+    a = np.frombuffer(d, np.uint8)
+    bad += int(np.count_nonzero(a != ((np.arange(len(a)) + n) & 255).astype(np.uint8)))
+    n += len(d)
+c.sendall(b"k")
+print(n, bad)
+"""
+TCP_SOURCE = r"""
+import socket, sys, time
+s = socket.create_connection((sys.argv[1], 5001), timeout=30)
+pattern, n = bytes(range(256)) * 256, 0
+end = time.monotonic() + float(sys.argv[2])
+while time.monotonic() < end:
+    s.sendall(pattern)
+    n += len(pattern)
+s.shutdown(socket.SHUT_WR)
+assert s.recv(1) == b"k"
+retrans = open("/proc/net/snmp").read().split("Tcp:")[2].split()[11]
+print(n, retrans)
+"""
+
+
+def test_a_tcp_stream_survives_moves_to_another_vendors_nic_and_back(lab):
+    """A TCP connection from a Linux guest to the endpoint, carrying a counting byte pattern,
+    while `npa migrate` moves the guest ixgbevf -> mlx5 -> ixgbevf (its TAP handed over each
+    time): no reset, every byte once and in order."""
+    _, a, vm = lab.host("--nic", "ixgbevf", "--vms", "1", "--ip", f"{VM0}/24")
+    _, b, _ = lab.host("--nic", "mlx5", "--vms", "0")
+    sink = subprocess.Popen(["ip", "netns", "exec", lab.ns, sys.executable, "-c", TCP_SINK, ENDPOINT],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(lambda: "5001" in sh("ss", "-ltn", ns=lab.ns).stdout, "the sink listening")
+        source = subprocess.Popen(["ip", "netns", "exec", vm(0), sys.executable, "-c", TCP_SOURCE,
+                                   ENDPOINT, "6"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True)
+        time.sleep(1.5)
+        for there, back in ((a, b), (b, a)):
+            r = npa_cli("migrate", "vm0", "--from", there, "--to", back, "--json", "-", timeout=60)
+            assert r.returncode == 0, r.stderr
+            assert json.loads(r.stdout)["outcome"] == "moved"
+            time.sleep(1)
+        out, err = source.communicate(timeout=60)
+        assert source.returncode == 0, err  # no reset, no timeout
+        sent, retrans = map(int, out.split())
+        got, bad = map(int, sink.communicate(timeout=30)[0].split())
+    finally:
+        for p in (sink, locals().get("source")):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.communicate()
+    assert got == sent > 10_000_000 and bad == 0, (got, sent, bad)
+    print(f"{sent} bytes across two moves, {retrans} segments retransmitted")
