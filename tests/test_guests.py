@@ -42,13 +42,13 @@ class Lab:
         sh("ip", "addr", "add", f"{ENDPOINT}/24", "dev", "br0", ns=self.ns).check_returncode()
         sh("ip", "link", "set", "br0", "up", ns=self.ns).check_returncode()
 
-    def host(self, *args: str) -> tuple[subprocess.Popen, str, callable]:
+    def host(self, *args: str, guest: str = "netns") -> tuple[subprocess.Popen, str, callable]:
         """`npa host --guest netns ARGS`, up and on the bridge: (process, control socket, the
         namespace name of its vm i)."""
         name = f"{self.tag}{len(self.procs)}"
         control = str(self.tmp / f"{name}.sock")
         p = subprocess.Popen([sys.executable, "-c", "from npa.cli import main; main()", "host",
-                              "--uplink", f"tap:{name}", "--name", name, "--guest", "netns",
+                              "--uplink", f"tap:{name}", "--name", name, "--guest", guest,
                               "--control", control, *args],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.procs.append(p)
@@ -137,6 +137,26 @@ def test_a_linux_guest_runs_iperf3_and_serves_a_file_through_each_plugin(guests,
     code, out, err = stop(host)
     assert code == 0, err
     assert not any(n.startswith(vm(0)) for n in sh("ip", "netns", "list").stdout.split())
+
+
+def test_a_tap_guest_is_the_users_to_configure(lab):
+    """--guest tap: the VM's TAP in the host's namespace with the VM's MAC and MTU, for the user
+    to set up; put in a namespace and addressed, it reaches the endpoint through the plugin, and
+    it goes with the host."""
+    host, _, _ = lab.host("--vms", "1", "--ip", f"{VM0}/24", guest="tap")
+    name = f"{lab.tag}0-vm0"
+    link = sh("ip", "-br", "link", "show", name).stdout.split()
+    assert link[2] == "02:00:0a:4e:00:02", link  # the VM's MAC, from its address
+    mine = f"npa-{lab.tag}-mine"
+    sh("ip", "netns", "add", mine).check_returncode()
+    sh("ip", "link", "set", name, "netns", mine).check_returncode()
+    sh("ip", "addr", "add", f"{VM0}/24", "dev", name, ns=mine).check_returncode()
+    sh("ip", "link", "set", name, "up", ns=mine).check_returncode()
+    r = sh("ping", "-c", "3", "-i", "0.1", "-W", "2", ENDPOINT, ns=mine)
+    assert " 3 received" in r.stdout, r.stdout + r.stderr
+    code, _, err = stop(host)
+    assert code == 0, err
+    assert name not in sh("ip", "-br", "link", ns=mine).stdout  # the device went with the host
 
 
 def _decisions(control, vm: str) -> list[str]:
@@ -248,3 +268,18 @@ def test_a_tcp_stream_survives_moves_to_another_vendors_nic_and_back(lab):
                 p.communicate()
     assert got == sent > 10_000_000 and bad == 0, (got, sent, bad)
     print(f"{sent} bytes across two moves, {retrans} segments retransmitted")
+
+
+def test_a_guest_that_deletes_its_device_costs_only_itself(guests):
+    """The guest kernel deletes the TAP under the host (`ip link del eth0`): the host goes on
+    (nothing raised out of its loop, not spinning on the dead descriptor), the other VM keeps
+    its connectivity, and `npa stat` says what happened to the first."""
+    host, ns, vm, control = guests()
+    sh("ip", "link", "del", "eth0", ns=vm(0)).check_returncode()
+    r = sh("ping", "-c", "3", "-i", "0.1", "-W", "2", ENDPOINT, ns=vm(1))
+    assert " 3 received" in r.stdout, r.stdout + r.stderr
+    doc = json.loads(npa_cli("stat", "--control", str(control), "--json", "-").stdout)
+    g = doc["vms"][0]["guest"]
+    assert g["tap_error"] and g["link_unwatched"] == 1, g
+    code, _, err = stop(host)
+    assert code == 0 and "Traceback" not in err, err

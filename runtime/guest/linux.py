@@ -163,16 +163,23 @@ class LinuxGuest:
         return self.netns or self.name
 
     # -- frames ---------------------------------------------------------------------------------
-    def fileno(self) -> int:
-        return self.tap.fileno()
+    def fileno(self) -> int | None:
+        """What to wait on for the guest's frames (None: its device is gone)."""
+        return None if self.tap is None else self.tap.fileno()
 
     def read(self, limit: int, max_frame: int) -> list[bytes]:
         """Up to `limit` frames the guest kernel sent; one longer than `max_frame` (the guest
         raised its MTU past the VM's) is dropped and counted, as a NIC drops what it cannot
         send."""
-        if limit <= 0:
+        if limit <= 0 or self.tap is None:
             return []
-        got = self.tap.read(limit)
+        try:
+            got = self.tap.read(limit)
+        except OSError as e:  # the device was deleted under us (`ip link del`): counted, once
+            self.stats["tap_error"] = e.strerror or str(e)
+            self.tap.close()  # so that it is not waited on again
+            self.tap = None
+            return []
         keep = [f for f in got if 14 <= len(f) <= max_frame]
         if len(keep) != len(got):
             self.stats["tx_too_long"] += len(got) - len(keep)
@@ -181,21 +188,38 @@ class LinuxGuest:
 
     def write(self, frames: list[bytes]) -> None:
         """Frames for the guest kernel; what its full queue does not take is counted."""
-        taken = self.tap.write(frames)
+        taken = self.tap.write(frames) if self.tap is not None else 0
         self.stats["rx_frames"] += taken
         self.stats["rx_dropped"] += len(frames) - taken
 
     # -- the guest's link -----------------------------------------------------------------------
-    def watch_fileno(self) -> int:
-        return self._monitor.fileno()
+    def watch_fileno(self) -> int | None:
+        """What to wait on for link changes (None: no longer watched)."""
+        return None if self._monitor is None else self._monitor.fileno()
+
+    def _unwatch(self) -> None:
+        """The device moved where this host's netlink does not reach (`ip link set DEV netns
+        X`, as a user of `--guest tap` may): its frames still flow, its link changes are no
+        longer seen, and that is counted."""
+        self.stats["link_unwatched"] = 1
+        for sock in (self._monitor, self._query):
+            if sock is not None:
+                sock.close()
+        self._monitor = self._query = None
 
     def link_changes(self) -> list[tuple[str, object]]:
         """What the guest changed on its link since the last call: ("mac", int), ("mtu", int),
         ("promisc", bool), in that order, each once with its value now. A netlink notification
         only wakes this up; the values are asked for, as notifications can come late."""
+        if self._monitor is None:
+            return []
         while select.select([self._monitor], [], [], 0)[0]:  # drain the notifications (get()
             self._monitor.get()  # blocks when there is none)
-        now = self._query.link("get", index=self.index)[0]
+        try:
+            now = self._query.link("get", index=self.index)[0]
+        except Exception:  # noqa: BLE001 - the device left this namespace (the user moved it)
+            self._unwatch()
+            return []
         mac = now.get_attr("IFLA_ADDRESS")
         latest = Link(int(mac.replace(":", ""), 16), now.get_attr("IFLA_MTU"),
                       bool(now["flags"] & IFF_PROMISC))
@@ -212,12 +236,10 @@ class LinuxGuest:
     def release(self) -> None:
         """Let go of the guest without ending it (it runs on another host now): our descriptor
         closes, the device and the namespace stay with the other host's."""
-        if self._monitor is not None:
-            self._monitor.close()
-            self._monitor = None
-        if self._query is not None:
-            self._query.close()
-            self._query = None
+        for sock in (self._monitor, self._query):
+            if sock is not None:
+                sock.close()
+        self._monitor = self._query = None
         if getattr(self, "tap", None) is not None:
             self.tap.close()
             self.tap = None

@@ -233,8 +233,9 @@ class RealtimeHost:
         link = self.nic.uplink.fileno()
         waits = [link] if link is not None else []
         while not stop():
-            guests = {vm.linux.fileno(): vm for vm in self.vms if vm.linux is not None and not vm.paused}
-            watched = {vm.linux.watch_fileno(): vm for vm in guests.values()}
+            guests = {fd: vm for vm in self.vms if vm.linux is not None and not vm.paused
+                      and (fd := vm.linux.fileno()) is not None}
+            watched = {fd: vm for vm in guests.values() if (fd := vm.linux.watch_fileno()) is not None}
             ours = [*(others or []), *self.listeners,
                     *(Waking(m.link) for m in self.migrations if not m.finished and hasattr(m.link, "fileno"))]
             for _ in range(BUSY_STEPS):
@@ -254,7 +255,10 @@ class RealtimeHost:
                     o.ready(self)
             for fd in ready:
                 if fd in watched:
-                    self.guest_link(watched[fd])
+                    try:
+                        self.guest_link(watched[fd])
+                    except Exception as e:  # noqa: BLE001 - netlink trouble: said, the loop goes on
+                        log.warning("%s: watching the guest's link: %s", watched[fd].name, e)
             if any(fd == link or fd in guests for fd in ready):
                 self.step()  # what arrived is processed at once
 
@@ -310,7 +314,9 @@ class RealtimeHost:
         paused: what the guest sends meanwhile waits in the kernel's queue)."""
         state = {"stack": vm.stack.snapshot()}
         if vm.linux is not None:
-            r = ask(vm.handover, "take_guest", mac=vm.mac, fds=[vm.linux.fileno()])
+            if (fd := vm.linux.fileno()) is None:
+                raise OSError(f"{vm.name}'s guest device is gone: nothing to hand over")
+            r = ask(vm.handover, "take_guest", mac=vm.mac, fds=[fd])
             if not r.ok:
                 raise OSError(f"handing {vm.name}'s TAP to the destination: {r.error}")
             state["linux"] = vm.linux.state().model_dump()
