@@ -62,11 +62,12 @@ class Frames:
 
     @staticmethod
     def from_bytes(frames: list[bytes]) -> "Frames":
-        lens = np.array([len(f) for f in frames], np.int64)
-        data = np.zeros((len(frames), int(lens.max()) if len(frames) else 0), np.uint8)
-        for i, f in enumerate(frames):
-            data[i, :len(f)] = np.frombuffer(f, np.uint8)
-        return Frames(data, lens)
+        """A burst of byte strings (frames read from a TAP or a socket), as one block: padded
+        and joined as bytes, then one array (not a numpy call a frame)."""
+        lens = np.fromiter(map(len, frames), np.int64, len(frames))
+        width = int(np.maximum.reduce(lens)) if len(frames) else 0
+        rows = b"".join([f.ljust(width, b"\0") for f in frames])  # each padded to the widest
+        return Frames(np.frombuffer(rows, np.uint8).reshape(len(frames), width).copy(), lens)
 
     def _locate(self) -> tuple[np.ndarray, np.ndarray]:
         """Each frame's block and row in it."""
@@ -84,7 +85,15 @@ class Frames:
         return self.blocks[block[i]][1][row[i], :self.lens[i]].tobytes()
 
     def to_bytes(self) -> list[bytes]:
-        return [self.frame(i) for i in range(len(self))]
+        """The frames as byte strings, in burst order: each block made bytes once and cut."""
+        out: list[bytes] = [b""] * len(self.lens)
+        lens = self.lens.tolist()
+        for pos, d in self.blocks:
+            raw, width = d.tobytes(), d.shape[1]
+            at = range(len(d)) if pos is None else pos.tolist()
+            for r, i in enumerate(at):
+                out[i] = raw[r * width:r * width + lens[i]]
+        return out
 
     def take(self, idx) -> "Frames":
         """The frames at `idx` (indices, a slice or a boolean mask), in that order."""
