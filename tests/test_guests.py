@@ -283,3 +283,20 @@ def test_a_guest_that_deletes_its_device_costs_only_itself(guests):
     assert g["tap_error"] and g["link_unwatched"] == 1, g
     code, _, err = stop(host)
     assert code == 0 and "Traceback" not in err, err
+
+
+def test_ipv6_works_between_linux_guests_once_their_groups_are_joined(guests):
+    """Neighbour discovery goes to multicast groups the switch delivers only to VFs that joined:
+    the groups each guest kernel joined become its multicast requests, the policy allows them,
+    and a ping over IPv6 link-local addresses goes through."""
+    host, ns, vm, control = guests()
+    for i in (0, 1):
+        _wait_for(lambda: "tentative" not in sh("ip", "-6", "addr", "show", "eth0", ns=vm(i)).stdout
+                  and "fe80::" in sh("ip", "-6", "addr", "show", "eth0", ns=vm(i)).stdout,
+                  f"vm{i}'s link-local address")
+    _wait_for(lambda: any("multicast groups" in d and d.endswith(": ok")
+                          for d in _decisions(control, "vm1")), "vm1's groups joined")
+    r = sh("ping", "-6", "-c", "3", "-i", "0.1", "-W", "2", "fe80::aff:fe4e:3%eth0", ns=vm(0))
+    assert " 3 received" in r.stdout, r.stdout + r.stderr
+    code, _, err = stop(host)
+    assert code == 0, err

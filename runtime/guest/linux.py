@@ -53,6 +53,7 @@ class Link:
     mac: int
     mtu: int
     promisc: bool
+    groups: frozenset = frozenset()  # link-layer multicast groups joined
 
 
 def _mac_text(mac: int) -> str:
@@ -193,6 +194,22 @@ class LinuxGuest:
         self.stats["rx_dropped"] += len(frames) - taken
 
     # -- the guest's link -----------------------------------------------------------------------
+    def _groups(self) -> frozenset:
+        """The multicast groups the guest's device joined (IPv6 neighbour discovery's among
+        them), as `ip maddr` reads them: /proc/net/dev_mcast, read inside its namespace."""
+        from pyroute2 import netns as namespaces
+
+        device = "eth0" if self.netns else self.name
+        if self.netns:
+            namespaces.pushns(self.netns)
+        try:
+            with open("/proc/net/dev_mcast") as f:
+                rows = [line.split() for line in f]
+        finally:
+            if self.netns:
+                namespaces.popns()
+        return frozenset(int(r[4], 16) for r in rows if len(r) == 5 and r[1] == device)
+
     def watch_fileno(self) -> int | None:
         """What to wait on for link changes (None: no longer watched)."""
         return None if self._monitor is None else self._monitor.fileno()
@@ -209,7 +226,8 @@ class LinuxGuest:
 
     def link_changes(self) -> list[tuple[str, object]]:
         """What the guest changed on its link since the last call: ("mac", int), ("mtu", int),
-        ("promisc", bool), in that order, each once with its value now. A netlink notification
+        ("promisc", bool), ("multicast", frozenset of groups), in that order, each once with its
+        value now. A netlink notification
         only wakes this up; the values are asked for, as notifications can come late."""
         if self._monitor is None:
             return []
@@ -222,7 +240,7 @@ class LinuxGuest:
             return []
         mac = now.get_attr("IFLA_ADDRESS")
         latest = Link(int(mac.replace(":", ""), 16), now.get_attr("IFLA_MTU"),
-                      bool(now["flags"] & IFF_PROMISC))
+                      bool(now["flags"] & IFF_PROMISC), self._groups())
         changes: list[tuple[str, object]] = []
         if latest.mac != self.link.mac:
             changes.append(("mac", latest.mac))
@@ -230,6 +248,8 @@ class LinuxGuest:
             changes.append(("mtu", latest.mtu))
         if latest.promisc != self.link.promisc:
             changes.append(("promisc", latest.promisc))
+        if latest.groups != self.link.groups:
+            changes.append(("multicast", latest.groups))
         self.link = latest
         return changes
 

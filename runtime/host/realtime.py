@@ -20,7 +20,7 @@ from npa.nic_model.sriov import SriovNic
 from npa.runtime.guest.linux import GuestState, LinuxGuest
 from npa.runtime.guest.stack import IpStack
 from npa.runtime.hypervisor import Hypervisor, Policy, Vm
-from npa.runtime.hypervisor.control import Reply, SetMac, SetMtu, SetRxMode
+from npa.runtime.hypervisor.control import MAX_GROUPS, Reply, SetMac, SetMtu, SetMulticast, SetRxMode
 from npa.runtime.hypervisor.stream import Listener, SocketLink
 from npa.runtime.sandbox import ImageReport, RegionPlan
 from npa.runtime.shell import TX
@@ -30,7 +30,8 @@ from .host import new_vm, polls_now, tick
 from .migrate import Incoming, Outgoing
 
 log = logging.getLogger("npa.host")
-IDLE_WAIT_S = 0.2  # the longest an idle host sleeps between looks at its timers
+IDLE_WAIT_S = 0.2
+LINK_LOOK_S = 0.5  # a Linux guest's multicast groups change without a netlink event: looked at  # the longest an idle host sleeps between looks at its timers
 BUSY_STEPS = 64  # steps between two looks at the outside while busy
 
 
@@ -128,6 +129,7 @@ class RealtimeHost:
         except OSError:
             self.close()
             raise
+        self._link_looked = 0.0
         self.handed: dict[int, int] = {}  # Linux guests' TAPs handed over, by MAC, until restored
         self.steps = 0
         self.started = time.monotonic()
@@ -187,6 +189,11 @@ class RealtimeHost:
                 msg, said = SetMac(mac=text), f"MAC {text}"
             elif what == "mtu":
                 msg, said = SetMtu(mtu=max(68, min(value, 65535))), f"MTU {value}"
+            elif what == "multicast":
+                groups = sorted(value)[:MAX_GROUPS]
+                msg = SetMulticast(groups=[":".join(f"{b:02x}" for b in g.to_bytes(6, "big"))
+                                           for g in groups])
+                said = f"multicast groups ({len(value)})"
             else:
                 msg, said = SetRxMode(promisc=value, allmulti=False), f"promiscuous {'on' if value else 'off'}"
             vm.asked[port.guest.send(msg)] = said
@@ -253,12 +260,15 @@ class RealtimeHost:
             for o in ours:
                 if o in ready:
                     o.ready(self)
-            for fd in ready:
-                if fd in watched:
+            look = time.monotonic() > self._link_looked + LINK_LOOK_S
+            for vm in guests.values():
+                if look or any(watched.get(fd) is vm for fd in ready):
                     try:
-                        self.guest_link(watched[fd])
+                        self.guest_link(vm)
                     except Exception as e:  # noqa: BLE001 - netlink trouble: said, the loop goes on
-                        log.warning("%s: watching the guest's link: %s", watched[fd].name, e)
+                        log.warning("%s: watching the guest's link: %s", vm.name, e)
+            if look:
+                self._link_looked = time.monotonic()
             if any(fd == link or fd in guests for fd in ready):
                 self.step()  # what arrived is processed at once
 
