@@ -68,3 +68,40 @@ def test_fuel_used_is_reported_per_call():
     PLUGIN.npa_poll(1, 2)
     small = PLUGIN.npa_poll.fuel_used()
     assert 0 < small < 100
+
+
+class InterruptingBar:
+    """A BAR whose first read is where Ctrl-C lands: SIGINT arrives inside the host call."""
+
+    def __init__(self):
+        self.reads = 0
+
+    def read32(self, off):
+        import os
+        import signal
+        self.reads += 1
+        if self.reads == 1:
+            os.kill(os.getpid(), signal.SIGINT)  # Python runs its handler at the next bytecode
+        return 5
+
+    def write32(self, off, val):
+        pass
+
+
+def test_ctrl_c_inside_a_host_call_waits_for_the_plugin_call_to_end():
+    """The interrupt is raised once npa_poll has returned, never inside the host function's
+    callback (where ctypes would drop it, or the plugin would see a trap for a host call that
+    half happened): both of the plugin's reads are done, the call completes, then Ctrl-C."""
+    import pytest
+    reads = wat_plugin(
+        imports=['(import "env" "memory" (memory 1))', '(import "env" "__memory_base" (global i32))',
+                 '(import "shell" "mmio_read32" (func $rd (param i32) (result i32)))'],
+        exports={"npa_poll": "(param i32 i32) (result i32) i32.const 0 call $rd i32.const 4 call $rd i32.add"})
+    bar = InterruptingBar()
+    box = Sandbox(bar=bar)
+    plugin = box.load(reads)
+    with pytest.raises(KeyboardInterrupt):
+        plugin.npa_poll(0, 0)
+    assert bar.reads == 2  # the call ran to its end before the interrupt was raised
+    bar.reads = 1
+    assert plugin.npa_poll(0, 0) == 10  # and the plugin is fine for the next call

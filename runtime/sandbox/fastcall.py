@@ -9,6 +9,8 @@ Every export call sets the store's fuel and epoch deadline first.
 from __future__ import annotations
 
 import ctypes
+import signal
+import threading
 from ctypes import POINTER, byref, c_uint64, c_void_p, cast
 from typing import Callable
 
@@ -37,6 +39,29 @@ _get_fuel.argtypes = [c_void_p, c_void_p]
 _get_fuel.restype = c_void_p
 _U32 = 0xFFFFFFFF
 _VAL_I32S = ctypes.sizeof(ffi.wasmtime_val_raw_t) // 4  # i32 slots per wasmtime_val_raw_t
+
+
+# Ctrl-C during a plugin call: Python runs its SIGINT handler at the next bytecode, which may be
+# inside a host function's ctypes callback, where a KeyboardInterrupt raised outside the
+# callback's own try (as it starts or returns) is printed and dropped by ctypes, and the plugin
+# goes on with a host call that never happened. So while a call runs, the interrupt waits, and
+# is raised once the call has returned.
+_IN_CALL = [0]
+_INTERRUPTED = [False]
+
+
+def _on_sigint(signum, frame) -> None:
+    if _IN_CALL[0]:
+        _INTERRUPTED[0] = True
+        return
+    raise KeyboardInterrupt
+
+
+def _defer_interrupts() -> None:
+    """Put `_on_sigint` in place of Python's default SIGINT handler (never of a program's own)."""
+    if threading.current_thread() is threading.main_thread() \
+            and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _on_sigint)
 
 
 class HostTrap(Exception):
@@ -93,6 +118,7 @@ class ExportCall:
         self._trapptr = ctypes.addressof(self._trap)
         self._left = c_uint64()  # fuel left after a call
         self._leftptr = ctypes.addressof(self._left)
+        _defer_interrupts()
         self._unsigned = bool(spec.results) and spec.results[0].startswith("u")
 
     def __call__(self, *args: int) -> int | None:
@@ -105,7 +131,14 @@ class ExportCall:
         if armed[0] != now or armed[1] != clock.ticks:
             _set_deadline(ctx, clock.ticks)
             armed[0], armed[1] = now, clock.ticks
-        err = _call_unchecked(ctx, self._fptr, self._bufptr, self._n, self._trapptr)
+        _IN_CALL[0] += 1
+        try:
+            err = _call_unchecked(ctx, self._fptr, self._bufptr, self._n, self._trapptr)
+        finally:
+            _IN_CALL[0] -= 1
+        if _INTERRUPTED[0]:
+            _INTERRUPTED[0] = False
+            raise KeyboardInterrupt
         if err or self._trap.value:
             self._raise(err)
         if self._host is not None and self._host.pending:
