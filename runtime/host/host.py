@@ -252,6 +252,9 @@ class Host:
     def gone(self, vm: GuestVm) -> None:
         pass  # its generator and sink hold nothing outside this process
 
+    def hand_over(self, vm: GuestVm) -> None:
+        pass  # and all of it goes in the migration stream
+
     def new_guest_vm(self, hello, vf) -> GuestVm:
         return new_vm(GuestVm, self.nic, vf.index, hello.mac, self.region, ring_size=self.ring_size,
                       frames=hello.frames, frame_size=hello.frame_size, budget=self.budget,

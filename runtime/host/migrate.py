@@ -66,6 +66,7 @@ class GuestHost(Protocol):
     def new_guest_vm(self, hello: Hello, vf) -> Vm: ...
     def restore_guest(self, vm: Vm, state: dict, outbox: list[bytes]) -> None: ...
     def gone(self, vm: Vm) -> None: ...  # the VM left this host (moved, or not admitted after all)
+    def hand_over(self, vm: Vm) -> None: ...  # the destination accepted: what it needs beforehand
 
 
 def _handled(vm: Vm) -> int:
@@ -175,6 +176,7 @@ class Outgoing(_Migration):
             self._fail(f"the destination refused {self.vm.name}: {msg.reason}")
         elif msg is not None:
             self.report["destination"] = {"nic": msg.nic, "plugin": msg.plugin, "vf": msg.vf}
+            self.host.hand_over(self.vm)  # before the VM departs: a failure leaves it as it was
             self.host.deliver(self.vm, hvm.depart(self.hv, self.vm))
             self._departed = True
             self._todo = self.guest.take_dirty()

@@ -319,21 +319,32 @@ class RealtimeHost:
     def deliver(self, vm: NetVm, frames: Frames) -> None:
         self._deliver(vm, frames)
 
+    def hand_over(self, vm: NetVm) -> None:
+        """The destination accepted `vm`: a Linux guest's TAP goes to it now, through its
+        control socket, before pre-copy (a round trip to a busy host is no part of the pause).
+        The destination holds it unused until the VM runs there; only then does the guest's
+        queue change readers (this host stops reading at the pause). Should the migration fail,
+        the destination closes its copy and the guest goes on here."""
+        if vm.linux is None:
+            return
+        if (fd := vm.linux.fileno()) is None:
+            raise OSError(f"{vm.name}'s guest device is gone: nothing to hand over")
+        r = ask(vm.handover, "take_guest", mac=vm.mac, fds=[fd])
+        if not r.ok:
+            raise OSError(f"handing {vm.name}'s TAP to the destination: {r.error}")
+
     def guest_state(self, vm: NetVm) -> tuple[dict, list[bytes]]:
-        """The guest's state; a Linux guest's TAP is handed to the destination now (the VM is
-        paused: what the guest sends meanwhile waits in the kernel's queue)."""
+        """The guest's state (a Linux guest's: where its TAP and namespace are; the TAP went at
+        `hand_over`). The VM is paused: what the guest sends meanwhile waits in the kernel."""
         state = {"stack": vm.stack.snapshot()}
         if vm.linux is not None:
-            if (fd := vm.linux.fileno()) is None:
-                raise OSError(f"{vm.name}'s guest device is gone: nothing to hand over")
-            r = ask(vm.handover, "take_guest", mac=vm.mac, fds=[fd])
-            if not r.ok:
-                raise OSError(f"handing {vm.name}'s TAP to the destination: {r.error}")
             state["linux"] = vm.linux.state().model_dump()
         return state, list(vm.outbox)
 
     def take_guest(self, mac: int, fd: int) -> None:
-        """A migration source hands a Linux guest's TAP over (before its state comes)."""
+        """A migration source hands a Linux guest's TAP over (before pre-copy; its state comes
+        at the pause). Netlink's library is loaded now, not then: it takes 100-200 ms."""
+        import pyroute2  # noqa: F401
         if (old := self.handed.pop(mac, None)) is not None:
             os.close(old)
         if len(self.handed) >= 64:  # never restored: the oldest goes
@@ -342,6 +353,8 @@ class RealtimeHost:
 
     def gone(self, vm: NetVm) -> None:
         """The VM runs elsewhere (or never ran here): let its Linux guest go, not end it."""
+        if (fd := self.handed.pop(vm.mac, None)) is not None:  # handed over, never restored
+            os.close(fd)
         if vm.linux is not None:
             vm.linux.release()
             vm.linux = None
