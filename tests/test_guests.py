@@ -64,7 +64,8 @@ class Lab:
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
                 try:
-                    p.communicate(timeout=30)
+                    _, err = p.communicate(timeout=30)
+                    print("host stderr:", err[-3000:])  # shown when the test failed
                 except subprocess.TimeoutExpired:
                     p.kill()
                     p.communicate()
@@ -277,7 +278,7 @@ def test_a_guest_that_deletes_its_device_costs_only_itself(guests):
     host, ns, vm, control = guests()
     sh("ip", "link", "del", "eth0", ns=vm(0)).check_returncode()
     r = sh("ping", "-c", "3", "-i", "0.1", "-W", "2", ENDPOINT, ns=vm(1))
-    assert " 3 received" in r.stdout, r.stdout + r.stderr
+    assert " 3 received" in r.stdout, r.stdout + r.stderr + sh("ip", "addr", ns=vm(1)).stdout
     doc = json.loads(npa_cli("stat", "--control", str(control), "--json", "-").stdout)
     g = doc["vms"][0]["guest"]
     assert g["tap_error"] and g["link_unwatched"] == 1, g

@@ -240,11 +240,6 @@ class RealtimeHost:
         link = self.nic.uplink.fileno()
         waits = [link] if link is not None else []
         while not stop():
-            guests = {fd: vm for vm in self.vms if vm.linux is not None and not vm.paused
-                      and (fd := vm.linux.fileno()) is not None}
-            watched = {fd: vm for vm in guests.values() if (fd := vm.linux.watch_fileno()) is not None}
-            ours = [*(others or []), *self.listeners,
-                    *(Waking(m.link) for m in self.migrations if not m.finished and hasattr(m.link, "fileno"))]
             for _ in range(BUSY_STEPS):
                 self.step()
                 if not self.busy():
@@ -252,6 +247,13 @@ class RealtimeHost:
             busy = self.busy()
             if tick is not None and not busy:
                 tick()
+            # what to wait on, as it is now: a step may have closed a descriptor (a guest's
+            # dead TAP, a finished migration's stream), and select on a closed one fails
+            guests = {fd: vm for vm in self.vms if vm.linux is not None and not vm.paused
+                      and (fd := vm.linux.fileno()) is not None}
+            watched = {fd: vm for vm in guests.values() if (fd := vm.linux.watch_fileno()) is not None}
+            ours = [*(others or []), *self.listeners,
+                    *(Waking(m.link) for m in self.migrations if not m.finished and hasattr(m.link, "fileno"))]
             try:
                 ready, _, _ = select.select([*waits, *guests, *watched, *ours], [], [],
                                            0 if busy else IDLE_WAIT_S)
@@ -262,7 +264,7 @@ class RealtimeHost:
                     o.ready(self)
             look = time.monotonic() > self._link_looked + LINK_LOOK_S
             for vm in guests.values():
-                if look or any(watched.get(fd) is vm for fd in ready):
+                if vm.linux is not None and (look or any(watched.get(fd) is vm for fd in ready)):
                     try:
                         self.guest_link(vm)
                     except Exception as e:  # noqa: BLE001 - netlink trouble: said, the loop goes on
