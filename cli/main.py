@@ -62,7 +62,13 @@ def build(
     out_dir: Path = typer.Option(Path("plugins-wasm"), "--out", help="Where images are written "
                                  "(created if missing; its parent must exist)."),
 ) -> None:
-    """Compile plugin sources (C + plugin.toml) to position-independent wasm images."""
+    """Compile plugin sources (C or Zig, and plugin.toml) to position-independent wasm images,
+    with the compilers of the pinned ziglang package. C: clang -O2, wasm32-freestanding,
+    -nostdlib (no libc: the Shell API header is all there is). Zig: zig build-obj -O
+    ReleaseFast (safety checks off), -fsingle-threaded, wasm32-freestanding, the Shell API as
+    module `npa`; the standard library's freestanding parts work (no OS, no files, allocate
+    from your own buffers or dma_alloc). A Zig panic or `unreachable` is a wasm trap: the
+    shell takes it as the plugin's fault and the VM goes on on the emulated path."""
     from npa.runtime.sandbox import NpaError
     from npa.shell_api import ManifestError
 
