@@ -128,6 +128,18 @@ def new(
     out.print(f"created {d}/ ({', '.join(sorted(p.name for p in d.iterdir()))}); next: npa build {name}")
 
 
+@app.command()
+def datasheet(
+    nic: str = typer.Argument(..., help="NIC model: ixgbevf, vmxnet3 or mlx5."),
+) -> None:
+    """A NIC model's documentation, whole: its registers, descriptor formats, errors and reset as
+    npa models them, then every in-memory layout the device reads or writes, field by field with
+    offsets and byte order. What a vendor writes a plugin from, with the ABI reference."""
+    from .datasheet import show
+
+    show(_model(nic, "NIC"))
+
+
 def _trial(report, base: int | None) -> tuple[str | None, dict | None]:
     """Instantiate at `base` in a fresh sandbox: (error line or None, placement)."""
     from npa.runtime.sandbox import LoadError, PluginFault, RegionPlan, Sandbox

@@ -33,8 +33,9 @@ features = []
 C_SOURCE = """\
 /* {name}: an NPA Shell API v1 plugin for the {model} model ({doc}).
  *
- * Registers and descriptor formats: `python -m pydoc npa.nic_model.{module}` (npa's model of the
- * NIC). A complete driver for the same NIC: {example_dir}. The ABI: ABI.md beside this file.
+ * Write it from the ABI (ABI.md beside this file) and the device's datasheet, `npa datasheet
+ * {model}`: registers, descriptor layouts field by field, errors and reset. A complete driver for
+ * the same NIC, to compare with: {example_dir}.
  * Fill in each entry point marked TODO.
  */
 #include "npa_shell.h"
@@ -78,9 +79,9 @@ NPA_EXPORT(npa_reset) int32_t npa_reset(void) {{
 ZIG_SOURCE = """\
 //! {name}: an NPA Shell API v1 plugin for the {model} model ({doc}).
 //!
-//! Registers and descriptor formats: `python -m pydoc npa.nic_model.{module}` (npa's model of the
-//! NIC). A complete driver for the same NIC: {example_dir} ({mlx5_dir} is a complete Zig one).
-//! The ABI: ABI.md beside this file.
+//! Write it from the ABI (ABI.md beside this file) and the device's datasheet, `npa datasheet
+//! {model}`: registers, descriptor layouts field by field, errors and reset. A complete driver for
+//! the same NIC, to compare with: {example_dir} ({mlx5_dir} is a complete Zig one).
 //! Fill in each entry point marked TODO.
 const npa = @import("npa");
 
@@ -133,10 +134,11 @@ An NPA plugin for the {model} model ({doc}), PCI id {ids}, written in {lang}.
 
 Every entry point returns NOT_IMPLEMENTED until you fill it in (see the TODOs in `{source}`).
 
-- The ABI: `ABI.md` beside this file (copied from npa {abi}; `npa new` writes it).
-- The device's registers, descriptor formats, errors and reset: the NIC model's documentation,
-  `python -m pydoc npa.nic_model.{module}` wherever npa is installed ({model_file}).
-- A complete driver for the same NIC, from npa's bundled examples: {example_dir}.
+- The ABI: `ABI.md` beside this file (copied from npa {abi}; `npa new` writes it): the
+  lifecycle, ring and ownership rules, what to do on device errors and resets.
+- The device: `npa datasheet {model}` (its registers, descriptor layouts field by field with
+  offsets, errors and reset, as npa models them; the model's source: {model_file}).
+- To compare with once yours runs: a complete driver for the same NIC, {example_dir}.
 
 A plugin imports only the Shell API: no libc, no WASI. `plugin.toml` holds the manifest: the PCI
 ids it drives and the features it offers (`features = ["intr"]` for interrupts; without it the

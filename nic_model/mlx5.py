@@ -38,6 +38,11 @@ opcode, SEND = 0x0a), u32 qpn_ds (bits 5:0 size in 16-byte units), u8 signature,
 u8 fm_ce_se (bit 3 CQ_UPDATE: write a CQE when done), u32 imm; Ethernet segment 16 bytes
 (unused here); data segment u32 byte_count, u32 lkey, u64 addr; 16 bytes padding.
 Receive WQE (16 bytes): data segment u32 byte_count (buffer size), u32 lkey, u64 addr.
+This model reads neither qpn_ds's size nor lkey: every send WQE is taken as its control,
+Ethernet and data segments, every buffer as in the VF's one memory region, its IOMMU window
+(which checks every access). ConnectX counts the 16-byte segments a WQE uses (3 here: control,
+Ethernet without inline headers, one data segment; the padding to 64 bytes not counted) and
+checks lkey against its memory keys; the bundled plugin writes 4 (the whole WQE) and lkey 0.
 CQE (64 bytes): 0x2C u32 byte_cnt; 0x37 u8 syndrome (error CQEs); 0x38 u32 qpn;
 0x3C u16 wqe_counter; 0x3F u8 op_own: opcode << 4 | owner. Opcodes: 0x0 REQ (send done),
 0x2 RESP_SEND (frame received), 0xD REQ_ERR, 0xE RESP_ERR, 0xF INVALID (software initialises

@@ -166,3 +166,19 @@ def test_bench_steps_at_a_small_size_prints_no_negative_cost(tmp_path):
     for row in doc["layers"]:
         for key in ("fixed_us", "ns_per_frame"):
             assert row[key] is None or row[key] >= 0, row
+
+
+def test_datasheet_prints_every_layout_whole():
+    """`npa datasheet MODEL`: the model's text and each in-memory layout field by field, with
+    offsets and byte order (pydoc abbreviates them); an unknown model is one line, exit 2."""
+    r = npa("datasheet", "mlx5")
+    assert r.returncode == 0, r.stderr
+    for line in ("SEND_WQE (64 bytes)", "0x04    qpn_ds", "0x24    lkey", "u64 be", "CQE (64 bytes)",
+                 "0x3f    op_own", "reads neither qpn_ds"):
+        assert line in r.stdout, line
+    for nic, layout in (("ixgbevf", "TX_DESC (16 bytes)"), ("vmxnet3", "bytes)")):
+        r = npa("datasheet", nic)
+        assert r.returncode == 0 and layout in r.stdout, r.stdout[-500:]
+    r = npa("datasheet", "e1000")
+    assert r.returncode == 2 and r.stderr.strip() == \
+        "npa: error: NIC e1000: unknown NIC model (known: ixgbevf, vmxnet3, mlx5)"
