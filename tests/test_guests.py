@@ -257,6 +257,9 @@ def test_a_tcp_stream_survives_moves_to_another_vendors_nic_and_back(lab):
             r = npa_cli("migrate", "vm0", "--from", there, "--to", back, "--json", "-", timeout=60)
             assert r.returncode == 0, r.stderr
             assert json.loads(r.stdout)["outcome"] == "moved"
+            if back == b:  # the new host's VF has the guest's groups: neighbour discovery works
+                r = sh("ping", "-6", "-c", "2", "-i", "0.2", "-W", "2", "fe80::aff:fe4e:2%br0", ns=lab.ns)
+                assert " 2 received" in r.stdout, r.stdout + r.stderr
             time.sleep(1)
         out, err = source.communicate(timeout=60)
         assert source.returncode == 0, err  # no reset, no timeout

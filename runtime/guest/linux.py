@@ -162,8 +162,9 @@ class LinuxGuest:
                 raise GuestError(f"the handed-over TAP is {g.tap.name}, not the guest's")
             with _netlink(g.netns) as ipr:
                 index = ipr.link_lookup(ifname=g.tap.name)[0]
+            # as a new guest's: the first look asks this host's VF for what the guest has now
+            # (its multicast groups above all: the switch here knows none of them yet)
             g._watch(index, Link(mac, state.mtu, False))
-            g.link_changes()  # what the link is now: the guest may have changed it meanwhile
             return g
         except Exception as e:
             g.release()

@@ -378,6 +378,7 @@ class RealtimeHost:
             if fd is None:
                 raise ValueError(f"guest state: {vm.name}'s TAP was not handed over")
             vm.linux = LinuxGuest.adopt(fd, linux, vm.mac)
+            self._link_looked = 0.0  # its link is looked at on the next wake-up
         vm.outbox = outbox
 
     # -- what it reports --------------------------------------------------------------------------
