@@ -268,6 +268,11 @@ def macs_of(d: np.ndarray, offset: int) -> np.ndarray:
     return wide.view(">u8").ravel().astype(np.uint64)
 
 
+def format_mac(mac: int) -> str:
+    """A 48-bit MAC as `ip link` writes it (02:00:0a:4d:00:02)."""
+    return ":".join(f"{b:02x}" for b in mac.to_bytes(6, "big"))
+
+
 def is_group(mac: int) -> bool:
     """Whether one MAC address is a group address (multicast or broadcast): its I/G bit."""
     return bool(mac >> 40 & 1)

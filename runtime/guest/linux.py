@@ -25,6 +25,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from npa.nic_model.frames import format_mac
 from npa.nic_model.tap import Tap, TapError
 
 IFF_PROMISC = 0x100
@@ -86,10 +87,6 @@ def _netlink(netns: str | None):
         return IPRoute()
 
 
-def _mac_text(mac: int) -> str:
-    return ":".join(f"{b:02x}" for b in mac.to_bytes(6, "big"))
-
-
 class LinuxGuest:
     def __init__(self, name: str, mac: int, mtu: int, address: str | None = None,
                  netns: str | None = None):
@@ -118,7 +115,7 @@ class LinuxGuest:
             with _netlink(netns) as ipr:
                 index = ipr.link_lookup(ifname=temp)[0]
                 ipr.link("set", index=index, ifname="eth0" if netns else temp,
-                         address=_mac_text(mac), mtu=mtu)
+                         address=format_mac(mac), mtu=mtu)
                 if netns is not None:
                     ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
                     if address is not None:

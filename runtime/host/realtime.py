@@ -19,7 +19,7 @@ from npa.nic_model.frames import Frames
 from npa.nic_model.sriov import SriovNic
 from npa.runtime.guest.linux import GuestState, LinuxGuest
 from npa.runtime.guest.stack import IpStack
-from npa.runtime.hypervisor import Hypervisor, Policy, Vm
+from npa.runtime.hypervisor import Hypervisor, Policy, Vm, format_mac
 from npa.runtime.hypervisor.control import MAX_GROUPS, Reply, SetMac, SetMtu, SetMulticast, SetRxMode
 from npa.runtime.hypervisor.stream import Listener, SocketLink
 from npa.runtime.sandbox import ImageReport, RegionPlan
@@ -30,8 +30,9 @@ from .host import new_vm, polls_now, tick
 from .migrate import Incoming, Outgoing
 
 log = logging.getLogger("npa.host")
-IDLE_WAIT_S = 0.2
-LINK_LOOK_S = 0.5  # a Linux guest's multicast groups change without a netlink event: looked at  # the longest an idle host sleeps between looks at its timers
+IDLE_WAIT_S = 0.2  # the longest an idle host sleeps between looks at its timers
+LINK_LOOK_S = 0.5  # how often a Linux guest's link is looked at (its multicast groups change
+                   # without a netlink event)
 BUSY_STEPS = 64  # steps between two looks at the outside while busy
 
 
@@ -185,14 +186,12 @@ class RealtimeHost:
         port = self.hv.ports[vm.index]
         for what, value in vm.linux.link_changes():
             if what == "mac":
-                text = ":".join(f"{b:02x}" for b in value.to_bytes(6, "big"))
-                msg, said = SetMac(mac=text), f"MAC {text}"
+                msg, said = SetMac(mac=format_mac(value)), f"MAC {format_mac(value)}"
             elif what == "mtu":
                 msg, said = SetMtu(mtu=max(68, min(value, 65535))), f"MTU {value}"
             elif what == "multicast":
                 groups = sorted(value)[:MAX_GROUPS]
-                msg = SetMulticast(groups=[":".join(f"{b:02x}" for b in g.to_bytes(6, "big"))
-                                           for g in groups])
+                msg = SetMulticast(groups=[format_mac(g) for g in groups])
                 said = f"multicast groups ({len(value)})"
             else:
                 msg, said = SetRxMode(promisc=value, allmulti=False), f"promiscuous {'on' if value else 'off'}"
@@ -391,7 +390,7 @@ class RealtimeHost:
             "uplink": self.nic.uplink.stats,
             "migrations": [m.status() for m in self.migrations],
             "vms": [{"name": vm.name, "ip": vm.stack.address, "pings": vm.stack.pings,
-                     "mac": ":".join(f"{b:02x}" for b in vm.mac.to_bytes(6, "big")),
+                     "mac": format_mac(vm.mac),
                      "vf": vm.vf.name, "data_path": self.hv.mode(vm),
                      "faults": sum(e.kind == "fault" for e in vm.shell.events),
                      "tx_frames": vm.shell.stats["tx_frames"], "rx_frames": vm.shell.stats["rx_frames"],

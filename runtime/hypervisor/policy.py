@@ -30,7 +30,7 @@ from typing import Literal
 from pydantic import (BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError,
                       field_validator, model_validator)
 
-from npa.nic_model.frames import is_group
+from npa.nic_model.frames import format_mac, is_group
 from npa.runtime.sandbox import Budgets, NpaError
 
 ETH_HEADER = 14
@@ -48,10 +48,6 @@ def parse_mac(text: str) -> int:
     if is_group(mac) or mac == 0:
         raise ValueError(f"{text} is a multicast or zero address, not a VF's own")
     return mac
-
-
-def format_mac(mac: int) -> str:
-    return ":".join(f"{b:02x}" for b in mac.to_bytes(6, "big"))
 
 
 class StormControl(BaseModel):
