@@ -47,6 +47,7 @@ class NetVm(Vm):
     linux: LinuxGuest | None = None
     asked: dict = field(default_factory=dict)  # control request id -> what the guest changed
     handover: str = ""  # migrating a Linux guest: the destination's control socket, for its TAP
+    events_seen: int = 0  # the shell's events already said (faults go to the log)
 
 
 class Waking:
@@ -163,6 +164,8 @@ class RealtimeHost:
         for vm in self.vms:
             if vm.asked:
                 self._answers(vm)
+            if len(vm.shell.events) != vm.events_seen:
+                self._said(vm)
         self.steps += 1
         for m in self.migrations:
             m.advance()
@@ -196,6 +199,16 @@ class RealtimeHost:
             else:
                 msg, said = SetRxMode(promisc=value, allmulti=False), f"promiscuous {'on' if value else 'off'}"
             vm.asked[port.guest.send(msg)] = said
+
+    @staticmethod
+    def _said(vm: NetVm) -> None:
+        """A fault of a VM's plugin is said on stderr when it happens (and counted in `npa
+        stat`): the VM goes on on the emulated path."""
+        for e in vm.shell.events[vm.events_seen:]:
+            if e.kind == "fault":
+                log.warning("%s: plugin fault: %s; the VM goes on on the emulated path", vm.name,
+                            e.reason)
+        vm.events_seen = len(vm.shell.events)
 
     def _answers(self, vm: NetVm) -> None:
         """The hypervisor's answers to the guest's link requests."""
