@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from test_network import NEEDS, _can_make_namespaces, _wait_for, npa_cli, sh
+from test_network import NEEDS, _can_make_namespaces, _wait_for, npa_cli, sh, stop
 
 MISSING = NEEDS + [t for t in ("iperf3", "curl") if shutil.which(t) is None]
 pytestmark = pytest.mark.skipif(
@@ -102,12 +102,6 @@ def guests(lab):
     return start
 
 
-def stop(p: subprocess.Popen) -> tuple[int, str, str]:
-    p.send_signal(signal.SIGTERM)
-    out, err = p.communicate(timeout=30)
-    return p.returncode, out, err
-
-
 @pytest.mark.parametrize("nic", ["ixgbevf", "vmxnet3", "mlx5"])
 def test_a_linux_guest_runs_iperf3_and_serves_a_file_through_each_plugin(guests, nic, tmp_path):
     host, ns, vm, _ = guests("--nic", nic)
@@ -168,15 +162,17 @@ def test_a_tap_guest_is_the_users_to_configure(lab):
     assert name not in sh("ip", "-br", "link", ns=mine).stdout  # the device went with the host
 
 
+def _stat(control) -> dict:
+    """What `npa stat --json -` says of the host at `control`."""
+    return json.loads(npa_cli("stat", "--control", str(control), "--json", "-").stdout)
+
+
 def _decisions(control, vm: str) -> list[str]:
-    r = npa_cli("stat", "--control", str(control), "--json", "-")
-    doc = json.loads(r.stdout)
-    return next(v for v in doc["vms"] if v["name"] == vm)["guest"]["link_decisions"]
+    return next(v for v in _stat(control)["vms"] if v["name"] == vm)["guest"]["link_decisions"]
 
 
 def _port(control, vm: int) -> dict:
-    doc = json.loads(npa_cli("stat", "--control", str(control), "--json", "-").stdout)
-    return next(p for p in doc["ports"] if p["name"] == f"vf{vm}")
+    return next(p for p in _stat(control)["ports"] if p["name"] == f"vf{vm}")
 
 
 def test_a_guest_mac_change_is_the_policys_to_decide(guests, tmp_path):
@@ -290,8 +286,7 @@ def test_a_guest_that_deletes_its_device_costs_only_itself(guests):
     sh("ip", "link", "del", "eth0", ns=vm(0)).check_returncode()
     r = sh("ping", "-c", "3", "-i", "0.1", "-W", "2", ENDPOINT, ns=vm(1))
     assert " 3 received" in r.stdout, r.stdout + r.stderr + sh("ip", "addr", ns=vm(1)).stdout
-    doc = json.loads(npa_cli("stat", "--control", str(control), "--json", "-").stdout)
-    g = doc["vms"][0]["guest"]
+    g = _stat(control)["vms"][0]["guest"]
     assert g["tap_error"] and g["link_unwatched"] == 1, g
     code, _, err = stop(host)
     assert code == 0 and "Traceback" not in err, err

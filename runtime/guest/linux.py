@@ -173,8 +173,7 @@ class LinuxGuest:
                           address=self.address, mtu=self.link.mtu)
 
     def _undo(self, made_netns: bool) -> None:
-        if getattr(self, "tap", None) is not None:
-            self.tap.close()
+        self.release()
         if made_netns:
             from pyroute2 import netns as namespaces
             namespaces.remove(self.netns)
@@ -237,6 +236,9 @@ class LinuxGuest:
         X`, as a user of `--guest tap` may): its frames still flow, its link changes are no
         longer seen, and that is counted."""
         self.stats["link_unwatched"] = 1
+        self._close_netlink()
+
+    def _close_netlink(self) -> None:
         for sock in (self._monitor, self._query):
             if sock is not None:
                 sock.close()
@@ -274,10 +276,7 @@ class LinuxGuest:
     def release(self) -> None:
         """Let go of the guest without ending it (it runs on another host now): our descriptor
         closes, the device and the namespace stay with the other host's."""
-        for sock in (self._monitor, self._query):
-            if sock is not None:
-                sock.close()
-        self._monitor = self._query = None
+        self._close_netlink()
         if getattr(self, "tap", None) is not None:
             self.tap.close()
             self.tap = None
